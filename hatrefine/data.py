@@ -1,0 +1,215 @@
+"""Data: the one place that turns a data spec into image batches in a generator's shape.
+
+Specs:
+  ``builtin:mnist``        the embedded 5,000-digit MNIST subset shipped with hatrefine
+  ``cifar10``, ``mnist``, ``svhn``, ``celeba`` (or ``torchvision:NAME``)
+                           torchvision datasets, downloaded into ``--data-root`` when online
+  ``PATH.npz``             an array ``x`` (or ``images``): uint8 in [0, 255] or float in [-1, 1];
+                           NHW, NHWC or NCHW
+  ``DIR``                  a folder of images (searched recursively)
+
+Every source yields float32 (N, C, H, W) in [-1, 1], resized and converted to the
+requested (C, H, W).
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, TensorDataset
+
+from .errors import HatrefineError
+
+TORCHVISION_DATASETS = ("cifar10", "mnist", "svhn", "celeba")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("HATREFINE_DATA", Path.home() / ".cache" / "hatrefine" / "data"))
+
+
+def embedded_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """The embedded MNIST subset: ``x`` uint8 (5000, 28, 28) and labels ``y`` (500 per digit)."""
+    with resources.as_file(resources.files("hatrefine") / "assets" / "mnist5k.npz") as path:
+        with np.load(path) as f:
+            return f["x"], f["y"]
+
+
+def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] or float [-1, 1] arrays (NHW, NHWC or NCHW) -> float32 NCHW in [-1, 1]."""
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    elif x.dim() == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        x = x.permute(0, 3, 1, 2)
+    elif x.dim() != 4:
+        raise HatrefineError(f"images have shape {tuple(x.shape)}; expected NHW, NHWC or NCHW")
+    if x.dtype == torch.uint8:
+        return x.float().div_(127.5).sub_(1.0).contiguous()
+    return x.float().contiguous()
+
+
+def fit_to_shape(x: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
+    """Convert channels (gray <-> RGB, drop alpha) and resize (bilinear, antialiased) to (C, H, W)."""
+    c, h, w = image_shape
+    if x.shape[1] == 4:
+        x = x[:, :3]
+    if x.shape[1] != c:
+        if x.shape[1] == 1:
+            x = x.expand(-1, c, -1, -1)
+        elif c == 1:
+            x = x.mean(dim=1, keepdim=True)
+        else:
+            raise HatrefineError(f"cannot convert {x.shape[1]}-channel images to {c} channels")
+    if tuple(x.shape[2:]) != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True).clamp_(-1, 1)
+    return x.contiguous()
+
+
+def _load_npz(path: Path) -> torch.Tensor:
+    try:
+        with np.load(path) as f:
+            key = next((k for k in ("x", "images") if k in f.files), None)
+            if key is None:
+                raise HatrefineError(f"{path} has arrays {f.files}; put the images under the key 'x'")
+            return to_tensor(f[key])
+    except HatrefineError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise HatrefineError(f"{path} is not a readable .npz file ({e}); re-create it with numpy.savez") from None
+
+
+def _load_folder(path: Path) -> torch.Tensor:
+    from PIL import Image
+
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise HatrefineError(f"{path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); point --data at a folder of images")
+    arrays = []
+    for f in files:
+        with Image.open(f) as im:
+            arrays.append(np.asarray(im.convert("RGB")))
+    sizes = {a.shape for a in arrays}
+    if len(sizes) > 1:  # resize to the most common size first so they stack
+        target = max(sizes, key=lambda s: sum(a.shape == s for a in arrays))
+        arrays = [a if a.shape == target else np.asarray(Image.fromarray(a).resize(target[1::-1])) for a in arrays]
+    return to_tensor(np.stack(arrays))
+
+
+def _torchvision_dataset(name: str, split: str, root: Path, download: bool) -> Dataset:
+    import torchvision.datasets as tvd
+
+    train = split == "train"
+    try:
+        if name == "cifar10":
+            return tvd.CIFAR10(root, train=train, download=download)
+        if name == "mnist":
+            return tvd.MNIST(root, train=train, download=download)
+        if name == "svhn":
+            return tvd.SVHN(root, split="train" if train else "test", download=download)
+        return tvd.CelebA(root, split="train" if train else "test", download=download)
+    except (RuntimeError, OSError) as e:
+        raise HatrefineError(
+            f"dataset {name!r} is not in {root} and could not be downloaded ({str(e).splitlines()[0]}); "
+            f"connect to the internet once, or pass --data-root where it is stored"
+        ) from None
+
+
+class _ConvertedDataset(Dataset):
+    """Wraps a torchvision dataset of PIL images; converts each to the requested shape."""
+
+    def __init__(self, base: Dataset, image_shape: Sequence[int]):
+        self.base, self.image_shape = base, tuple(image_shape)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor]:
+        img = self.base[i][0]
+        x = to_tensor(np.asarray(img.convert("RGB"))[None])
+        return (fit_to_shape(x, self.image_shape)[0],)
+
+
+def open_dataset(
+    spec: str,
+    image_shape: Sequence[int],
+    split: str = "train",
+    root: Optional[str | Path] = None,
+    download: bool = True,
+    limit: Optional[int] = None,
+) -> Dataset:
+    """Open a data spec as a dataset of ``(image,)`` items, each (C, H, W) float32 in [-1, 1].
+
+    ``split`` is ``train`` or ``test``; the embedded MNIST subset holds out its last 50
+    digits of each class as ``test``. ``limit`` keeps the first N images.
+    """
+    if split not in ("train", "test"):
+        raise HatrefineError(f"unknown split {split!r}; use 'train' or 'test'")
+    if limit is not None and limit <= 0:
+        raise HatrefineError(f"--n / limit must be positive, got {limit}")
+    name = spec.lower().removeprefix("torchvision:")
+    if spec in ("builtin:mnist", "mnist5k"):
+        images, labels = embedded_mnist()
+        rank = np.zeros(len(labels), dtype=int)  # position of each image within its class
+        for digit in np.unique(labels):
+            idx = np.flatnonzero(labels == digit)
+            rank[idx] = np.arange(len(idx))
+        keep = rank < 450 if split == "train" else rank >= 450
+        x = fit_to_shape(to_tensor(images[keep]), image_shape)
+    elif name in TORCHVISION_DATASETS:
+        base = _torchvision_dataset(name, split, Path(root) if root else default_data_root() / name, download)
+        ds = _ConvertedDataset(base, image_shape)
+        return torch.utils.data.Subset(ds, range(min(limit, len(ds)))) if limit else ds
+    elif spec.endswith(".npz"):
+        path = Path(spec)
+        if not path.is_file():
+            raise HatrefineError(f"data file {spec} does not exist; pass an existing .npz with an array 'x'")
+        x = fit_to_shape(_load_npz(path), image_shape)
+    elif Path(spec).is_dir():
+        x = fit_to_shape(_load_folder(Path(spec)), image_shape)
+    else:
+        raise HatrefineError(
+            f"unknown data spec {spec!r}; use builtin:mnist, one of {', '.join(TORCHVISION_DATASETS)}, "
+            f"a .npz file or a folder of images"
+        )
+    if limit is not None:
+        x = x[:limit]
+    return TensorDataset(x)
+
+
+def load_images(spec: str, image_shape: Sequence[int], **kwargs) -> torch.Tensor:
+    """Load a whole data spec into memory as one (N, C, H, W) tensor (see ``open_dataset``)."""
+    ds = open_dataset(spec, image_shape, **kwargs)
+    if isinstance(ds, TensorDataset):
+        return ds.tensors[0]
+    return torch.stack([ds[i][0] for i in range(len(ds))])
+
+
+class DataStream:
+    """Shuffled data batches addressed by step number: batch ``k`` depends only on
+    (seed, k), so a resumed run sees exactly the batches an uninterrupted one would."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int):
+        if batch_size <= 0:
+            raise HatrefineError(f"batch size must be positive, got {batch_size}")
+        if len(dataset) == 0:
+            raise HatrefineError("the dataset is empty; point --data at images")
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.per_epoch = max(1, len(dataset) // batch_size)
+        self._epoch, self._perm = -1, None
+
+    def batch(self, step: int) -> torch.Tensor:
+        epoch, pos = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(len(self.dataset), generator=g)
+        idx = self._perm[pos * self.batch_size : (pos + 1) * self.batch_size]
+        if isinstance(self.dataset, TensorDataset):
+            return self.dataset.tensors[0][idx]
+        return torch.stack([self.dataset[int(i)][0] for i in idx])

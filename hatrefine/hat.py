@@ -1,0 +1,81 @@
+"""Hat networks H: an image -> one scalar energy per image.
+
+Names (``create_hat``):
+  ``sngan32``, ``sngan64``, ``sngan128``  the SN-GAN discriminators without spectral norm,
+                                         mean pooling, linear head without bias (the paper's)
+  ``small``                              a 4-layer conv net for small images (the MNIST default)
+  ``timm:MODEL``                         any timm model, one output, no pretrained download
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from .errors import HatrefineError
+from .resblocks import ResNetDiscriminator
+
+HATS = ("sngan32", "sngan64", "sngan128", "small")
+DEFAULT_WIDTH = {"sngan32": 256, "sngan64": 1024, "sngan128": 1024, "small": 32}
+
+
+class SmallHat(nn.Module):
+    """conv3 -> three stride-2 conv4 (width w, 2w, 4w, 4w) with leaky ReLU -> linear -> scalar."""
+
+    def __init__(self, channels: int, size: int, width: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 3, 1, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(4 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(4 * width * (size // 8) ** 2, 1),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _sngan_hat(name: str, channels: int, w: int) -> nn.Module:
+    if name == "sngan32":  # four blocks of width w, the first two downsample
+        first, blocks = w, [(w, True), (w, False), (w, False)]
+    elif name == "sngan64":
+        first, blocks = w >> 4, [(w >> 3, True), (w >> 2, True), (w >> 1, True), (w, True)]
+    else:  # sngan128
+        first, blocks = w >> 4, [(w >> 3, True), (w >> 2, True), (w >> 1, True), (w, True), (w, False)]
+    return ResNetDiscriminator(channels, first, blocks, spectral_norm=False, pool="mean", head_bias=False)
+
+
+def default_hat(image_shape: Sequence[int]) -> str:
+    """The hat network that suits an image size: ``small`` up to 32 px grayscale, else SN-GAN."""
+    c, h, _ = image_shape
+    if h <= 32 and c == 1:
+        return "small"
+    return "sngan32" if h <= 32 else "sngan64" if h <= 64 else "sngan128"
+
+
+def create_hat(name: str, image_shape: Sequence[int], width: Optional[int] = None) -> nn.Module:
+    """Build hat network ``name`` for images of ``image_shape`` (C, H, W)."""
+    c, h, w_ = image_shape
+    if name.startswith("timm:"):
+        import timm
+
+        try:
+            return timm.create_model(name[5:], pretrained=False, in_chans=c, num_classes=1)
+        except RuntimeError as e:
+            raise HatrefineError(f"timm has no model {name[5:]!r} ({e}); see timm.list_models()") from None
+    if name not in HATS:
+        raise HatrefineError(f"unknown hat network {name!r}; use one of {', '.join(HATS)} or timm:MODEL")
+    width = width or DEFAULT_WIDTH[name]
+    if width <= 0:
+        raise HatrefineError(f"hat width must be positive, got {width}")
+    if name == "small":
+        if h % 8 or w_ % 8 or h != w_:
+            raise HatrefineError(f"the small hat needs square images with a side divisible by 8, got {h}x{w_}; use timm:MODEL")
+        return SmallHat(c, h, width)
+    need = {"sngan32": 32, "sngan64": 64, "sngan128": 128}[name]
+    if (h, w_) != (need, need):
+        raise HatrefineError(f"hat {name} is for {need}x{need} images, got {h}x{w_}; use --hat {default_hat(image_shape)}")
+    return _sngan_hat(name, c, width)

@@ -1,0 +1,196 @@
+"""``HatRefiner``: a fitted Hat EBM (frozen generator + hat network + sampler settings).
+
+    refiner = HatRefiner.fit(generator="builtin:mnist", data="builtin:mnist", out="runs/mnist")
+    out = refiner.sample(64, seed=0)             # out.x: refined images, out.z, out.y, out.g
+    better = refiner.refine(x=my_images)          # images only: latents found by inversion
+    refiner.save_pretrained("my_refiner");  HatRefiner.from_pretrained("my_refiner")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+from torch import nn
+
+from .checkpoint import load_strict, read_json, read_state_dict, save_json, save_tensors
+from .config import FitConfig
+from .energy import HatEnergy
+from .errors import HatrefineError
+from .generator import Generator
+from .hat import create_hat, default_hat
+from .registry import is_known_spec, load_generator
+from .sampler import LangevinResult, LangevinSampler
+
+CONFIG, HAT_WEIGHTS = "config.json", "hat.safetensors"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise HatrefineError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HatrefineError(f"device {name} asked for but no CUDA GPU is visible; use --device cpu")
+    return device
+
+
+def build_hat(config: FitConfig, generator: Generator) -> nn.Module:
+    return create_hat(config.hat or default_hat(generator.image_shape), generator.image_shape, config.hat_width)
+
+
+class HatRefiner(nn.Module):
+    """A Hat EBM ready to sample: ``generator`` (frozen), ``hat`` (the weights sampling uses), ``config``."""
+
+    def __init__(self, generator: Generator, hat: nn.Module, config: FitConfig):
+        super().__init__()
+        if config.mode == "conditional" and not generator.has_prior:
+            raise HatrefineError(f"{generator.name} has no latent prior, so --mode conditional does not apply; use --mode joint")
+        self.generator, self.hat, self.config = generator, hat, config
+        self.energy = HatEnergy(hat, generator, config.temperature, config.z_prior_weight, config.y_sigma)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hat.parameters()).device
+
+    def sampler(self, n_steps: Optional[int] = None, pixel_only: bool = False) -> LangevinSampler:
+        """The configured sampler; ``n_steps`` defaults to the test-time K."""
+        c = self.config
+        joint = c.mode == "joint" and not pixel_only
+        return LangevinSampler(
+            self.energy,
+            c.test_steps if n_steps is None else n_steps,
+            eps_y=c.eps_y,
+            eps_z=c.eps_z if joint else None,
+            noise=c.noise,
+            y_clip=c.y_clip,
+            step_schedule=c.schedule(),
+            amp=c.amp,
+        )
+
+    # -- sampling -----------------------------------------------------------------------
+    def iter_samples(self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None) -> Iterator[LangevinResult]:
+        """Refined samples in chunks of ``batch_size`` (bounded memory for any ``n``)."""
+        if n <= 0 or batch_size <= 0:
+            raise HatrefineError(f"--n and --batch-size must be positive, got {n} and {batch_size}")
+        rng = torch.Generator(self.device).manual_seed(seed)
+        sampler = self.sampler(n_steps)
+        for start in range(0, n, batch_size):
+            z = self.generator.sample_latent(min(batch_size, n - start), generator=rng)
+            yield sampler.sample(z, generator=rng)
+
+    def sample(self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None) -> LangevinResult:
+        """``n`` refined samples: ``.x`` images, ``.z`` latents, ``.y`` residuals, ``.g`` = G(z)."""
+        parts = list(self.iter_samples(n, seed, batch_size, n_steps))
+        return LangevinResult(*(torch.cat([getattr(p, k) for p in parts]) for k in ("x", "y", "z", "g")))
+
+    # -- refining what a user already has ------------------------------------------------
+    def invert(self, x: torch.Tensor, steps: int = 200, lr: float = 0.05, prior_weight: float = 1e-3, seed: int = 0) -> torch.Tensor:
+        """Latents whose images are close to ``x``: minimise ||G(z) - x||^2 + w ||z||^2 / 2 with Adam."""
+        self.generator.check_image(x, what="input images")
+        g = torch.Generator(self.device).manual_seed(seed)
+        z = self.generator.sample_latent(len(x), generator=g).requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=lr)
+        for _ in range(steps):
+            loss = (self.generator(z) - x).flatten(1).square().sum(1) + prior_weight * 0.5 * z.flatten(1).square().sum(1)
+            opt.zero_grad()
+            loss.sum().backward()
+            opt.step()
+        return z.detach()
+
+    def refine(
+        self,
+        z: Optional[torch.Tensor] = None,
+        x: Optional[torch.Tensor] = None,
+        pixel_only: bool = False,
+        n_steps: Optional[int] = None,
+        seed: int = 0,
+        batch_size: int = 256,
+        invert_steps: int = 200,
+    ) -> LangevinResult:
+        """Improve samples a user has: from latents ``z``, images ``x``, or both.
+
+        With ``x``, chains start at Y = x - G(z) so the starting image is the input itself;
+        with only ``x``, ``z`` is found first by inversion. ``pixel_only`` updates Y alone.
+        """
+        if z is None and x is None:
+            raise HatrefineError("refine needs latents z, images x, or both")
+        G, dev = self.generator, self.device
+        if x is not None:
+            G.check_image(x, what="input images")
+            G.check_range(x, what="input images")
+            x = x.to(dev, G.dtype)
+        if z is not None:
+            G.check_latent(z)
+            z = z.to(dev, G.dtype)
+            if x is not None and len(x) != len(z):
+                raise HatrefineError(f"input holds {len(x)} images but {len(z)} latents; they must pair up")
+        rng = torch.Generator(dev).manual_seed(seed)
+        sampler = self.sampler(n_steps, pixel_only=pixel_only)
+        parts = []
+        n = len(z) if z is not None else len(x)
+        for s in range(0, n, batch_size):
+            zb = z[s : s + batch_size] if z is not None else self.invert(x[s : s + batch_size], steps=invert_steps, seed=seed + s)
+            if x is None:
+                parts.append(sampler.sample(zb, generator=rng))
+                continue
+            xb = x[s : s + batch_size]
+            with torch.no_grad():
+                gb = G(zb)
+            res = sampler.sample(zb, xb - gb, generator=rng)
+            # x + (change of Y) + (change of G(Z)): where the chain has not moved, the output
+            # is the input to the bit (g + (x - g) need not round back to x)
+            res.x = xb + (res.y - (xb - gb)) + (res.g - gb)
+            parts.append(res)
+        return LangevinResult(*(torch.cat([getattr(p, k) for p in parts]) for k in ("x", "y", "z", "g")))
+
+    # -- persistence ----------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``hat.safetensors``; the generator is referenced by its spec."""
+        directory = Path(directory)
+        save_tensors(directory / HAT_WEIGHTS, self.hat.state_dict())
+        save_json(directory / CONFIG, {"hatrefine": self.config.to_dict()})
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: Optional[str] = None, generator: Optional[Generator] = None) -> "HatRefiner":
+        """Load from a run or saved directory, or ``hf:ORG/NAME`` on the Hub.
+
+        ``generator`` overrides the one named in the config (for a custom, unregistered decoder).
+        """
+        path = str(path)
+        if path.startswith("hf:"):
+            from .adapters.hub import resolve_hub_dir
+
+            directory = resolve_hub_dir(path[3:], [CONFIG, HAT_WEIGHTS])
+        else:
+            directory = Path(path)
+            if not (directory / CONFIG).is_file():
+                raise HatrefineError(f"{directory} is not a hatrefine run (no {CONFIG}); pass the --out directory of `hatrefine fit`")
+        cfg = read_json(directory / CONFIG)
+        if "hatrefine" not in cfg:
+            raise HatrefineError(f"{directory / CONFIG} was not written by hatrefine; pass a run directory")
+        config = FitConfig.from_dict(cfg["hatrefine"])
+        dev = resolve_device(device or config.device)
+        if generator is None and not is_known_spec(config.generator):
+            raise HatrefineError(
+                f"this run used the generator {config.generator!r}, passed from Python; "
+                f"load it with HatRefiner.from_pretrained({str(path)!r}, generator=G)"
+            )
+        generator = (generator or load_generator(config.generator, config.checkpoint)).to(dev)
+        hat = build_hat(config, generator)
+        if not (directory / HAT_WEIGHTS).is_file():
+            raise HatrefineError(f"{directory} has no {HAT_WEIGHTS} yet; let the fit save a checkpoint first")
+        load_strict(hat, read_state_dict(directory / HAT_WEIGHTS), str(directory / HAT_WEIGHTS))
+        return cls(generator, hat.to(dev), config)
+
+    @classmethod
+    def fit(cls, out: str | Path, generator: Optional[Generator] = None, resume: bool = False, overwrite: bool = False, progress: bool = True, **settings) -> "HatRefiner":
+        """Fit a hat network (see ``FitConfig`` for ``settings``) into run directory ``out``."""
+        from .trainer import Trainer
+
+        trainer = Trainer(FitConfig(**settings), out, generator=generator, resume=resume, overwrite=overwrite)
+        trainer.run(progress=progress)
+        return trainer.refiner()

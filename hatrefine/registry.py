@@ -1,0 +1,103 @@
+"""One registry: spec strings -> generators (and discriminators), names -> architectures.
+
+A spec is ``SCHEME:NAME`` (``mimicry:sngan_cifar10``, ``builtin:mnist``, ``hf:ORG/NAME``,
+``torchscript:PATH``, ``ae:DIR``). Adapters in ``hatrefine.adapters`` register the schemes;
+architectures (classes that a ``config.json`` can name) register by name, as in timm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from torch import nn
+
+from .errors import HatrefineError
+from .generator import Generator
+
+Loader = Callable[[str, Optional[str]], nn.Module]
+
+
+@dataclass
+class Scheme:
+    generator: Callable[[str, Optional[str]], Generator]
+    discriminator: Optional[Loader] = None
+    names: list[str] = field(default_factory=list)  # known names, for listings; empty = free-form
+    help: str = ""
+
+
+_SCHEMES: dict[str, Scheme] = {}
+_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_scheme(prefix: str, scheme: Scheme) -> None:
+    """Make ``prefix:NAME`` specs resolve through ``scheme``."""
+    _SCHEMES[prefix] = scheme
+
+
+def register_architecture(name: str) -> Callable:
+    """Class decorator: lets config files build this module by ``name``."""
+
+    def deco(cls: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _ARCHITECTURES[name] = cls
+        return cls
+
+    return deco
+
+
+def create_architecture(name: str, **kwargs) -> nn.Module:
+    """Build a registered architecture, e.g. ``create_architecture("dcgan_generator", nz=64)``."""
+    _populate()
+    if name not in _ARCHITECTURES:
+        raise HatrefineError(f"unknown architecture {name!r}; known: {', '.join(sorted(_ARCHITECTURES))}")
+    try:
+        return _ARCHITECTURES[name](**kwargs)
+    except TypeError as e:
+        raise HatrefineError(f"bad settings for architecture {name!r}: {e}") from None
+
+
+def _populate() -> None:
+    import hatrefine.adapters  # noqa: F401  (registers schemes and generator architectures)
+
+
+def known_specs() -> list[str]:
+    """Every spec the registry knows by name, plus the free-form patterns."""
+    _populate()
+    out = []
+    for prefix, scheme in sorted(_SCHEMES.items()):
+        out += [f"{prefix}:{n}" for n in scheme.names] or [f"{prefix}:{scheme.help}"]
+    return out
+
+
+def is_known_spec(spec: str) -> bool:
+    """Whether ``spec`` names a registered scheme (and a known name, where the scheme lists them)."""
+    _populate()
+    prefix, sep, name = spec.partition(":")
+    return bool(sep) and prefix in _SCHEMES and (not _SCHEMES[prefix].names or name in _SCHEMES[prefix].names)
+
+
+def _split(spec: str) -> tuple[Scheme, str]:
+    _populate()
+    prefix, sep, name = spec.partition(":")
+    if not sep or prefix not in _SCHEMES:
+        raise HatrefineError(f"unknown generator spec {spec!r}; known: {', '.join(known_specs())}")
+    scheme = _SCHEMES[prefix]
+    if scheme.names and name not in scheme.names:
+        raise HatrefineError(f"unknown generator spec {spec!r}; known: {', '.join(known_specs())}")
+    return scheme, name
+
+
+def load_generator(spec: str, checkpoint: Optional[str] = None) -> Generator:
+    """Resolve a spec to a frozen ``Generator``; ``checkpoint`` is a local weights file."""
+    scheme, name = _split(spec)
+    return scheme.generator(name, checkpoint)
+
+
+def load_discriminator(spec: str, checkpoint: Optional[str] = None) -> nn.Module:
+    """Resolve a spec to its frozen discriminator (one logit per image), where one exists."""
+    scheme, name = _split(spec)
+    if scheme.discriminator is None:
+        raise HatrefineError(f"{spec} has no discriminator; use a mimicry: or builtin: spec")
+    d = scheme.discriminator(name, checkpoint)
+    d.requires_grad_(False)
+    return d.eval()

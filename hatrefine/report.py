@@ -1,0 +1,128 @@
+"""Pictures and summaries of a run: sample grids, the Langevin path figure, the training
+curve, and the before/after comparison written at the end of a fit."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid, save_image  # noqa: E402
+
+from .checkpoint import save_json  # noqa: E402
+
+if TYPE_CHECKING:
+    from .refiner import HatRefiner
+
+Y_MAGNIFY = 5.0  # residual images are magnified 5x in the path figure, as in the paper's Figure 3
+
+
+def grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
+    """A (3, H, W) grid in [0, 1] of images in [-1, 1]."""
+    return make_grid(images[:64].detach().float().cpu().clamp(-1, 1), nrow=nrow, normalize=True, value_range=(-1, 1), pad_value=1.0)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid(images, nrow), str(path))
+
+
+def path_figure(path: dict[str, torch.Tensor], out: str | Path, frame_steps: list[int]) -> None:
+    """Rows X, G(Z) and Y (magnified) for each chain, columns along the Langevin path."""
+    n_frames, n_chains = path["x"].shape[:2]
+    rows, labels = [], []
+    for i in range(n_chains):
+        for key, label in (("x", "X"), ("g", "G(Z)"), ("y", f"Y x{Y_MAGNIFY:g}")):
+            frames = path[key][:, i]
+            rows.append((frames * Y_MAGNIFY).clamp(-1, 1) if key == "y" else frames)
+            labels.append(label)
+    img = make_grid(torch.cat(rows), nrow=n_frames, normalize=True, value_range=(-1, 1), pad_value=1.0)
+    h = img.shape[1] / len(rows)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * n_frames, 0.9 * len(rows)))
+    ax.imshow(img.permute(1, 2, 0).numpy())
+    ax.set_yticks([h * (r + 0.5) for r in range(len(rows))], labels, fontsize=7)
+    ax.set_xticks([img.shape[2] / n_frames * (f + 0.5) for f in range(n_frames)], [str(s) for s in frame_steps], fontsize=7)
+    ax.set_xlabel("Langevin step")
+    ax.set_title("Langevin paths from Y = 0")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def training_curve(log_csv: str | Path, out: str | Path) -> None:
+    """Energies of data and samples, and the residual norm, against the training step."""
+    with open(log_csv) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    step = [int(r["step"]) for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot(step, [float(r["energy_data"]) for r in rows], label="H(data) / T")
+    a.plot(step, [float(r["energy_samples"]) for r in rows], label="H(samples) / T")
+    a.set_xlabel("step")
+    a.legend()
+    b.plot(step, [float(r["residual_norm"]) for r in rows], color="C2")
+    b.set_xlabel("step")
+    b.set_ylabel("mean ||Y||")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int) -> dict:
+    """Compare the generator alone with the Hat EBM on the same starting latents; write
+    ``before_after.png``, ``langevin_path.png`` and ``quality.json``, print the quality line."""
+    from .data import load_images
+    from .evaluation import lenet_fd, load_lenet
+
+    c, G = refiner.config, refiner.generator
+    rng = torch.Generator(refiner.device).manual_seed(seed + 1)
+    z0 = G.sample_latent(n, generator=rng)
+    t0 = time.perf_counter()
+    sampler = refiner.sampler()
+    after, first = [], None
+    for s in range(0, n, 250):
+        res = sampler.sample(z0[s : s + 250], generator=rng, path_frames=8 if s == 0 else 0, path_chains=4)
+        first = first if first is not None else res
+        after.append(res.x)
+    after = torch.cat(after)
+    sample_seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        before = torch.cat([G(z0[s : s + 250]) for s in range(0, n, 250)])
+
+    frame_steps = sorted({round(i * c.test_steps / 7) for i in range(8)})
+    path_figure(first.path, out / "langevin_path.png", frame_steps)
+
+    result = {"n_samples": n, "langevin_steps": c.test_steps, "sample_seconds": round(sample_seconds, 2), "seed": seed}
+    if tuple(G.image_shape) == (1, 32, 32):
+        reference = load_images(c.data, G.image_shape, split="train", root=c.data_root)
+        net = load_lenet().to(refiner.device)
+        fd_before = lenet_fd(before, reference.to(refiner.device), net)
+        fd_after = lenet_fd(after, reference.to(refiner.device), net)
+        result |= {"metric": "frechet_distance_lenet", "n_reference": len(reference), "generator": round(fd_before, 3), "hat": round(fd_after, 3)}
+        line = (
+            f"quality (Frechet distance in LeNet features, {n} samples vs {len(reference)} data images, lower is better): "
+            f"generator {fd_before:.3f} -> Hat EBM {fd_after:.3f} ({100 * (fd_after / fd_before - 1):+.1f}%)"
+        )
+    else:
+        line = "quality: the quick LeNet distance applies to 1x32x32 digits; run `hatrefine eval` on sampled images for FID"
+    result["line"] = line
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.8))
+    for ax, imgs, title in ((axes[0], before, "generator G(z)"), (axes[1], after, "Hat EBM (same starting z)")):
+        ax.imshow(grid(imgs).permute(1, 2, 0).numpy())
+        ax.set_title(title + (f"\nFD {result['generator' if imgs is before else 'hat']:.3f}" if "metric" in result else ""))
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "before_after.png", dpi=120)
+    plt.close(fig)
+    save_json(out / "quality.json", result)
+    print(line)
+    return result

@@ -1,0 +1,148 @@
+"""SN-GAN residual blocks, laid out as in Mimicry (torch_mimicry) so its checkpoints load.
+
+Attribute names (``c1, c2, b1, b2, c_sc``) and the order of operations follow Mimicry,
+including one detail that changes numbers: Mimicry's ``DBlock`` applies an in-place
+ReLU to its input before the residual branch, so its shortcut sees ``relu(x)``. We do the
+same out of place (autograd-safe, same values).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _conv(cin: int, cout: int, k: int, spectral_norm: bool, gain: float) -> nn.Module:
+    conv = nn.Conv2d(cin, cout, k, 1, padding=k // 2)
+    nn.init.xavier_uniform_(conv.weight, gain)
+    # The hook-based spectral norm stores weight_orig / weight_u / weight_v, as Mimicry's files do.
+    return nn.utils.spectral_norm(conv) if spectral_norm else conv
+
+
+def linear(cin: int, cout: int, spectral_norm: bool, bias: bool = True) -> nn.Module:
+    """A linear layer with Xavier init, optionally spectrally normalised (Mimicry's ``SNLinear``)."""
+    lin = nn.Linear(cin, cout, bias=bias)
+    nn.init.xavier_uniform_(lin.weight, 1.0)
+    return nn.utils.spectral_norm(lin) if spectral_norm else lin
+
+
+class GBlock(nn.Module):
+    """Generator block: BN -> ReLU -> (upsample) -> conv3 -> BN -> ReLU -> conv3, plus shortcut."""
+
+    def __init__(self, cin: int, cout: int, upsample: bool = False):
+        super().__init__()
+        self.upsample = upsample
+        self.c1 = _conv(cin, cout, 3, False, math.sqrt(2.0))
+        self.c2 = _conv(cout, cout, 3, False, math.sqrt(2.0))
+        self.b1 = nn.BatchNorm2d(cin)
+        self.b2 = nn.BatchNorm2d(cout)
+        self.c_sc = _conv(cin, cout, 1, False, 1.0) if (cin != cout or upsample) else None
+
+    def _up(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False) if self.upsample else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c1(self._up(F.relu(self.b1(x))))
+        h = self.c2(F.relu(self.b2(h)))
+        sc = self.c_sc(self._up(x)) if self.c_sc is not None else x
+        return h + sc
+
+
+class DBlock(nn.Module):
+    """Discriminator block: ReLU -> conv3 -> ReLU -> conv3 -> (avg pool), plus shortcut on relu(x)."""
+
+    def __init__(self, cin: int, cout: int, downsample: bool = False, spectral_norm: bool = True):
+        super().__init__()
+        self.downsample = downsample
+        self.c1 = _conv(cin, cin, 3, spectral_norm, math.sqrt(2.0))
+        self.c2 = _conv(cin, cout, 3, spectral_norm, math.sqrt(2.0))
+        self.c_sc = _conv(cin, cout, 1, spectral_norm, 1.0) if (cin != cout or downsample) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(x)  # Mimicry's in-place ReLU also feeds the shortcut
+        h = self.c2(F.relu(self.c1(x)))
+        sc = self.c_sc(x) if self.c_sc is not None else x
+        if self.downsample:
+            h, sc = F.avg_pool2d(h, 2), F.avg_pool2d(sc, 2)
+        return h + sc
+
+
+class DBlockOptimized(nn.Module):
+    """First discriminator block: conv3 -> ReLU -> conv3 -> avg pool, shortcut pool -> conv1."""
+
+    def __init__(self, cin: int, cout: int, spectral_norm: bool = True):
+        super().__init__()
+        self.c1 = _conv(cin, cout, 3, spectral_norm, math.sqrt(2.0))
+        self.c2 = _conv(cout, cout, 3, spectral_norm, math.sqrt(2.0))
+        self.c_sc = _conv(cin, cout, 1, spectral_norm, 1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.avg_pool2d(self.c2(F.relu(self.c1(x))), 2)
+        return h + self.c_sc(F.avg_pool2d(x, 2))
+
+
+class ResNetGenerator(nn.Module):
+    """SN-GAN ResNet generator (Mimicry ``SNGANGenerator32/64/128``): nz -> 3 x S x S in (-1, 1).
+
+    ``channels`` lists the feature widths from the 4x4 bottom to the last block; the
+    layer names (``l1``, ``block2`` ..., final ``b{n}`` / ``c{n}``) match Mimicry's.
+    """
+
+    def __init__(self, nz: int, channels: list[int], out_channels: int = 3, bottom_width: int = 4):
+        super().__init__()
+        self.nz, self.bottom_width = nz, bottom_width
+        self.l1 = nn.Linear(nz, bottom_width * bottom_width * channels[0])
+        nn.init.xavier_uniform_(self.l1.weight, 1.0)
+        for i, (cin, cout) in enumerate(zip(channels[:-1], channels[1:])):
+            self.add_module(f"block{i + 2}", GBlock(cin, cout, upsample=True))
+        last = len(channels) + 1
+        self.final_bn_name, self.final_conv_name = f"b{last}", f"c{last}"
+        self.add_module(self.final_bn_name, nn.BatchNorm2d(channels[-1]))
+        self.add_module(self.final_conv_name, _conv(channels[-1], out_channels, 3, False, 1.0))
+        self.n_blocks = len(channels) - 1
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.l1(z).view(z.shape[0], -1, self.bottom_width, self.bottom_width)
+        for i in range(self.n_blocks):
+            h = getattr(self, f"block{i + 2}")(h)
+        h = F.relu(getattr(self, self.final_bn_name)(h))
+        return torch.tanh(getattr(self, self.final_conv_name)(h))
+
+
+class ResNetDiscriminator(nn.Module):
+    """SN-GAN ResNet discriminator (Mimicry ``SNGANDiscriminator32/64``) -> one logit per image.
+
+    ``blocks`` lists ``(out_channels, downsample)`` after the optimized first block. With
+    ``spectral_norm=False`` and ``pool="mean"`` it is the paper's hat network.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        first_channels: int,
+        blocks: list[tuple[int, bool]],
+        spectral_norm: bool = True,
+        pool: str = "sum",
+        head_bias: bool = True,
+    ):
+        super().__init__()
+        self.pool = pool
+        self.block1 = DBlockOptimized(in_channels, first_channels, spectral_norm)
+        cin = first_channels
+        for i, (cout, down) in enumerate(blocks):
+            self.add_module(f"block{i + 2}", DBlock(cin, cout, down, spectral_norm))
+            cin = cout
+        self.n_blocks = len(blocks) + 1
+        self.head_name = f"l{self.n_blocks + 1}"
+        self.add_module(self.head_name, linear(cin, 1, spectral_norm, bias=head_bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for i in range(self.n_blocks):
+            h = getattr(self, f"block{i + 1}")(h)
+        h = F.relu(h)
+        h = h.sum(dim=(2, 3)) if self.pool == "sum" else h.mean(dim=(2, 3))
+        return getattr(self, self.head_name)(h)

@@ -1,0 +1,208 @@
+"""Langevin samplers over (Y, Z), as objects with schedules.
+
+One update rule for every variable v:  v <- v - (eps^2 / 2) * grad_v U + noise * eps * N(0, I).
+
+``JointLangevin`` alternates a Z update and a Y update at the new Z (paper eq. 6-7);
+``ConditionalLangevin`` keeps Z fixed and updates Y only (eq. 9); the DDLS baseline is a
+``JointLangevin`` without Y updates on the energy ||z||^2 / 2 - d(G(z)) / T.
+
+Cost per step, by construction: network parameters never get gradients, no autograd graph
+outlives the step that made it (memory is flat in the number of steps), and G runs once
+per step in joint mode and once per chain in conditional mode.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import torch
+from torch import nn
+
+from .energy import HatEnergy
+from .errors import HatrefineError
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A factor on the step size (or noise) along a chain: from 1 at the first step to ``end`` at the last.
+
+    ``kind``: ``constant`` (always 1), ``linear``, ``cosine`` or ``exponential``.
+    """
+
+    kind: str = "constant"
+    end: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in ("constant", "linear", "cosine", "exponential"):
+            raise HatrefineError(f"unknown schedule {self.kind!r}; use constant, linear, cosine or exponential")
+        if self.kind == "exponential" and self.end <= 0:
+            raise HatrefineError("an exponential schedule needs end > 0")
+
+    def __call__(self, k: int, n_steps: int) -> float:
+        t = k / max(1, n_steps - 1)
+        if self.kind == "constant":
+            return 1.0
+        if self.kind == "linear":
+            return 1.0 + (self.end - 1.0) * t
+        if self.kind == "cosine":
+            return self.end + (1.0 - self.end) * 0.5 * (1.0 + math.cos(math.pi * t))
+        return self.end**t
+
+
+@dataclass
+class LangevinResult:
+    """End state of a batch of chains: ``x = g + y`` with ``g = G(z)``.
+
+    ``energies``: mean U per step (when recorded); ``path``: dict of ``x``, ``g``, ``y`` frames,
+    each (frames, n, C, H, W), for the first few chains (when requested).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    z: torch.Tensor
+    g: torch.Tensor
+    energies: Optional[torch.Tensor] = None
+    path: Optional[dict[str, torch.Tensor]] = None
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Parameters need no gradient and layers run in inference mode; both restored after."""
+    flags = [p.requires_grad for p in module.parameters()]
+    training = module.training
+    module.requires_grad_(False)
+    module.eval()
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
+        module.train(training)
+
+
+class LangevinSampler:
+    """Langevin dynamics on a ``HatEnergy`` over Z (if ``eps_z``) and Y (if ``eps_y``).
+
+    Args:
+        energy: the energy U(Y, Z).
+        n_steps: K, the number of Langevin steps.
+        eps_y, eps_z: step sizes; ``None`` or 0 leaves that variable fixed.
+        noise: scale of the injected noise (1 = exact Langevin).
+        y_clip: per-sample bound on the norm of the Y gradient step ``(eps_y^2 / 2) * grad``.
+        step_schedule, noise_schedule: factors on the step sizes and on the noise along the chain.
+        amp: evaluate the energy under bf16 autocast.
+    """
+
+    def __init__(
+        self,
+        energy: HatEnergy,
+        n_steps: int,
+        eps_y: Optional[float] = None,
+        eps_z: Optional[float] = None,
+        noise: float = 1.0,
+        y_clip: Optional[float] = 2.5,
+        step_schedule: Schedule = Schedule(),
+        noise_schedule: Schedule = Schedule(),
+        amp: bool = False,
+    ):
+        if n_steps < 0:
+            raise HatrefineError(f"number of Langevin steps must be >= 0, got {n_steps}")
+        for name, eps in (("eps_y", eps_y), ("eps_z", eps_z)):
+            if eps is not None and eps < 0:
+                raise HatrefineError(f"{name} must be >= 0, got {eps}")
+        if noise < 0:
+            raise HatrefineError(f"noise scale must be >= 0, got {noise}")
+        self.energy, self.n_steps = energy, n_steps
+        self.eps_y, self.eps_z, self.noise, self.y_clip = eps_y or 0.0, eps_z or 0.0, noise, y_clip
+        self.step_schedule, self.noise_schedule, self.amp = step_schedule, noise_schedule, amp
+
+    def _energy(self, y: torch.Tensor, g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            return self.energy(y, g, z).float()
+
+    def _noise(self, like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+    def sample(
+        self,
+        z: torch.Tensor,
+        y: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+        record_energy: bool = False,
+        path_frames: int = 0,
+        path_chains: int = 8,
+    ) -> LangevinResult:
+        """Run K steps from latents ``z`` and residuals ``y`` (default 0).
+
+        ``path_frames`` > 0 keeps that many evenly spaced frames (first and last included)
+        of the first ``path_chains`` chains.
+        """
+        G = self.energy.generator
+        G.check_latent(z)
+        K = self.n_steps
+        update_z, update_y = self.eps_z > 0, self.eps_y > 0
+        frames = sorted({round(i * K / max(1, path_frames - 1)) for i in range(path_frames)}) if path_frames else []
+        path: dict[str, list[torch.Tensor]] = {"x": [], "g": [], "y": []}
+        energies = []
+
+        with frozen(self.energy):
+            z = z.detach().clone().requires_grad_(update_z)
+            with torch.set_grad_enabled(update_z):
+                g = G(z)  # joint mode keeps this graph until the next Z update; conditional: once per chain
+            y = torch.zeros_like(g) if y is None else y.detach().clone()
+            G.check_image(y, what="residual y")
+
+            for k in range(K + 1):
+                if k in frames:
+                    for key, v in (("x", g + y), ("g", g), ("y", y)):
+                        path[key].append(v[:path_chains].detach().cpu())
+                if k == K:
+                    break
+                s, n = self.step_schedule(k, K), self.noise_schedule(k, K) * self.noise
+                if update_z:
+                    u = self._energy(y, g, z)
+                    (grad,) = torch.autograd.grad(u.sum(), z)
+                    eps = self.eps_z * s
+                    z = (z.detach() - 0.5 * eps**2 * grad + n * eps * self._noise(z, generator)).requires_grad_(True)
+                    g = G(z)
+                if update_y:
+                    y.requires_grad_(True)
+                    u = self._energy(y, g.detach(), z.detach())
+                    (grad,) = torch.autograd.grad(u.sum(), y)
+                    eps = self.eps_y * s
+                    step = 0.5 * eps**2 * grad
+                    if self.y_clip is not None:
+                        norm = step.flatten(1).norm(dim=1).clamp_min(1e-12)
+                        step = step * (self.y_clip / norm).clamp(max=1.0).view(-1, *[1] * (step.dim() - 1))
+                    y = (y.detach() - step + n * eps * self._noise(y, generator)).detach()
+                if record_energy and (update_y or update_z):
+                    energies.append(u.detach().mean())
+
+        g = g.detach()
+        return LangevinResult(
+            x=g + y,
+            y=y,
+            z=z.detach(),
+            g=g,
+            energies=torch.stack(energies).cpu() if energies else None,
+            path={k: torch.stack(v) for k, v in path.items()} if frames else None,
+        )
+
+
+class JointLangevin(LangevinSampler):
+    """Alternating Langevin on Z then Y (paper eq. 6-7): refine GANs, retrofit autoencoders."""
+
+    def __init__(self, energy: HatEnergy, n_steps: int, eps_y: float = 1e-4, eps_z: float = 5e-3, **kwargs):
+        super().__init__(energy, n_steps, eps_y=eps_y, eps_z=eps_z, **kwargs)
+
+
+class ConditionalLangevin(LangevinSampler):
+    """Langevin on Y with Z fixed from the prior (paper eq. 9): G(Z) is computed once per chain."""
+
+    def __init__(self, energy: HatEnergy, n_steps: int, eps_y: float = 1e-4, **kwargs):
+        if energy.generator.prior is None:
+            raise HatrefineError(f"{energy.generator.name} has no latent prior, so conditional mode does not apply; use --mode joint")
+        super().__init__(energy, n_steps, eps_y=eps_y, eps_z=None, **kwargs)

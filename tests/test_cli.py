@@ -1,0 +1,109 @@
+"""The command line end to end, on tiny settings."""
+
+import numpy as np
+from click.testing import CliRunner
+
+from hatrefine.cli import main
+
+TINY_FIT = ["--steps", "2", "--langevin-steps", "2", "--batch-size", "8", "--eval-samples", "16", "--hat-width", "4", "--quiet"]
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_generate_writes_the_documented_npz(tmp_path):
+    out = tmp_path / "g.npz"
+    result = run("generate", "--generator", "builtin:mnist", "--n", 10, "--seed", 3, "--out", out, "--batch-size", 4, "--png", tmp_path / "g.png")
+    assert result.exit_code == 0, result.output
+    with np.load(out) as f:
+        assert sorted(f.files) == ["x", "z"]
+        x, z = f["x"], f["z"]
+    assert x.shape == (10, 1, 32, 32) and x.dtype == np.float32 and x.min() >= -1 and x.max() <= 1
+    assert z.shape == (10, 64) and z.dtype == np.float32
+    assert (tmp_path / "g.png").is_file()
+    again = tmp_path / "again.npz"
+    run("generate", "--n", 10, "--seed", 3, "--out", again, "--batch-size", 10)
+    with np.load(again) as f:
+        np.testing.assert_allclose(f["x"], x, atol=1e-6)  # same seed, other chunking: same samples
+
+
+def test_generate_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "g.npz"
+    out.write_bytes(b"mine")
+    one_line_error(run("generate", "--n", 2, "--out", out), "already exists", "--overwrite")
+    assert out.read_bytes() == b"mine"
+
+
+def test_bad_inputs_get_one_line(tmp_path):
+    one_line_error(run("generate", "--generator", "mimicry:sngan_cifar100", "--out", tmp_path / "a.npz"), "unknown generator spec", "known:")
+    one_line_error(run("generate", "--n", 0, "--out", tmp_path / "a.npz"), "must be positive")
+    one_line_error(run("fit", "--data", tmp_path / "nothing.npz", "--out", tmp_path / "r"), "does not exist")
+    one_line_error(run("sample", "--run", tmp_path / "norun", "--out", tmp_path / "s.npz"), "is not a hatrefine run")
+    assert not (tmp_path / "a.npz").exists() and not (tmp_path / "s.npz").exists()
+
+
+def test_fit_sample_refine_end_to_end(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run("fit", "--out", run_dir, *TINY_FIT)
+    assert result.exit_code == 0, result.output
+    assert "quality (Frechet distance in LeNet features" in result.output
+    for name in ("before_after.png", "langevin_path.png", "quality.json", "hat.safetensors"):
+        assert (run_dir / name).is_file()
+
+    samples = tmp_path / "s.npz"
+    result = run("sample", "--run", run_dir, "--n", 5, "--seed", 1, "--out", samples, "--batch-size", 2, "--png", tmp_path / "s.png")
+    assert result.exit_code == 0, result.output
+    with np.load(samples) as f:
+        assert sorted(f.files) == ["g", "x", "y", "z"]
+        assert f["x"].shape == (5, 1, 32, 32) and f["z"].shape == (5, 64) and f["x"].dtype == np.float32
+        np.testing.assert_allclose(f["x"], f["g"] + f["y"], atol=1e-6)
+
+    gen = tmp_path / "gen.npz"
+    run("generate", "--n", 3, "--out", gen)
+    with np.load(gen) as f:
+        np.savez(tmp_path / "images_only.npz", x=f["x"])
+    for name, extra in (("from_z.npz", []), ("from_x.npz", ["--invert-steps", 5]), ("pixel.npz", ["--pixel-only", "--invert-steps", 5])):
+        src = gen if name == "from_z.npz" else tmp_path / "images_only.npz"
+        result = run("refine", "--run", run_dir, "--input", src, "--out", tmp_path / name, "--langevin-steps", 2, *extra)
+        assert result.exit_code == 0, result.output
+        with np.load(tmp_path / name) as f:
+            assert f["x"].shape == (3, 1, 32, 32) and f["z"].shape == (3, 64)
+
+    result = run("refine", "--run", run_dir, "--input", tmp_path / "images_only.npz", "--out", tmp_path / "zero.npz", "--langevin-steps", 0, "--invert-steps", 3)
+    with np.load(tmp_path / "zero.npz") as f, np.load(gen) as g:
+        np.testing.assert_array_equal(f["x"], g["x"])  # no steps: the input comes back to the bit
+
+    result = run("fit", "--out", run_dir, "--steps", 3, "--resume", "--quiet", "--eval-samples", 0)
+    assert result.exit_code == 0, result.output
+    assert len((run_dir / "log.csv").read_text().splitlines()) == 4
+
+
+def test_refine_input_errors(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run("fit", "--out", run_dir, *TINY_FIT, "--eval-samples", 0).exit_code == 0
+    np.savez(tmp_path / "labels.npz", labels=np.zeros(3))
+    one_line_error(run("refine", "--run", run_dir, "--input", tmp_path / "labels.npz", "--out", tmp_path / "o.npz"), "neither 'x'")
+    np.savez(tmp_path / "rgb.npz", x=np.zeros((2, 3, 32, 32), np.float32))
+    one_line_error(run("refine", "--run", run_dir, "--input", tmp_path / "rgb.npz", "--out", tmp_path / "o.npz"), "3 channels", "works on 1")
+    np.savez(tmp_path / "z.npz", z=np.zeros((2, 10), np.float32))
+    one_line_error(run("refine", "--run", run_dir, "--input", tmp_path / "z.npz", "--out", tmp_path / "o.npz"), "latent has shape (2, 10)")
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_conditional_mode_on_a_priorless_generator(tmp_path):
+    from hatrefine.adapters.builtin import DCGANGenerator
+    from hatrefine.adapters.hub import save_generator_dir
+
+    save_generator_dir(tmp_path / "ae", DCGANGenerator(nz=8, width=4).eval(), "dcgan_generator", {"nz": 8, "width": 4}, (8,), (1, 32, 32), prior=None)
+    one_line_error(run("fit", "--generator", f"hf:{tmp_path / 'ae'}", "--out", tmp_path / "r", "--mode", "conditional"), "no latent prior", "--mode joint")
+    assert not (tmp_path / "r").exists()

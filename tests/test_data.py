@@ -1,0 +1,70 @@
+"""Data specs -> images in the generator's shape and range."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hatrefine import HatrefineError
+from hatrefine.data import DataStream, load_images, open_dataset
+
+
+def test_embedded_mnist_splits_and_range():
+    train = load_images("builtin:mnist", (1, 32, 32), split="train")
+    test = load_images("builtin:mnist", (1, 32, 32), split="test")
+    assert train.shape == (4500, 1, 32, 32) and test.shape == (500, 1, 32, 32)
+    assert train.dtype == torch.float32 and train.min() >= -1 and train.max() <= 1
+    assert train.min() == -1 and train.max() > 0.9  # black background, white strokes
+    # held-out digits are not training digits
+    assert not any(torch.equal(test[0], t) for t in train[:4500:7])
+
+
+def test_embedded_mnist_converts_to_rgb_64():
+    x = load_images("builtin:mnist", (3, 64, 64), split="test", limit=4)
+    assert x.shape == (4, 3, 64, 64)
+    assert torch.equal(x[:, 0], x[:, 1])
+
+
+def test_npz_uint8_nhwc(tmp_path):
+    arr = np.random.default_rng(0).integers(0, 256, size=(5, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "imgs.npz", x=arr)
+    x = load_images(str(tmp_path / "imgs.npz"), (3, 8, 8))
+    assert x.shape == (5, 3, 8, 8)
+    torch.testing.assert_close(x[0, :, 2, 3], torch.tensor(arr[0, 2, 3] / 127.5 - 1, dtype=torch.float32))
+
+
+def test_npz_without_images_key(tmp_path):
+    np.savez(tmp_path / "bad.npz", labels=np.zeros(3))
+    with pytest.raises(HatrefineError, match=r"has arrays \['labels'\]; put the images under the key 'x'"):
+        load_images(str(tmp_path / "bad.npz"), (1, 8, 8))
+
+
+def test_image_folder(tmp_path):
+    for i in range(3):
+        Image.fromarray(np.full((10, 12, 3), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    x = load_images(str(tmp_path), (1, 16, 16))
+    assert x.shape == (3, 1, 16, 16)
+    torch.testing.assert_close(x[1].mean(), torch.tensor(40 / 127.5 - 1), atol=1e-3, rtol=0)
+
+
+def test_empty_folder_and_unknown_spec(tmp_path):
+    with pytest.raises(HatrefineError, match="holds no images"):
+        load_images(str(tmp_path), (1, 8, 8))
+    with pytest.raises(HatrefineError, match="unknown data spec 'imagenet-22k'; use builtin:mnist"):
+        open_dataset("imagenet-22k", (1, 8, 8))
+
+
+def test_torchvision_dataset_offline_error(tmp_path):
+    with pytest.raises(HatrefineError, match="could not be downloaded.*--data-root"):
+        open_dataset("cifar10", (3, 32, 32), root=tmp_path, download=False)
+
+
+def test_stream_batches_depend_only_on_seed_and_step():
+    ds = open_dataset("builtin:mnist", (1, 32, 32), split="test")
+    a, b = DataStream(ds, 64, seed=3), DataStream(ds, 64, seed=3)
+    first = [a.batch(k) for k in range(10)]
+    assert torch.equal(b.batch(9), first[9])  # random access: no need to replay earlier batches
+    assert not torch.equal(first[0], first[1])
+    assert not torch.equal(DataStream(ds, 64, seed=4).batch(0), first[0])
+    seen = torch.cat(first[: a.per_epoch])  # one epoch visits distinct images
+    assert len({tuple(v.flatten().tolist()) for v in seen}) == len(seen)

@@ -1,0 +1,164 @@
+"""Langevin samplers: correct stationary law, energies fall, frozen parameters, flat memory."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+from hatrefine import HatrefineError
+from hatrefine.adapters import autoencoder_decoder, wrap
+from hatrefine.energy import HatEnergy
+from hatrefine.hat import create_hat
+from hatrefine.sampler import ConditionalLangevin, JointLangevin, LangevinSampler, Schedule
+
+
+class Quadratic(nn.Module):
+    """H(x) = ||x - mu||^2 / (2 s^2): a Gaussian N(mu, s^2 T) in x at temperature T."""
+
+    def __init__(self, mu: float, s: float):
+        super().__init__()
+        self.mu, self.s = nn.Parameter(torch.tensor(mu)), s
+
+    def forward(self, x):
+        return (x - self.mu).flatten(1).square().sum(1) / (2 * self.s**2)
+
+
+def identity_generator():
+    return wrap(nn.Identity(), latent_shape=(1, 2, 2), image_shape=(1, 2, 2), value_range=None, name="identity")
+
+
+def test_conditional_langevin_reaches_the_gaussian_law():
+    torch.manual_seed(0)
+    mu, s, T, eps = 0.5, 1.0, 0.25, 0.3
+    energy = HatEnergy(Quadratic(mu, s), identity_generator(), temperature=T)
+    sampler = ConditionalLangevin(energy, n_steps=600, eps_y=eps, y_clip=None)
+    z = torch.full((4000, 1, 2, 2), -0.3)
+    out = sampler.sample(z, generator=torch.Generator().manual_seed(1))
+    # y | z ~ N(mu - g, s^2 T); unadjusted Langevin inflates the variance by 1 / (1 - a / 2), a = eps^2 / (2 s^2 T)
+    var = s**2 * T / (1 - eps**2 / (4 * s**2 * T))
+    assert out.y.mean().item() == pytest.approx(mu + 0.3, abs=0.02)
+    assert out.y.var().item() == pytest.approx(var, rel=0.04)
+    assert torch.equal(out.x, out.g + out.y) and torch.equal(out.g, z)
+
+
+def test_joint_langevin_reaches_the_gaussian_law():
+    """U = ||z + y - mu||^2 / (2 s^2) + ||z||^2 / 2 + ||y||^2 / (2 sy^2): a 2-d Gaussian per pixel."""
+    torch.manual_seed(0)
+    mu, s, sy = 1.0, 0.5, 0.7
+    energy = HatEnergy(Quadratic(mu, s), identity_generator(), temperature=1.0, z_prior_weight=1.0, y_sigma=sy)
+    sampler = JointLangevin(energy, n_steps=800, eps_z=0.1, eps_y=0.1, y_clip=None)
+    out = sampler.sample(torch.randn(4000, 1, 2, 2), generator=torch.Generator().manual_seed(2))
+    prec = torch.tensor([[1 / s**2 + 1, 1 / s**2], [1 / s**2, 1 / s**2 + 1 / sy**2]], dtype=torch.float64)
+    cov = torch.linalg.inv(prec)
+    mean = cov @ torch.tensor([mu / s**2, mu / s**2], dtype=torch.float64)
+    assert out.z.mean().item() == pytest.approx(mean[0].item(), abs=0.03)
+    assert out.y.mean().item() == pytest.approx(mean[1].item(), abs=0.03)
+    assert out.z.var().item() == pytest.approx(cov[0, 0].item(), rel=0.08)
+    assert out.y.var().item() == pytest.approx(cov[1, 1].item(), rel=0.08)
+
+
+@pytest.mark.parametrize("mode", ["joint", "conditional"])
+def test_samplers_lower_the_energy(tiny_generator, mode):
+    torch.manual_seed(0)
+    hat = create_hat("small", (1, 8, 8), width=8)
+    energy = HatEnergy(hat, tiny_generator, temperature=1e-2)
+    cls = JointLangevin if mode == "joint" else ConditionalLangevin
+    sampler = cls(energy, n_steps=20, eps_y=2e-2, **({"eps_z": 5e-2} if mode == "joint" else {}), noise=0.1)
+    z = tiny_generator.sample_latent(64)
+    start = energy(torch.zeros(64, 1, 8, 8), tiny_generator(z), z).mean()
+    out = sampler.sample(z, record_energy=True)
+    end = energy(out.y, out.g, out.z).mean()
+    assert end < start
+    assert out.energies.shape == (20,) and out.energies[-5:].mean() < out.energies[:5].mean()
+    if mode == "conditional":
+        assert torch.equal(out.z, z)
+
+
+def test_parameters_get_no_gradients_while_sampling(tiny_generator):
+    hat = create_hat("small", (1, 8, 8), width=8)
+    seen = []
+    hat.register_forward_hook(lambda m, i, o: seen.append(any(p.requires_grad for p in m.parameters())))
+    sampler = JointLangevin(HatEnergy(hat, tiny_generator, 1e-2), n_steps=5)
+    sampler.sample(tiny_generator.sample_latent(4))
+    assert seen and not any(seen)
+    assert all(p.grad is None for p in hat.parameters())
+    assert all(p.requires_grad for p in hat.parameters())  # restored for training
+
+
+def test_generator_runs_once_per_chain_in_conditional_mode_and_once_per_step_in_joint(tiny_generator):
+    calls = []
+    tiny_generator.module.register_forward_hook(lambda *a: calls.append(1))
+    energy = HatEnergy(create_hat("small", (1, 8, 8), width=8), tiny_generator, 1e-2)
+    ConditionalLangevin(energy, n_steps=10).sample(tiny_generator.sample_latent(4))
+    assert len(calls) == 1
+    calls.clear()
+    JointLangevin(energy, n_steps=10).sample(tiny_generator.sample_latent(4))
+    assert len(calls) == 11  # one per step, plus the starting G(z0)
+
+
+def test_y_step_is_clipped_per_sample(tiny_generator):
+    energy = HatEnergy(create_hat("small", (1, 8, 8), width=8), tiny_generator, temperature=1e-6)
+    out = ConditionalLangevin(energy, n_steps=1, eps_y=1.0, noise=0.0, y_clip=0.5).sample(tiny_generator.sample_latent(3))
+    norms = out.y.flatten(1).norm(dim=1)
+    torch.testing.assert_close(norms, torch.full((3,), 0.5))
+
+
+def test_path_frames(tiny_generator):
+    energy = HatEnergy(create_hat("small", (1, 8, 8), width=8), tiny_generator, 1e-2)
+    out = JointLangevin(energy, n_steps=10).sample(tiny_generator.sample_latent(5), path_frames=4, path_chains=2)
+    assert out.path["x"].shape == (4, 2, 1, 8, 8)
+    torch.testing.assert_close(out.path["x"][-1], out.x[:2])
+    assert torch.equal(out.path["y"][0], torch.zeros(2, 1, 8, 8))
+
+
+def test_schedules():
+    assert Schedule()(5, 10) == 1.0
+    assert Schedule("linear", 0.1)(0, 10) == 1.0 and Schedule("linear", 0.1)(9, 10) == pytest.approx(0.1)
+    assert Schedule("cosine", 0.0)(9, 10) == pytest.approx(0.0, abs=1e-12)
+    assert Schedule("exponential", 0.01)(9, 10) == pytest.approx(0.01)
+    with pytest.raises(HatrefineError, match="unknown schedule 'step'"):
+        Schedule("step")
+
+
+def test_conditional_mode_refused_without_prior():
+    g = autoencoder_decoder(nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Unflatten(1, (1, 8, 8))), (4,), (1, 8, 8))
+    energy = HatEnergy(create_hat("small", (1, 8, 8), width=8), g, 1.0)
+    with pytest.raises(HatrefineError, match="no latent prior, so conditional mode does not apply; use --mode joint"):
+        ConditionalLangevin(energy, n_steps=3)
+
+
+def test_bad_sampler_settings(tiny_generator):
+    energy = HatEnergy(create_hat("small", (1, 8, 8), width=8), tiny_generator, 1.0)
+    with pytest.raises(HatrefineError, match="eps_y must be >= 0"):
+        LangevinSampler(energy, 3, eps_y=-1.0)
+    with pytest.raises(HatrefineError, match="temperature must be positive"):
+        HatEnergy(create_hat("small", (1, 8, 8)), tiny_generator, 0.0)
+
+
+PEAK_RSS = textwrap.dedent(
+    """
+    import resource, sys, torch
+    from hatrefine.adapters import wrap
+    from hatrefine.energy import HatEnergy
+    from hatrefine.hat import create_hat
+    from hatrefine.sampler import JointLangevin
+    torch.manual_seed(0)
+    G = wrap(torch.nn.Sequential(torch.nn.Linear(16, 1024), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 32, 32))), (16,), (1, 32, 32))
+    sampler = JointLangevin(HatEnergy(create_hat("small", (1, 32, 32), width=64), G, 1e-3), n_steps=int(sys.argv[1]))
+    sampler.sample(G.sample_latent(128))
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)  # MiB
+    """
+)
+
+
+def test_peak_memory_is_flat_in_the_number_of_steps():
+    """A graph kept across steps would add ~50 MiB per step here; we allow 60 MiB in total."""
+
+    def peak(k: int) -> int:
+        out = subprocess.run([sys.executable, "-c", PEAK_RSS, str(k)], capture_output=True, text=True, check=True)
+        return int(out.stdout.split()[-1])
+
+    assert peak(40) - peak(4) < 60

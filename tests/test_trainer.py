@@ -1,0 +1,119 @@
+"""Fitting H: learning signal, exact resume, checkpoints that reproduce outputs, refine."""
+
+import numpy as np
+import pytest
+import torch
+
+from hatrefine import HatrefineError
+from hatrefine.checkpoint import read_state_dict
+from hatrefine.config import FitConfig
+from hatrefine.refiner import HatRefiner
+from hatrefine.trainer import Trainer
+
+
+@pytest.fixture
+def blobs(tmp_path):
+    """8x8 'data': bright squares in the middle, unlike what the tiny generator makes."""
+    rng = np.random.default_rng(0)
+    x = np.full((256, 1, 8, 8), -1.0, dtype=np.float32)
+    x[:, :, 2:6, 2:6] = rng.uniform(0.5, 1.0, size=(256, 1, 1, 1))
+    path = tmp_path / "blobs.npz"
+    np.savez(path, x=x)
+    return str(path)
+
+
+def tiny(data, **kw):
+    base = dict(
+        data=data, hat="small", hat_width=8, steps=6, batch_size=16, langevin_steps=4, eps_y=1e-2, eps_z=5e-2,
+        temperature=1e-2, lr=1e-3, log_every=1, save_every=3, sample_every=3, eval_samples=8, device="cpu",
+    )  # fmt: skip
+    return FitConfig(**{**base, **kw})
+
+
+def _gap(trainer):
+    with torch.no_grad():
+        data = trainer.data.batch(0)
+        z = trainer.generator.sample_latent(64, generator=torch.Generator().manual_seed(0))
+        return (trainer.hat(data).mean() - trainer.hat(trainer.generator(z)).mean()).item()
+
+
+def test_fit_lowers_data_energy_relative_to_samples(tmp_path, tiny_generator, blobs):
+    trainer = Trainer(tiny(blobs, steps=15), tmp_path / "run", generator=tiny_generator)
+    before = _gap(trainer)
+    trainer.run(progress=False)
+    assert _gap(trainer) < before - 0.1
+
+
+def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path, tiny_generator, blobs):
+    Trainer(tiny(blobs, steps=6), tmp_path / "full", generator=tiny_generator).run(progress=False)
+    Trainer(tiny(blobs, steps=3), tmp_path / "split", generator=tiny_generator).run(progress=False)
+    resumed = Trainer(tiny(blobs, steps=6), tmp_path / "split", generator=tiny_generator, resume=True)
+    assert resumed.step == 3
+    resumed.run(progress=False)
+    full = read_state_dict(tmp_path / "full" / "checkpoint" / "state.safetensors")
+    split = read_state_dict(tmp_path / "split" / "checkpoint" / "state.safetensors")
+    assert full.keys() == split.keys()
+    for k in full:
+        assert torch.equal(full[k], split[k]), k
+    log_full = (tmp_path / "full" / "log.csv").read_text().splitlines()
+    log_split = (tmp_path / "split" / "log.csv").read_text().splitlines()
+    strip = lambda rows: [r.rsplit(",", 1)[0] for r in rows]  # all but the seconds column
+    assert strip(log_full) == strip(log_split) and len(log_full) == 7
+
+
+def test_existing_run_is_not_overwritten(tmp_path, tiny_generator, blobs):
+    Trainer(tiny(blobs, steps=1), tmp_path / "run", generator=tiny_generator).run(progress=False)
+    before = (tmp_path / "run" / "hat.safetensors").read_bytes()
+    with pytest.raises(HatrefineError, match="already holds files; pass --resume .* --overwrite"):
+        Trainer(tiny(blobs, steps=1), tmp_path / "run", generator=tiny_generator)
+    assert (tmp_path / "run" / "hat.safetensors").read_bytes() == before
+    with pytest.raises(HatrefineError, match="nothing to resume"):
+        Trainer(tiny(blobs), tmp_path / "empty", generator=tiny_generator, resume=True)
+
+
+def test_run_directory_contents(tmp_path, tiny_generator, blobs):
+    out = tmp_path / "run"
+    Trainer(tiny(blobs), out, generator=tiny_generator).run(progress=False)
+    for name in ("config.json", "hat.safetensors", "log.csv", "training_curve.png", "before_after.png", "langevin_path.png", "quality.json"):
+        assert (out / name).is_file(), name
+    assert (out / "samples" / "step_000003.png").is_file() and (out / "samples" / "step_000006.png").is_file()
+    assert not (out / "checkpoint.tmp").exists()
+
+
+def test_loaded_refiner_reproduces_outputs(tmp_path, tiny_generator, blobs):
+    trainer = Trainer(tiny(blobs), tmp_path / "run", generator=tiny_generator)
+    trainer.run(progress=False)
+    fitted = trainer.refiner()
+    fitted.save_pretrained(tmp_path / "saved")
+    for directory in (tmp_path / "run", tmp_path / "saved"):
+        loaded = HatRefiner.from_pretrained(directory, generator=tiny_generator)
+        a, b = fitted.sample(10, seed=5, batch_size=4), loaded.sample(10, seed=5, batch_size=4)
+        assert torch.equal(a.x, b.x) and torch.equal(a.z, b.z)
+    assert not torch.equal(fitted.sample(10, seed=6).x, a.x)
+
+
+def test_refine_from_images_reproduces_the_input_at_step_zero(tmp_path, tiny_generator, blobs):
+    trainer = Trainer(tiny(blobs, steps=2), tmp_path / "run", generator=tiny_generator)
+    trainer.run(progress=False)
+    refiner = trainer.refiner()
+    x = torch.from_numpy(np.load(blobs)["x"][:12])
+    out = refiner.refine(x=x, n_steps=0, invert_steps=20, batch_size=5)
+    assert torch.equal(out.x, x)
+    torch.testing.assert_close(out.x, out.g + out.y)
+    moved = refiner.refine(x=x, n_steps=5, invert_steps=20)
+    assert not torch.equal(moved.x, x)
+    pixel = refiner.refine(x=x, n_steps=5, invert_steps=20, batch_size=5, pixel_only=True)
+    torch.testing.assert_close(pixel.g, out.g)  # Z stays at the inversion's latents
+
+
+def test_refine_from_latents_and_shape_errors(tmp_path, tiny_generator, blobs):
+    trainer = Trainer(tiny(blobs, steps=1), tmp_path / "run", generator=tiny_generator)
+    refiner = trainer.refiner()
+    z = tiny_generator.sample_latent(3)
+    out = refiner.refine(z=z, n_steps=0)
+    with torch.no_grad():
+        torch.testing.assert_close(out.x, tiny_generator(z))
+    with pytest.raises(HatrefineError, match="input images has 3 channels; tiny works on 1"):
+        refiner.refine(x=torch.zeros(2, 3, 8, 8))
+    with pytest.raises(HatrefineError, match=r"input images has values in \[0, 2\]"):
+        refiner.refine(x=torch.linspace(0, 2, 128).view(2, 1, 8, 8))
