@@ -8,12 +8,14 @@ on the embedded digits (shipped as ``assets/mnist_lenet.safetensors``), the usua
 
 from __future__ import annotations
 
+import warnings
 from importlib import resources
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_fid.fid_score import calculate_frechet_distance
+from scipy.linalg import LinAlgWarning
 from torch import nn
 
 from .checkpoint import load_strict, read_state_dict
@@ -60,8 +62,13 @@ def feature_stats(net: nn.Module, images: torch.Tensor, batch_size: int = 500) -
 
 
 def frechet_distance(stats_a: tuple[np.ndarray, np.ndarray], stats_b: tuple[np.ndarray, np.ndarray]) -> float:
-    """Frechet distance between two Gaussians given as (mean, covariance): pytorch-fid's formula."""
-    return float(calculate_frechet_distance(stats_a[0], stats_a[1], stats_b[0], stats_b[1]))
+    """Frechet distance between two Gaussians given as (mean, covariance): pytorch-fid's formula.
+
+    (A singular covariance, from fewer samples than feature dimensions, is handled there by
+    an offset; its warning is silenced here.)"""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LinAlgWarning)
+        return float(calculate_frechet_distance(stats_a[0], stats_a[1], stats_b[0], stats_b[1]))
 
 
 def lenet_fd(images: torch.Tensor, reference: torch.Tensor, net: nn.Module | None = None) -> float:

@@ -57,20 +57,28 @@ def path_figure(path: dict[str, torch.Tensor], out: str | Path, frame_steps: lis
 
 
 def training_curve(log_csv: str | Path, out: str | Path) -> None:
-    """Energies of data and samples, and the residual norm, against the training step."""
+    """Energies of data and samples, their gap (the loss), and the residual norm, by step."""
     with open(log_csv) as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return
     step = [int(r["step"]) for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
-    a.plot(step, [float(r["energy_data"]) for r in rows], label="H(data) / T")
-    a.plot(step, [float(r["energy_samples"]) for r in rows], label="H(samples) / T")
-    a.set_xlabel("step")
+    col = {k: [float(r[k]) for r in rows] for k in ("energy_data", "energy_samples", "loss", "residual_norm")}
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.5))
+    a.plot(step, col["energy_data"], label="H(data) / T")
+    a.plot(step, col["energy_samples"], label="H(samples) / T")
+    a.set_title("energies (their level is free)")
     a.legend()
-    b.plot(step, [float(r["residual_norm"]) for r in rows], color="C2")
-    b.set_xlabel("step")
-    b.set_ylabel("mean ||Y||")
+    b.plot(step, col["loss"], color="C3", alpha=0.35)
+    window = max(1, len(step) // 20)  # running mean: the per-step gap is noisy
+    smooth = [sum(col["loss"][max(0, i - window + 1) : i + 1]) / len(col["loss"][max(0, i - window + 1) : i + 1]) for i in range(len(step))]
+    b.plot(step, smooth, color="C3")
+    b.axhline(0, color="k", lw=0.5)
+    b.set_title("loss = (H(data) - H(samples)) / T")
+    c.plot(step, col["residual_norm"], color="C2")
+    c.set_title("mean ||Y|| of samples")
+    for ax in (a, b, c):
+        ax.set_xlabel("step")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
