@@ -24,8 +24,8 @@ class FitConfig:
     hat: Optional[str] = None  # None: chosen from the image shape (hatrefine.hat.default_hat)
     hat_width: Optional[int] = None
     steps: int = 300
-    batch_size: int = 64
-    langevin_steps: int = 30  # K during training
+    batch_size: int = 32
+    langevin_steps: int = 20  # K during training
     langevin_steps_test: Optional[int] = None  # K for sample/refine; None: same as training
     eps_y: float = 1e-4
     eps_z: float = 5e-3
@@ -37,7 +37,7 @@ class FitConfig:
     y_sigma: Optional[float] = None
     z_prior_weight: float = 0.0
     data_noise: float = 1e-3
-    lr: float = 1e-4
+    lr: float = 2e-4
     lr_schedule: str = "constant"  # constant | cosine
     grad_clip: Optional[float] = None
     ema: float = 0.999

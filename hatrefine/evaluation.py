@@ -68,6 +68,7 @@ def frechet_distance(stats_a: tuple[np.ndarray, np.ndarray], stats_b: tuple[np.n
     an offset; its warning is silenced here.)"""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LinAlgWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # scipy's sqrtm(disp=...) inside pytorch-fid
         return float(calculate_frechet_distance(stats_a[0], stats_a[1], stats_b[0], stats_b[1]))
 
 

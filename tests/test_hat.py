@@ -1,0 +1,49 @@
+"""Hat networks: one scalar per image for every architecture and size."""
+
+import pytest
+import torch
+
+from hatrefine import HatrefineError
+from hatrefine.energy import HatEnergy
+from hatrefine.hat import create_hat, default_hat
+from hatrefine.sampler import JointLangevin
+
+
+@pytest.mark.parametrize(
+    "name, shape, width",
+    [("small", (1, 32, 32), 8), ("sngan32", (3, 32, 32), 16), ("sngan64", (3, 64, 64), 64), ("sngan128", (3, 128, 128), 64), ("timm:resnet18", (1, 32, 32), None)],
+)
+def test_hat_maps_images_to_one_scalar(name, shape, width):
+    hat = create_hat(name, shape, width)
+    x = torch.randn(2, *shape, requires_grad=True)
+    out = hat(x)
+    assert out.shape in ((2, 1), (2,))
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert grad.abs().sum() > 0  # an input gradient, which Langevin needs
+
+
+def test_sngan_hats_have_no_spectral_norm_and_a_bias_free_head():
+    hat = create_hat("sngan32", (3, 32, 32), 16)
+    keys = hat.state_dict().keys()
+    assert not any("weight_orig" in k for k in keys)
+    assert "l5.weight" in keys and "l5.bias" not in keys
+
+
+def test_hat_errors():
+    with pytest.raises(HatrefineError, match="hat sngan64 is for 64x64 images, got 32x32; use --hat sngan32"):
+        create_hat("sngan64", (3, 32, 32))
+    with pytest.raises(HatrefineError, match="unknown hat network 'huge'"):
+        create_hat("huge", (3, 32, 32))
+    with pytest.raises(HatrefineError, match="timm has no model"):
+        create_hat("timm:not_a_model", (3, 32, 32))
+    assert default_hat((1, 32, 32)) == "small" and default_hat((3, 64, 64)) == "sngan64"
+
+
+def test_mixed_precision_switch_runs_and_stays_close(tiny_generator):
+    hat = create_hat("small", (1, 8, 8), width=8)
+    energy = HatEnergy(hat, tiny_generator, temperature=1e-2)
+    z = tiny_generator.sample_latent(4)
+    full = JointLangevin(energy, 3, noise=0.0).sample(z)
+    half = JointLangevin(energy, 3, noise=0.0, amp=True).sample(z)
+    assert half.x.dtype == torch.float32
+    torch.testing.assert_close(half.x, full.x, atol=2e-2, rtol=0)
