@@ -123,12 +123,11 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int) -> dict:
         line = "quality: the quick LeNet distance applies to 1x32x32 digits; run `hatrefine eval` on sampled images for FID"
     result["line"] = line
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 5.2), layout="constrained")
     for ax, imgs, title in ((axes[0], before, "generator G(z)"), (axes[1], after, "Hat EBM (same starting z)")):
         ax.imshow(grid(imgs).permute(1, 2, 0).numpy())
         ax.set_title(title + (f"\nFD {result['generator' if imgs is before else 'hat']:.3f}" if "metric" in result else ""))
         ax.axis("off")
-    fig.tight_layout()
     fig.savefig(out / "before_after.png", dpi=120)
     plt.close(fig)
     save_json(out / "quality.json", result)
