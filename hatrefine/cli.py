@@ -161,11 +161,21 @@ def generate(spec, checkpoint, n, seed, out, batch_size, device, png, overwrite)
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last checkpoint left it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def fit(out, resume, overwrite, quiet, **settings) -> None:
-    """Fit a hat network on top of a frozen generator (defaults: the embedded MNIST setting)."""
+@click.pass_context
+def fit(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
+    """Fit a hat network on top of a frozen generator (defaults: the embedded MNIST setting).
+
+    With --resume every setting comes from the saved run; only --steps may extend it."""
     from .trainer import Trainer
 
-    trainer = Trainer(FitConfig(**settings), out, resume=resume, overwrite=overwrite)
+    if resume:
+        given = [k for k in settings if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
+        if set(given) - {"steps"}:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given if k != "steps")
+            raise HatrefineError(f"{flags} cannot change on --resume; the run keeps the settings in {Path(out) / 'config.json'} (only --steps may extend it)")
+        trainer = Trainer(None, out, resume=True, steps=settings["steps"] if "steps" in given else None)
+    else:
+        trainer = Trainer(FitConfig(**settings), out, overwrite=overwrite)
     click.echo(f"fitting {trainer.config.mode} Hat EBM on {trainer.config.generator} with {trainer.config.data} into {out} (device {trainer.device})")
     trainer.run(progress=not quiet)
     click.echo(f"done: {out} (hat.safetensors, log.csv, samples/, training_curve.png, before_after.png, langevin_path.png)")
@@ -187,7 +197,9 @@ def _run_options(f):
 @click.option("--n", "n", type=int, default=64, show_default=True, help="Number of samples.")
 @click.option("--out", required=True, help="Output .npz with x, z, y and g = G(z) (float32 NCHW, [-1, 1]).")
 def sample(run_dir, seed, langevin_steps, batch_size, device, png, overwrite, n, out) -> None:
-    """Draw refined samples from a fitted Hat EBM, streamed to disk in chunks."""
+    """Draw refined samples from a fitted Hat EBM, streamed to disk in chunks.
+
+    The same --seed and --batch-size give the same samples."""
     from .io import NpzWriter
     from .refiner import HatRefiner
 

@@ -8,6 +8,7 @@ and checks the shapes of what goes in and comes out.
 
 from __future__ import annotations
 
+import itertools
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -91,9 +92,8 @@ class Generator(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        for t in list(self.module.parameters()) + list(self.module.buffers()):
-            return t.device
-        return torch.device("cpu")
+        t = next(itertools.chain(self.module.parameters(), self.module.buffers()), None)
+        return t.device if t is not None else torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype:

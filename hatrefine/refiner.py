@@ -188,9 +188,17 @@ class HatRefiner(nn.Module):
 
     @classmethod
     def fit(cls, out: str | Path, generator: Optional[Generator] = None, resume: bool = False, overwrite: bool = False, progress: bool = True, **settings) -> "HatRefiner":
-        """Fit a hat network (see ``FitConfig`` for ``settings``) into run directory ``out``."""
+        """Fit a hat network (see ``FitConfig`` for ``settings``) into run directory ``out``.
+
+        With ``resume=True`` the saved run's settings are used; only ``steps`` may be given.
+        """
         from .trainer import Trainer
 
-        trainer = Trainer(FitConfig(**settings), out, generator=generator, resume=resume, overwrite=overwrite)
+        if resume:
+            if set(settings) - {"steps"}:
+                raise HatrefineError(f"a resumed run keeps its saved settings; only steps may change, got {sorted(settings)}")
+            trainer = Trainer(None, out, generator=generator, resume=True, steps=settings.get("steps"))
+        else:
+            trainer = Trainer(FitConfig(**settings), out, generator=generator, overwrite=overwrite)
         trainer.run(progress=progress)
         return trainer.refiner()

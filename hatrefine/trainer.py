@@ -51,13 +51,24 @@ def versions() -> dict:
 class Trainer:
     """Fits a hat network into ``out``; ``resume=True`` continues the run saved there exactly."""
 
-    def __init__(self, config: FitConfig, out: str | Path, generator: Optional[Generator] = None, resume: bool = False, overwrite: bool = False):
+    def __init__(
+        self,
+        config: Optional[FitConfig],
+        out: str | Path,
+        generator: Optional[Generator] = None,
+        resume: bool = False,
+        overwrite: bool = False,
+        steps: Optional[int] = None,
+    ):
+        """``resume=True`` takes every setting from the saved run; ``steps`` may extend it."""
         self.out = Path(out)
         if resume:
             if not (self.out / CONFIG).is_file():
                 raise HatrefineError(f"nothing to resume in {self.out} (no {CONFIG}); run without --resume to start it")
             saved = read_json(self.out / CONFIG)["hatrefine"]
-            config = FitConfig.from_dict({**saved, "steps": config.steps})  # a resumed run may be extended
+            config = FitConfig.from_dict({**saved, **({"steps": steps} if steps is not None else {})})
+        elif config is None:
+            raise HatrefineError("a new fit needs its settings (a FitConfig)")
         elif self.out.exists() and any(self.out.iterdir()):
             if not overwrite:
                 raise HatrefineError(f"{self.out} already holds files; pass --resume to continue that run, --overwrite to replace it, or another --out")

@@ -83,7 +83,11 @@ def test_fit_sample_refine_end_to_end(tmp_path):
     with np.load(tmp_path / "zero.npz") as f, np.load(gen) as g:
         np.testing.assert_array_equal(f["x"], g["x"])  # no steps: the input comes back to the bit
 
-    result = run("fit", "--out", run_dir, "--steps", 3, "--resume", "--quiet", "--eval-samples", 0)
+    result = run("fit", "--out", run_dir, "--resume", "--quiet")  # keeps the saved 2 steps
+    assert result.exit_code == 0, result.output
+    assert len((run_dir / "log.csv").read_text().splitlines()) == 3
+    one_line_error(run("fit", "--out", run_dir, "--resume", "--lr", "0.1"), "--lr cannot change on --resume")
+    result = run("fit", "--out", run_dir, "--steps", 3, "--resume", "--quiet")
     assert result.exit_code == 0, result.output
     assert len((run_dir / "log.csv").read_text().splitlines()) == 4
 

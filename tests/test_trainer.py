@@ -47,7 +47,7 @@ def test_fit_lowers_data_energy_relative_to_samples(tmp_path, tiny_generator, bl
 def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path, tiny_generator, blobs):
     Trainer(tiny(blobs, steps=6), tmp_path / "full", generator=tiny_generator).run(progress=False)
     Trainer(tiny(blobs, steps=3), tmp_path / "split", generator=tiny_generator).run(progress=False)
-    resumed = Trainer(tiny(blobs, steps=6), tmp_path / "split", generator=tiny_generator, resume=True)
+    resumed = Trainer(None, tmp_path / "split", generator=tiny_generator, resume=True, steps=6)
     assert resumed.step == 3
     resumed.run(progress=False)
     full = read_state_dict(tmp_path / "full" / "checkpoint" / "state.safetensors")
@@ -68,7 +68,7 @@ def test_existing_run_is_not_overwritten(tmp_path, tiny_generator, blobs):
         Trainer(tiny(blobs, steps=1), tmp_path / "run", generator=tiny_generator)
     assert (tmp_path / "run" / "hat.safetensors").read_bytes() == before
     with pytest.raises(HatrefineError, match="nothing to resume"):
-        Trainer(tiny(blobs), tmp_path / "empty", generator=tiny_generator, resume=True)
+        Trainer(None, tmp_path / "empty", generator=tiny_generator, resume=True)
 
 
 def test_run_directory_contents(tmp_path, tiny_generator, blobs):
