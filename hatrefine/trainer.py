@@ -94,9 +94,11 @@ class Trainer:
         self.opt = torch.optim.Adam(self.hat.parameters(), lr=c.lr, betas=(0.9, 0.999))
         self.rng = torch.Generator(self.device).manual_seed(c.seed)
         self.step = 0
-        if resume and (self.out / CKPT / "state.json").is_file():
+        if resume and any((self.out / d / "state.json").is_file() for d in (CKPT, CKPT + ".old")):
             self._load_checkpoint()
-        elif not resume:
+        elif resume:  # stopped before its first checkpoint: start again from step 0
+            self._truncate_log(0)
+        else:
             self.out.mkdir(parents=True, exist_ok=True)
             save_json(self.out / CONFIG, {"hatrefine": c.to_dict(), "versions": versions()})
 

@@ -117,3 +117,16 @@ def test_refine_from_latents_and_shape_errors(tmp_path, tiny_generator, blobs):
         refiner.refine(x=torch.zeros(2, 3, 8, 8))
     with pytest.raises(HatrefineError, match=r"input images has values in \[0, 2\]"):
         refiner.refine(x=torch.linspace(0, 2, 128).view(2, 1, 8, 8))
+
+
+def test_resume_recovers_from_a_crash_between_the_checkpoint_renames(tmp_path, tiny_generator, blobs):
+    Trainer(tiny(blobs, steps=6), tmp_path / "full", generator=tiny_generator).run(progress=False)
+    Trainer(tiny(blobs, steps=3), tmp_path / "split", generator=tiny_generator).run(progress=False)
+    ckpt = tmp_path / "split" / "checkpoint"
+    ckpt.rename(ckpt.with_name("checkpoint.old"))  # as if killed after the first of the two renames
+    resumed = Trainer(None, tmp_path / "split", generator=tiny_generator, resume=True, steps=6)
+    assert resumed.step == 3
+    resumed.run(progress=False)
+    full = read_state_dict(tmp_path / "full" / "hat.safetensors")
+    split = read_state_dict(tmp_path / "split" / "hat.safetensors")
+    assert all(torch.equal(full[k], split[k]) for k in full)
