@@ -84,8 +84,7 @@ class HatRefiner(nn.Module):
 
     def sample(self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None) -> LangevinResult:
         """``n`` refined samples: ``.x`` images, ``.z`` latents, ``.y`` residuals, ``.g`` = G(z)."""
-        parts = list(self.iter_samples(n, seed, batch_size, n_steps))
-        return LangevinResult(*(torch.cat([getattr(p, k) for p in parts]) for k in ("x", "y", "z", "g")))
+        return LangevinResult.cat(list(self.iter_samples(n, seed, batch_size, n_steps)))
 
     # -- refining what a user already has ------------------------------------------------
     def invert(self, x: torch.Tensor, steps: int = 200, lr: float = 0.05, prior_weight: float = 1e-3, seed: int = 0) -> torch.Tensor:
@@ -145,7 +144,7 @@ class HatRefiner(nn.Module):
             # is the input to the bit (g + (x - g) need not round back to x)
             res.x = xb + (res.y - (xb - gb)) + (res.g - gb)
             parts.append(res)
-        return LangevinResult(*(torch.cat([getattr(p, k) for p in parts]) for k in ("x", "y", "z", "g")))
+        return LangevinResult.cat(parts)
 
     # -- persistence ----------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:

@@ -67,6 +67,11 @@ class LangevinResult:
     energies: Optional[torch.Tensor] = None
     path: Optional[dict[str, torch.Tensor]] = None
 
+    @classmethod
+    def cat(cls, parts: list["LangevinResult"]) -> "LangevinResult":
+        """Join the end states of chunks of chains (energies and paths are per chunk: dropped)."""
+        return cls(*(torch.cat([getattr(p, k) for p in parts]) for k in ("x", "y", "z", "g")))
+
 
 @contextmanager
 def frozen(module: nn.Module) -> Iterator[None]:
