@@ -32,12 +32,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             return load_file(str(path))
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise HatrefineError(f"checkpoint {path} is truncated or not a weights file ({first[:120]}); download or save it again") from None
-    except Exception as e:  # pickle.UnpicklingError and friends from weights_only loading
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise HatrefineError(f"checkpoint {path} could not be read safely ({first[:120]}); it must hold only tensors") from None
+    except Exception as e:  # corrupt files, or objects weights_only refuses to unpickle
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        if isinstance(e, (SafetensorError, RuntimeError, EOFError, OSError, ValueError)):
+            raise HatrefineError(f"checkpoint {path} is truncated or not a weights file ({first}); download or save it again") from None
+        raise HatrefineError(f"checkpoint {path} could not be read safely ({first}); it must hold only tensors") from None
     if isinstance(obj, dict) and "model_state_dict" in obj:
         obj = obj["model_state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -90,6 +90,11 @@ class Generator(nn.Module):
     def has_prior(self) -> bool:
         return self.prior is not None
 
+    def require_prior(self) -> None:
+        """Conditional mode draws Z from the prior: refuse generators that have none."""
+        if self.prior is None:
+            raise HatrefineError(f"{self.name} has no latent prior, so --mode conditional does not apply; use --mode joint")
+
     @property
     def device(self) -> torch.device:
         t = next(itertools.chain(self.module.parameters(), self.module.buffers()), None)

@@ -47,8 +47,8 @@ class HatRefiner(nn.Module):
 
     def __init__(self, generator: Generator, hat: nn.Module, config: FitConfig):
         super().__init__()
-        if config.mode == "conditional" and not generator.has_prior:
-            raise HatrefineError(f"{generator.name} has no latent prior, so --mode conditional does not apply; use --mode joint")
+        if config.mode == "conditional":
+            generator.require_prior()
         self.generator, self.hat, self.config = generator, hat, config
         self.energy = HatEnergy(hat, generator, config.temperature, config.z_prior_weight, config.y_sigma)
 

@@ -208,6 +208,5 @@ class ConditionalLangevin(LangevinSampler):
     """Langevin on Y with Z fixed from the prior (paper eq. 9): G(Z) is computed once per chain."""
 
     def __init__(self, energy: HatEnergy, n_steps: int, eps_y: float = 1e-4, **kwargs):
-        if energy.generator.prior is None:
-            raise HatrefineError(f"{energy.generator.name} has no latent prior, so conditional mode does not apply; use --mode joint")
+        energy.generator.require_prior()
         super().__init__(energy, n_steps, eps_y=eps_y, eps_z=None, **kwargs)

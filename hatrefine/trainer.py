@@ -83,8 +83,8 @@ class Trainer:
 
         # data -> adapter -> energy -> sampler
         self.generator = (generator or load_generator(c.generator, c.checkpoint)).to(self.device)
-        if c.mode == "conditional" and not self.generator.has_prior:
-            raise HatrefineError(f"{self.generator.name} has no latent prior, so --mode conditional does not apply; use --mode joint")
+        if c.mode == "conditional":
+            self.generator.require_prior()  # before any data is read or anything written
         self.data = DataStream(open_dataset(c.data, self.generator.image_shape, split="train", root=c.data_root), c.batch_size, c.seed)
         self.hat = build_hat(c, self.generator).to(self.device)
         self.ema = build_hat(c, self.generator).to(self.device).requires_grad_(False)

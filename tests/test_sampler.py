@@ -126,7 +126,7 @@ def test_schedules():
 def test_conditional_mode_refused_without_prior():
     g = autoencoder_decoder(nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Unflatten(1, (1, 8, 8))), (4,), (1, 8, 8))
     energy = HatEnergy(create_hat("small", (1, 8, 8), width=8), g, 1.0)
-    with pytest.raises(HatrefineError, match="no latent prior, so conditional mode does not apply; use --mode joint"):
+    with pytest.raises(HatrefineError, match="no latent prior, so --mode conditional does not apply; use --mode joint"):
         ConditionalLangevin(energy, n_steps=3)
 
 
