@@ -1,4 +1,4 @@
-"""The ``hatrefine`` command line: generate, fit, sample, refine, list.
+"""The ``hatrefine`` command line: generate, fit, sample, refine, ddls, eval, list.
 
 Problems a user can fix end in one line on stderr and exit code 1 (``--debug`` shows the
 traceback). No command overwrites an existing file or run without ``--overwrite``.
@@ -235,6 +235,111 @@ def refine(run_dir, seed, langevin_steps, batch_size, device, png, overwrite, in
     save_npz(out, x=res.x, z=res.z, y=res.y, g=res.g)
     click.echo(f"wrote {len(res.x)} refined samples to {out}")
     _write_png(res.x, png)
+
+
+def _load_discriminator(value: str, generator_spec: str):
+    """A discriminator from a spec (``builtin:mnist``) or a weights file for the generator's architecture."""
+    from .registry import is_known_spec, load_discriminator
+
+    if is_known_spec(value):
+        return load_discriminator(value)
+    if Path(value).is_file():
+        return load_discriminator(generator_spec, value)
+    raise HatrefineError(f"--discriminator {value!r} is neither a known spec (`hatrefine list`) nor an existing weights file")
+
+
+@main.command()
+@click.option("--generator", "spec", default="builtin:mnist", show_default=True, help="Generator spec (`hatrefine list`).")
+@click.option("--checkpoint", default=None, help="Local weights file for the generator.")
+@click.option("--discriminator", required=True, help="Discriminator spec (builtin:mnist, mimicry:...) or a weights file for the generator's architecture.")
+@click.option("--n", "n", type=int, default=64, show_default=True, help="Number of samples.")
+@click.option("--out", required=True, help="Output .npz: x = G(z) at the last step and z, float32, as `generate` writes.")
+@click.option("--langevin-steps", type=int, default=20, show_default=True, help="Langevin steps per chain.")
+@click.option("--eps", type=float, default=0.1, show_default=True, help="Step size: z <- z - eps^2/2 grad E + noise * eps * N(0, I) (0.1 is DDLS's step 0.01).")
+@click.option("--noise", type=float, default=1.0, show_default=True, help="Scale of the injected noise (1 = exact Langevin).")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="T in E(z) = ||z||^2/2 - d(G(z)) / T.")
+@click.option("--step-schedule", type=click.Choice(["constant", "linear", "cosine", "exponential"]), default="constant", show_default=True, help="Step-size decay along the chain.")
+@click.option("--step-schedule-end", type=float, default=1.0, show_default=True, help="Step-size factor at the last step.")
+@click.option("--calibrate", is_flag=True, help="First fit a logistic head on the logit (real vs generated images) and use its scale.")
+@click.option("--data", default="builtin:mnist", show_default=True, help="Real images for --calibrate (data spec).")
+@click.option("--data-root", default=None, help="Where torchvision datasets are.")
+@click.option("--calibrate-n", type=int, default=1000, show_default=True, help="Real images (and as many generated) for --calibrate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Chains per chunk (bounds memory).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--png", default=None, help="Also save a grid of the first 64 samples.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def ddls(spec, checkpoint, discriminator, n, out, langevin_steps, eps, noise, temperature, step_schedule, step_schedule_end, calibrate, data, data_root, calibrate_n, seed, batch_size, device, png, overwrite) -> None:
+    """DDLS baseline: Langevin in latent space on E(z) = ||z||^2/2 - d(G(z)) / T."""
+    from . import ddls as ddls_lib
+    from .data import load_images
+    from .io import NpzWriter
+    from .refiner import resolve_device
+    from .registry import load_generator
+    from .sampler import Schedule
+
+    if temperature <= 0 or eps <= 0:
+        raise HatrefineError(f"--temperature and --eps must be positive, got {temperature} and {eps}")
+    _check_new_files(overwrite, out, png)
+    dev = resolve_device(device)
+    G = load_generator(spec, checkpoint).to(dev)
+    D = _load_discriminator(discriminator, spec).to(dev)
+    calibration = None
+    if calibrate:
+        real = load_images(data, G.image_shape, split="train", root=data_root, limit=calibrate_n)
+        calibration = ddls_lib.calibrate(G, D, real, seed=seed, batch_size=batch_size)
+        click.echo(f"calibrated logit: sigmoid({calibration.scale:.4g} * d + {calibration.bias:.4g}); discriminator temperature {calibration.temperature:.4g}")
+    sampler = ddls_lib.DDLS(G, D, langevin_steps, eps, temperature, noise, Schedule(step_schedule, step_schedule_end), calibration)
+    first = None
+    with NpzWriter(out, n, {"x": G.image_shape, "z": G.latent_shape}) as w:
+        for res in sampler.iter_samples(n, seed=seed, batch_size=batch_size):
+            w.write(x=res.x, z=res.z)
+            first = res.x if first is None else first
+    click.echo(f"wrote {n} DDLS samples ({langevin_steps} steps) to {out}")
+    _write_png(first, png)
+
+
+@main.command("eval")
+@click.option("--samples", required=True, help=".npz with x: images (N, C, H, W) in [-1, 1], as generate/sample/ddls write.")
+@click.option("--data", default="builtin:mnist", show_default=True, help="Reference data spec: builtin:mnist, cifar10/mnist/svhn/celeba, a .npz or an image folder.")
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
+@click.option("--n", "n", type=int, default=None, help="Use the first N samples (default: all).")
+@click.option("--n-ref", type=int, default=None, help="Use the first N reference images (default: the whole split).")
+@click.option("--data-root", default=None, help="Where torchvision datasets are.")
+@click.option("--inception", type=click.Choice(["auto", "pytorch-fid", "fid-helper"]), default="auto", show_default=True, help="Where the Inception weights come from (auto: whichever is on disk).")
+@click.option("--json", "json_out", default=None, help="Also write the result as JSON.")
+@click.option("--batch-size", type=int, default=100, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--overwrite", is_flag=True, help="Replace --json if it exists.")
+def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, batch_size, device, quiet, overwrite) -> None:
+    """FID between samples and data (pytorch-fid's Inception and Frechet distance).
+
+    The data's statistics are cached in $HATREFINE_CACHE or ~/.cache/hatrefine/fid."""
+    from .checkpoint import save_json
+    from .evaluation import fid
+    from .inception import load_inception
+    from .io import read_npz
+    from .refiner import resolve_device
+
+    for name, v in (("--n", n), ("--n-ref", n_ref), ("--batch-size", batch_size)):
+        if v is not None and v < 2:
+            raise HatrefineError(f"{name} must be at least 2, got {v}")
+    _check_new_files(overwrite, json_out)
+    x = read_npz(samples, required=("x",))["x"]
+    if x.dim() != 4:
+        raise HatrefineError(f"{samples}: x has shape {tuple(x.shape)}; expected images (N, C, H, W)")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1.5 or hi > 1.5:
+        raise HatrefineError(f"{samples}: x has values in [{lo:.3g}, {hi:.3g}]; FID expects images in [-1, 1] (rescale them, e.g. x / 127.5 - 1)")
+    x = x[:n] if n else x
+    net = load_inception(inception, resolve_device(device))
+    result = fid(x, data, net, split=split, n_reference=n_ref, data_root=data_root, batch_size=batch_size, progress=not quiet)
+    result["samples"] = samples
+    click.echo(f"FID {result['fid']:.3f}  ({result['n_samples']} samples vs {result['n_reference']} {data} {split} images; Inception from {result['inception']})")
+    if json_out:
+        save_json(json_out, result)
+        click.echo(f"wrote {json_out}")
 
 
 if __name__ == "__main__":

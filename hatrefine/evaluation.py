@@ -1,15 +1,25 @@
 """Evaluation: how close a set of samples is to the data.
 
-``frechet_distance`` is pytorch-fid's. The quick quality figure for the embedded MNIST
-setting is the Frechet distance in the feature space of a small LeNet classifier trained
-on the embedded digits (shipped as ``assets/mnist_lenet.safetensors``), the usual
-"FID for MNIST" stand-in: seconds on a CPU instead of minutes with Inception.
+``fid``: the Frechet Inception distance, with pytorch-fid's network (``inception.py``) and
+Frechet distance; the data's statistics are computed once per (data, split, N, image
+shape, Inception source) and cached (``reference_stats``).
+
+The quick quality figure for the embedded MNIST setting is the Frechet distance in the
+feature space of a small LeNet classifier trained on the embedded digits (shipped as
+``assets/mnist_lenet.safetensors``), the usual "FID for MNIST" stand-in: seconds on a
+CPU instead of minutes with Inception.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
 import warnings
 from importlib import resources
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,9 +27,13 @@ import torch.nn.functional as F
 from pytorch_fid.fid_score import calculate_frechet_distance
 from scipy.linalg import LinAlgWarning
 from torch import nn
+from torch.utils.data import Dataset
+from tqdm import tqdm
 
-from .checkpoint import load_strict, read_state_dict
+from .checkpoint import load_strict, read_state_dict, save_tensors
+from .data import open_dataset
 from .errors import HatrefineError
+from .inception import InceptionFeatures
 
 
 class LeNet(nn.Module):
@@ -52,12 +66,27 @@ def load_lenet() -> LeNet:
     return net.requires_grad_(False).eval()
 
 
+def _batches(images: torch.Tensor | Dataset, batch_size: int) -> Iterator[torch.Tensor]:
+    for i in range(0, len(images), batch_size):
+        if isinstance(images, torch.Tensor):
+            yield images[i : i + batch_size]
+        else:
+            yield torch.stack([images[j][0] for j in range(i, min(i + batch_size, len(images)))])
+
+
 @torch.no_grad()
-def feature_stats(net: nn.Module, images: torch.Tensor, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance of ``net.features`` over ``images`` (float64)."""
+def feature_stats(net: nn.Module, images: torch.Tensor | Dataset, batch_size: int = 500, progress: bool = False, desc: str = "features") -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (float64) of ``net.features`` over ``images`` (a tensor, or a dataset of ``(image,)``)."""
+    if len(images) < 2:
+        raise HatrefineError(f"a Frechet distance needs at least 2 images, got {len(images)}")
     device = next(net.parameters()).device
-    feats = torch.cat([net.features(images[i : i + batch_size].to(device)).double().cpu() for i in range(0, len(images), batch_size)])
-    f = feats.numpy()
+    bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
+    feats = []
+    for batch in _batches(images, batch_size):
+        feats.append(net.features(batch.to(device)).double().cpu())
+        bar.update(len(batch))
+    bar.close()
+    f = torch.cat(feats).numpy()
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
@@ -78,3 +107,78 @@ def lenet_fd(images: torch.Tensor, reference: torch.Tensor, net: nn.Module | Non
         raise HatrefineError(f"the LeNet distance works on (N, 1, 32, 32) images, got {tuple(images.shape)}; use FID for other data")
     net = net or load_lenet()
     return frechet_distance(feature_stats(net, images), feature_stats(net, reference))
+
+
+def cache_dir() -> Path:
+    """Where reference statistics are cached: ``$HATREFINE_CACHE`` or ``~/.cache/hatrefine``, then ``fid/``."""
+    root = os.environ.get("HATREFINE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hatrefine"
+    return Path(root) / "fid"
+
+
+def _data_fingerprint(data: str) -> Optional[list]:
+    """Size and modification time of a local data file or folder, so an edited file is not served stale stats."""
+    path = Path(data)
+    if path.is_file():
+        st = path.stat()
+        return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return [str(path.resolve()), len(files), max((p.stat().st_mtime_ns for p in files), default=0)]
+    return None
+
+
+def reference_stats(
+    data: str,
+    image_shape: Sequence[int],
+    inception: InceptionFeatures,
+    split: str = "train",
+    n: Optional[int] = None,
+    data_root: Optional[str] = None,
+    batch_size: int = 100,
+    progress: bool = True,
+    cache: Optional[Path] = None,
+) -> tuple[tuple[np.ndarray, np.ndarray], int, bool]:
+    """Inception statistics of the first ``n`` images (all if None) of a data spec, fitted to ``image_shape``.
+
+    Returns ``((mean, cov), number of images, whether they came from the cache)``.
+    """
+    key = {"data": data, "split": split, "n": n, "shape": list(image_shape), "inception": inception.source, "file": _data_fingerprint(data)}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = (cache or cache_dir()) / f"{re.sub(r'[^A-Za-z0-9]+', '_', Path(data).name or data)}-{split}-{digest}.safetensors"
+    if path.is_file():
+        stats = read_state_dict(path)
+        return (stats["mu"].numpy(), stats["sigma"].numpy()), int(stats["n"]), True
+    dataset = open_dataset(data, image_shape, split=split, root=data_root, limit=n)
+    mu, sigma = feature_stats(inception, dataset, batch_size, progress, desc=f"Inception features of {data} ({split})")
+    save_tensors(path, {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": torch.tensor(len(dataset))})
+    return (mu, sigma), len(dataset), False
+
+
+def fid(
+    samples: torch.Tensor,
+    data: str,
+    inception: InceptionFeatures,
+    split: str = "train",
+    n_reference: Optional[int] = None,
+    data_root: Optional[str] = None,
+    batch_size: int = 100,
+    progress: bool = True,
+    cache: Optional[Path] = None,
+) -> dict:
+    """FID between ``samples`` (N, C, H, W) in [-1, 1] and a data spec; the data are fitted to the samples' shape.
+
+    Returns ``fid``, ``n_samples``, ``n_reference``, ``split``, ``data``, ``inception`` and ``reference_cached``.
+    """
+    if samples.dim() != 4:
+        raise HatrefineError(f"samples must be (N, C, H, W) images, got shape {tuple(samples.shape)}")
+    ref, n_ref, cached = reference_stats(data, samples.shape[1:], inception, split, n_reference, data_root, batch_size, progress, cache)
+    stats = feature_stats(inception, samples, batch_size, progress, desc="Inception features of the samples")
+    return {
+        "fid": frechet_distance(stats, ref),
+        "n_samples": len(samples),
+        "n_reference": n_ref,
+        "data": data,
+        "split": split,
+        "inception": inception.source,
+        "reference_cached": cached,
+    }

