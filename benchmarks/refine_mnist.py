@@ -1,0 +1,162 @@
+"""The published comparison: the embedded generator alone, DDLS, and the Hat EBM (joint mode).
+
+One process, on the embedded default generator (``builtin:mnist``) and the embedded digits:
+fit the Hat EBM, draw N samples from each method (DDLS with as many Langevin steps as the
+Hat EBM samples with), and compute the FID of each against the same reference statistics
+(the 4,500 embedded training digits). Prints a markdown table and writes it with every
+setting to JSON.
+
+    python benchmarks/refine_mnist.py --json benchmarks/results/refine_mnist.json
+
+``--run DIR`` reuses a fitted run instead of fitting (fit_seconds is then taken from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from hatrefine import HatRefiner
+from hatrefine.checkpoint import read_json
+from hatrefine.config import FitConfig
+from hatrefine.ddls import DDLS
+from hatrefine.evaluation import feature_stats, frechet_distance, reference_stats
+from hatrefine.inception import load_inception
+from hatrefine.refiner import resolve_device
+from hatrefine.registry import load_discriminator, load_generator
+from hatrefine.trainer import Trainer, versions
+
+DATA = GENERATOR = "builtin:mnist"
+
+
+@contextmanager
+def measured(record: dict):
+    """Wall seconds and peak memory of a block: process RSS (polled), and CUDA memory where used."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    peak, done = [0], threading.Event()
+
+    def poll():
+        while not done.is_set():
+            with open("/proc/self/statm") as f:
+                peak[0] = max(peak[0], int(f.read().split()[1]) * page)
+            done.wait(0.05)
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    thread = threading.Thread(target=poll, daemon=True)
+    start = time.perf_counter()
+    thread.start()
+    try:
+        yield record
+    finally:
+        done.set()
+        thread.join()
+        record["seconds"] = round(time.perf_counter() - start, 1)
+        record["peak_rss_mib"] = round(peak[0] / 2**20)
+        if torch.cuda.is_available():
+            record["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=2000, help="samples per method")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run", default=None, help="reuse this fitted run instead of fitting")
+    p.add_argument("--run-dir", default="runs/benchmark-mnist", help="where to fit (replaced)")
+    p.add_argument("--fit", default="{}", help='FitConfig overrides as JSON, e.g. \'{"steps": 900, "lr": 1e-4}\'')
+    p.add_argument("--ddls-eps", type=float, default=0.1, help="DDLS step size (0.1 = DDLS's step 0.01)")
+    p.add_argument("--ddls-temperature", type=float, default=1.0)
+    p.add_argument("--ddls-noise", type=float, default=1.0)
+    p.add_argument("--inception", default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=250, help="chains per chunk when sampling")
+    p.add_argument("--json", default=None, help="write the result here")
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    result: dict = {"command": "python " + " ".join(sys.argv), "seed": args.seed, "n_samples": args.n, "device": str(device),
+                    "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "versions": versions()}
+
+    # 1. fit the Hat EBM (or reuse a fitted run)
+    fit: dict = {}
+    if args.run:
+        refiner, run = HatRefiner.from_pretrained(args.run, device=args.device), Path(args.run)
+        fit["seconds"] = read_json(run / "benchmark_fit.json")["seconds"] if (run / "benchmark_fit.json").is_file() else None
+    else:
+        config = FitConfig(**{"seed": args.seed, "device": args.device, "eval_samples": 0, **json.loads(args.fit)})
+        with measured(fit):
+            trainer = Trainer(config, args.run_dir, overwrite=True)
+            trainer.run(progress=False)
+        refiner, run = trainer.refiner(), Path(args.run_dir)
+        (run / "benchmark_fit.json").write_text(json.dumps(fit))
+    result["fit_seconds"], result["fit"] = fit["seconds"], fit
+    result["hat_settings"] = refiner.config.to_dict()
+    K = refiner.config.test_steps
+    result["langevin_steps"] = K
+
+    # 2. samples from each method, from the same starting latents
+    G = load_generator(GENERATOR).to(device)
+    D = load_discriminator(GENERATOR).to(device)
+    ddls = DDLS(G, D, n_steps=K, eps=args.ddls_eps, temperature=args.ddls_temperature, noise=args.ddls_noise)
+    result["ddls_settings"] = {"langevin_steps": K, "eps": args.ddls_eps, "temperature": args.ddls_temperature, "noise": args.ddls_noise, "calibrated": False}
+    rng = torch.Generator(device).manual_seed(args.seed)
+    z0 = G.sample_latent(args.n, generator=rng)
+    chunks = range(0, args.n, args.batch_size)
+
+    def chains(sampler):
+        return torch.cat([sampler.sample(z0[s : s + args.batch_size], generator=torch.Generator(device).manual_seed(args.seed + s)).x for s in chunks])
+
+    methods = {
+        "generator": lambda: torch.cat([G(z0[s : s + args.batch_size]).detach() for s in chunks]),
+        "ddls": lambda: chains(ddls.sampler),
+        "hat": lambda: chains(refiner.sampler()),
+    }
+
+    rows, images = {}, {}
+    for name, draw in methods.items():
+        record: dict = {}
+        with measured(record):
+            images[name] = draw().cpu()
+        rows[name] = {"sample_seconds": record["seconds"], "sample_peak_rss_mib": record["peak_rss_mib"]}
+
+    # 3. FID of each against the same reference statistics
+    net = load_inception(args.inception, device)
+    ref, n_ref, _ = reference_stats(DATA, G.image_shape, net, split="train")
+    result |= {"reference": f"{DATA} train split", "n_reference": n_ref, "inception": net.source}
+    for name, x in images.items():
+        feats = feature_stats(net, x, batch_size=100, progress=True, desc=f"Inception features ({name})")
+        rows[name]["fid"] = result[f"fid_{name}"] = round(frechet_distance(feats, ref), 3)
+        print(f"{name:9s} FID {rows[name]['fid']:.3f}  ({rows[name]['sample_seconds']} s sampling)", flush=True)
+    result["rows"] = rows
+    result["peak_rss_mib_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+    # 4. the table
+    g = rows["generator"]["fid"]
+    lines = [
+        f"| method | FID ({args.n} samples vs {n_ref} digits) | vs generator | Langevin steps | sampling s | fit s |",
+        "|---|---|---|---|---|---|",
+        f"| generator (builtin:mnist) | {g:.2f} | 1.00x | 0 | {rows['generator']['sample_seconds']} | - |",
+        f"| DDLS (eps {args.ddls_eps}, T {args.ddls_temperature}) | {rows['ddls']['fid']:.2f} | {rows['ddls']['fid'] / g:.2f}x | {K} | {rows['ddls']['sample_seconds']} | - |",
+        f"| Hat EBM, joint | {rows['hat']['fid']:.2f} | {rows['hat']['fid'] / g:.2f}x | {K} | {rows['hat']['sample_seconds']} | {result['fit_seconds']} |",
+    ]
+    result["table"] = "\n".join(lines)
+    print(result["table"])
+    print(f"peak memory: fit {fit.get('peak_rss_mib')} MiB RSS; process {result['peak_rss_mib_process']} MiB")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
