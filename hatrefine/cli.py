@@ -110,7 +110,7 @@ class _Group(click.Group):
 @click.version_option(package_name="hatrefine")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
-    """Hat EBM on top of a frozen pretrained generator: fit it, sample from it, refine images."""
+    """Hat EBM on top of a frozen pretrained generator: fit it, sample from it, refine images; compare with DDLS; measure FID."""
     ctx.meta["debug"] = debug
 
 
