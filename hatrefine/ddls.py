@@ -22,7 +22,7 @@ from torch import nn
 from .energy import HatEnergy
 from .errors import HatrefineError
 from .generator import Generator
-from .sampler import LangevinResult, LangevinSampler, Schedule
+from .sampler import LangevinResult, LangevinSampler, Schedule, frozen
 
 
 class NegatedLogit(nn.Module):
@@ -77,10 +77,11 @@ def calibrate(generator: Generator, discriminator: nn.Module, real: torch.Tensor
     device = generator.device
     rng = torch.Generator(device).manual_seed(seed)
     logit_real, logit_fake = [], []
-    for s in range(0, len(real), batch_size):
-        xr = real[s : s + batch_size].to(device, generator.dtype)
-        logit_real.append(discriminator(xr).reshape(-1))
-        logit_fake.append(discriminator(generator(generator.sample_latent(len(xr), generator=rng))).reshape(-1))
+    with frozen(discriminator):  # inference mode for the logits, the caller's module restored after
+        for s in range(0, len(real), batch_size):
+            xr = real[s : s + batch_size].to(device, generator.dtype)
+            logit_real.append(discriminator(xr).reshape(-1))
+            logit_fake.append(discriminator(generator(generator.sample_latent(len(xr), generator=rng))).reshape(-1))
     logits = torch.cat(logit_real + logit_fake)
     labels = torch.cat([torch.ones(len(real)), torch.zeros(len(real))])
     return fit_logistic(logits.cpu(), labels)
@@ -110,7 +111,6 @@ class DDLS:
         calibration: Optional[Calibration] = None,
     ):
         generator.require_prior()
-        discriminator.requires_grad_(False).eval()
         scale = calibration.scale if calibration else 1.0
         energy = HatEnergy(NegatedLogit(discriminator, scale), generator, temperature=temperature, z_prior_weight=1.0)
         self.generator, self.calibration = generator, calibration
@@ -118,12 +118,7 @@ class DDLS:
 
     def iter_samples(self, n: int, seed: int = 0, batch_size: int = 256) -> Iterator[LangevinResult]:
         """Chains from z ~ N(0, I) in chunks of ``batch_size``; ``.x`` = G(z) at the last step."""
-        if n <= 0 or batch_size <= 0:
-            raise HatrefineError(f"--n and --batch-size must be positive, got {n} and {batch_size}")
-        rng = torch.Generator(self.generator.device).manual_seed(seed)
-        for start in range(0, n, batch_size):
-            z = self.generator.sample_latent(min(batch_size, n - start), generator=rng)
-            yield self.sampler.sample(z, generator=rng)
+        return self.sampler.chains(n, seed, batch_size)
 
     def sample(self, n: int, seed: int = 0, batch_size: int = 256) -> LangevinResult:
         return LangevinResult.cat(list(self.iter_samples(n, seed, batch_size)))

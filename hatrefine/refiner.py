@@ -74,13 +74,7 @@ class HatRefiner(nn.Module):
     # -- sampling -----------------------------------------------------------------------
     def iter_samples(self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None) -> Iterator[LangevinResult]:
         """Refined samples in chunks of ``batch_size`` (bounded memory for any ``n``)."""
-        if n <= 0 or batch_size <= 0:
-            raise HatrefineError(f"--n and --batch-size must be positive, got {n} and {batch_size}")
-        rng = torch.Generator(self.device).manual_seed(seed)
-        sampler = self.sampler(n_steps)
-        for start in range(0, n, batch_size):
-            z = self.generator.sample_latent(min(batch_size, n - start), generator=rng)
-            yield sampler.sample(z, generator=rng)
+        return self.sampler(n_steps).chains(n, seed, batch_size)
 
     def sample(self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None) -> LangevinResult:
         """``n`` refined samples: ``.x`` images, ``.z`` latents, ``.y`` residuals, ``.g`` = G(z)."""

@@ -197,6 +197,16 @@ class LangevinSampler:
         )
 
 
+    def chains(self, n: int, seed: int = 0, batch_size: int = 256) -> Iterator[LangevinResult]:
+        """``n`` chains from z ~ p0 (seeded), run and returned in chunks of ``batch_size``."""
+        if n <= 0 or batch_size <= 0:
+            raise HatrefineError(f"--n and --batch-size must be positive, got {n} and {batch_size}")
+        G = self.energy.generator
+        rng = torch.Generator(G.device).manual_seed(seed)
+        for start in range(0, n, batch_size):
+            yield self.sample(G.sample_latent(min(batch_size, n - start), generator=rng), generator=rng)
+
+
 class JointLangevin(LangevinSampler):
     """Alternating Langevin on Z then Y (paper eq. 6-7): refine GANs, retrofit autoencoders."""
 
