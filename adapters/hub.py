@@ -120,3 +120,23 @@ def _hub_discriminator(repo: str, checkpoint: Optional[str]) -> nn.Module:
 
 
 register_scheme("hf", Scheme(_hub_generator, _hub_discriminator, help="ORG/NAME or a local directory"))
+
+
+def _local_dir(path: str) -> Path:
+    """A saved generator directory; a synthesis run directory stands for its ``generator/``."""
+    p = Path(path)
+    if (p / "generator" / CONFIG).is_file() and not (p / WEIGHTS).is_file():
+        p = p / "generator"
+    if not (p / CONFIG).is_file():
+        raise HatrefineError(f"{path} is not a saved generator directory (no {CONFIG}); pass a directory written by hatrefine")
+    return p
+
+
+register_scheme(
+    "dir",
+    Scheme(
+        lambda path, ckpt: load_generator_dir(_local_dir(path), name=f"dir:{path}"),
+        lambda path, ckpt: load_discriminator_dir(_local_dir(path)),
+        help="PATH (a generator directory, e.g. a synthesize run)",
+    ),
+)

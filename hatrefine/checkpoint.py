@@ -5,8 +5,10 @@ Reading never executes code from a file: safetensors, or ``torch.load(weights_on
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -100,3 +102,91 @@ def read_json(path: str | Path) -> Any:
         raise HatrefineError(f"{path} does not exist; point at a directory saved by hatrefine") from None
     except json.JSONDecodeError as e:
         raise HatrefineError(f"{path} is not valid JSON ({e}); restore or re-create it") from None
+
+
+# -- run directories and resumable training state ------------------------------------------
+CKPT = "checkpoint"
+
+
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool, marker: str = "config.json") -> None:
+    """Refuse to start over a run that exists (unless ``overwrite``) or to resume nothing."""
+    if resume:
+        if not (out / marker).is_file():
+            raise HatrefineError(f"nothing to resume in {out} (no {marker}); run without --resume to start it")
+    elif out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise HatrefineError(f"{out} already holds files; pass --resume to continue that run, --overwrite to replace it, or another --out")
+        shutil.rmtree(out)
+
+
+def has_checkpoint(out: Path) -> bool:
+    return any((out / d / "state.json").is_file() for d in (CKPT, CKPT + ".old"))
+
+
+def save_checkpoint(out: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write ``checkpoint.tmp/`` then swap it in for ``checkpoint/``: a crash at any moment
+    leaves the old checkpoint or the new one, never half of one."""
+    tmp, final, old = out / (CKPT + ".tmp"), out / CKPT, out / (CKPT + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_tensors(tmp / "state.safetensors", tensors)
+    save_json(tmp / "state.json", meta)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(out: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and metadata of the last complete checkpoint in ``out``."""
+    ckpt = out / CKPT
+    if not ckpt.is_dir() and (out / (CKPT + ".old")).is_dir():
+        os.replace(out / (CKPT + ".old"), ckpt)  # crashed between the two renames
+    return read_state_dict(ckpt / "state.safetensors"), read_json(ckpt / "state.json")
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], list]:
+    """An optimizer's state as flat tensors (``PREFIX.I.NAME``) plus its param groups (JSON)."""
+    state = opt.state_dict()
+    tensors = {}
+    for i, s in state["state"].items():
+        tensors |= {f"{prefix}.{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)) for k, v in s.items()}
+    return tensors, state["param_groups"]
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str, param_groups: list) -> None:
+    """Inverse of ``optimizer_tensors``."""
+    state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith(prefix + "."):
+            _, i, name = k.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": param_groups})
+
+
+def subdict(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries ``PREFIX.KEY`` of a flat state, as ``KEY``."""
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+class RunLog:
+    """``log.csv`` of a run: rows appended as training goes, cut back to the checkpoint on resume."""
+
+    def __init__(self, path: Path, fields: list[str]):
+        self.path, self.fields = path, fields
+
+    def append(self, rows: list[dict]) -> None:
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields)
+            if new:
+                w.writeheader()
+            w.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
+
+    def n_rows(self) -> int:
+        return max(0, len(self.path.read_text().splitlines()) - 1) if self.path.exists() else 0
+
+    def truncate(self, n_rows: int) -> None:
+        """Drop rows written after the checkpoint (they will be written again)."""
+        if self.path.exists():
+            self.path.write_text("".join(self.path.read_text().splitlines(keepends=True)[: n_rows + 1]))

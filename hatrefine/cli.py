@@ -1,4 +1,4 @@
-"""The ``hatrefine`` command line: generate, fit, sample, refine, ddls, eval, list.
+"""The ``hatrefine`` command line: generate, fit, sample, refine, pretrain-ae, synthesize, ood, ddls, eval, list.
 
 Problems a user can fix end in one line on stderr and exit code 1 (``--debug`` shows the
 traceback). No command overwrites an existing file or run without ``--overwrite``.
@@ -15,7 +15,7 @@ from typing import Optional
 import click
 import torch
 
-from .config import FitConfig
+from .config import FitConfig, SynthesisConfig
 from .errors import HatrefineError
 
 FIT_HELP = {
@@ -52,22 +52,39 @@ FIT_HELP = {
     "sample_every": "Save a sample grid every N steps.",
     "save_every": "Save a checkpoint every N steps.",
     "eval_samples": "Samples for the before/after quality line at the end (0 = skip).",
+    # tandem synthesis only
+    "image_shape": "C,H,W of the images to synthesize.",
+    "generator_arch": "Generator to learn: dcgan, sngan32, sngan64, sngan128 (default: by image shape).",
+    "latent_dim": "Latent size of the learned generator (default: 64 dcgan, 128 sngan).",
+    "generator_width": "Width of the learned generator (default: the architecture's).",
+    "generator_lr": "Adam learning rate for the generator.",
+    "generator_loss_weight": "Weight of the generator's MSE onto bank images.",
+    "bank_size": "Persistent bank of (Z, X) pairs the generator regresses onto.",
 }
 
 
-def _fit_options(f):
-    """One click option per FitConfig field, defaults from the dataclass."""
-    for field in reversed(dataclasses.fields(FitConfig)):
-        name = "--" + field.name.replace("_", "-")
-        default = field.default
-        if field.type in ("bool",):
-            f = click.option(name + "/--no-" + field.name.replace("_", "-"), default=default, show_default=True, help=FIT_HELP[field.name])(f)
-            continue
-        kind = {"int": int, "float": float, "Optional[int]": int, "Optional[float]": float}.get(field.type, str)
-        if field.name == "mode":
-            kind = click.Choice(["joint", "conditional"])
-        f = click.option(name, type=kind, default=default, show_default=default is not None, help=FIT_HELP[field.name])(f)
-    return f
+def _config_options(config_class, exclude: tuple[str, ...] = ()):
+    """One click option per field of a settings dataclass, defaults from the dataclass."""
+
+    def deco(f):
+        for field in reversed(dataclasses.fields(config_class)):
+            if field.name in exclude:
+                continue
+            name = "--" + field.name.replace("_", "-")
+            default = field.default
+            if field.type in ("bool",):
+                f = click.option(name + "/--no-" + field.name.replace("_", "-"), default=default, show_default=True, help=FIT_HELP[field.name])(f)
+                continue
+            kind = {"int": int, "float": float, "Optional[int]": int, "Optional[float]": float}.get(field.type, str)
+            if field.name == "mode":
+                kind = click.Choice(["joint", "conditional"])
+            f = click.option(name, type=kind, default=default, show_default=default is not None, help=FIT_HELP[field.name])(f)
+        return f
+
+    return deco
+
+
+_fit_options = _config_options(FitConfig)
 
 
 def _check_new_files(overwrite: bool, *paths: Optional[str]) -> None:
@@ -110,7 +127,8 @@ class _Group(click.Group):
 @click.version_option(package_name="hatrefine")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
-    """Hat EBM on top of a frozen pretrained generator: fit it, sample from it, refine images; compare with DDLS; measure FID."""
+    """Hat EBM on top of a frozen pretrained generator: fit it, sample from it, refine images; retrofit
+    autoencoders; learn a generator from scratch; score out-of-distribution images; compare with DDLS; measure FID."""
     ctx.meta["debug"] = debug
 
 
@@ -168,17 +186,80 @@ def fit(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
     With --resume every setting comes from the saved run; only --steps may extend it."""
     from .trainer import Trainer
 
+    trainer = _make_trainer(ctx, Trainer, FitConfig, out, resume, overwrite, settings)
+    click.echo(f"fitting {trainer.config.mode} Hat EBM on {trainer.config.generator} with {trainer.config.data} into {out} (device {trainer.device})")
+    trainer.run(progress=not quiet)
+    click.echo(f"done: {out} (hat.safetensors, log.csv, samples/, training_curve.png, before_after.png, langevin_path.png)")
+
+
+def _make_trainer(ctx: click.Context, trainer_class, config_class, out: str, resume: bool, overwrite: bool, settings: dict):
+    """A new run from the command-line settings, or --resume with the saved ones (only --steps may change)."""
     if resume:
         given = [k for k in settings if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
         if set(given) - {"steps"}:
             flags = ", ".join("--" + k.replace("_", "-") for k in given if k != "steps")
             raise HatrefineError(f"{flags} cannot change on --resume; the run keeps the settings in {Path(out) / 'config.json'} (only --steps may extend it)")
-        trainer = Trainer(None, out, resume=True, steps=settings["steps"] if "steps" in given else None)
-    else:
-        trainer = Trainer(FitConfig(**settings), out, overwrite=overwrite)
-    click.echo(f"fitting {trainer.config.mode} Hat EBM on {trainer.config.generator} with {trainer.config.data} into {out} (device {trainer.device})")
+        return trainer_class(None, out, resume=True, steps=settings["steps"] if "steps" in given else None)
+    return trainer_class(config_class(**settings), out, overwrite=overwrite)
+
+
+@main.command()
+@_config_options(SynthesisConfig, exclude=("generator", "checkpoint", "mode", "eps_z", "z_prior_weight"))
+@click.option("--out", default="runs/mnist-synthesis", show_default=True, help="Run directory (its generator/ is `dir:RUN_DIR`).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly (bank, both networks, both optimizers).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def synthesize(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
+    """Learn a generator and a hat network together from scratch (tandem synthesis, conditional Hat EBM).
+
+    The generator regresses onto past sampler outputs from a persistent bank of (Z, X) pairs
+    and never sees data. Afterwards `hatrefine sample --run RUN_DIR` draws refined samples and
+    `hatrefine generate --generator dir:RUN_DIR` the generator's own."""
+    from .synthesis import SynthesisTrainer
+
+    trainer = _make_trainer(ctx, SynthesisTrainer, SynthesisConfig, out, resume, overwrite, settings)
+    click.echo(f"tandem synthesis on {trainer.config.data} into {out} (device {trainer.device})")
     trainer.run(progress=not quiet)
-    click.echo(f"done: {out} (hat.safetensors, log.csv, samples/, training_curve.png, before_after.png, langevin_path.png)")
+    click.echo(f"done: {out} (generator/, hat.safetensors, log.csv, samples/, training_curve.png, before_after.png)")
+
+
+def _shape(value: str, what: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",")]
+    except ValueError:
+        raise HatrefineError(f"{what} {value!r} is not C,H,W (e.g. 1,16,16)") from None
+
+
+@main.command("pretrain-ae")
+@click.option("--data", default="builtin:mnist", show_default=True, help="Data spec to learn to reconstruct.")
+@click.option("--data-root", default=None, help="Where torchvision datasets are.")
+@click.option("--out", default="runs/mnist-ae", show_default=True, help="Autoencoder directory (load its decoder as ae:DIR).")
+@click.option("--image-shape", default="1,32,32", show_default=True, help="C,H,W the data are converted to.")
+@click.option("--latent-shape", default="1,16,16", show_default=True, help="C,H,W of the image-shaped latent.")
+@click.option("--width", type=int, default=32, show_default=True, help="Base width of encoder and decoder.")
+@click.option("--steps", type=int, default=1500, show_default=True, help="Adam updates.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True, help="Adam learning rate.")
+@click.option("--latent-noise", type=float, default=0.02, show_default=True, help="Std of the Gaussian noise on the latent during training.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--save-every", type=int, default=500, show_default=True, help="Checkpoint every N steps.")
+@click.option("--resume", is_flag=True, help="Continue the autoencoder in --out exactly (only --steps may change).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing directory in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def pretrain_ae(ctx: click.Context, out, resume, overwrite, quiet, image_shape, latent_shape, **settings) -> None:
+    """Pretrain a deterministic autoencoder for a retrofit (its encoder output lies on the sphere of radius sqrt(m)).
+
+    Then: hatrefine fit --generator ae:OUT --mode joint --y-sigma 0.1"""
+    from .autoencoder import AEConfig, AutoencoderTrainer
+
+    settings |= {"image_shape": _shape(image_shape, "--image-shape"), "latent_shape": _shape(latent_shape, "--latent-shape")}
+    trainer = _make_trainer(ctx, AutoencoderTrainer, AEConfig, out, resume, overwrite, settings)
+    click.echo(f"pretraining an autoencoder on {trainer.config.data} into {out} (device {trainer.device})")
+    trainer.run(progress=not quiet)
+    click.echo(f"done: {out} (model.safetensors, reconstructions.png, prior_samples.png); retrofit it with: hatrefine fit --generator ae:{out} --mode joint")
 
 
 def _run_options(f):
@@ -297,6 +378,44 @@ def ddls(spec, checkpoint, discriminator, n, out, langevin_steps, eps, noise, te
             first = res.x if first is None else first
     click.echo(f"wrote {n} DDLS samples ({langevin_steps} steps) to {out}")
     _write_png(first, png)
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, help="Run directory of `hatrefine fit` / `synthesize`, or hf:ORG/NAME.")
+@click.option("--in-data", required=True, help="The data the run was fitted on (its --split is scored).")
+@click.option("--ood-data", multiple=True, required=True, help="An out-of-distribution data spec; repeat for several (e.g. invert:builtin:mnist, sklearn:digits, noise:gaussian).")
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True, help="Split of each data set to score.")
+@click.option("--n", "n", type=int, default=None, help="Score at most N images of each set.")
+@click.option("--data-root", default=None, help="Where torchvision datasets are.")
+@click.option("--json", "json_out", default=None, help="Also write energies summary and AUROCs as JSON.")
+@click.option("--plot", default="ood_energies.png", show_default=True, help="Histogram of the energies of every set.")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--device", default=None, help="Default: the run's device setting.")
+@click.option("--overwrite", is_flag=True, help="Replace --json / --plot if they exist.")
+def ood(run_dir, in_data, ood_data, split, n, data_root, json_out, plot, batch_size, device, overwrite) -> None:
+    """Score images by the hat network's energy H(x) / T and report the AUROC of each OOD set.
+
+    Higher energy = more out of distribution; AUROC 1.0 separates perfectly, 0.5 not at all."""
+    from .checkpoint import save_json
+    from .ood import ood_scores
+    from .refiner import HatRefiner
+    from .report import energy_histogram
+
+    if (n is not None and n <= 0) or batch_size <= 0:
+        raise HatrefineError(f"--n and --batch-size must be positive, got {n} and {batch_size}")
+    _check_new_files(overwrite, json_out, plot)
+    refiner = HatRefiner.from_pretrained(run_dir, device=device)
+    summary, scores = ood_scores(refiner, in_data, list(ood_data), split=split, n=n, data_root=data_root, batch_size=batch_size)
+    summary["run"] = run_dir
+    ind = summary["in_data"]
+    click.echo(f"in-distribution {in_data} ({split}, {ind['n']} images): mean energy {ind['mean_energy']:.4g}")
+    for row in summary["ood"]:
+        click.echo(f"  {row['data']:<28} {row['n']:>6} images  mean energy {row['mean_energy']:.4g}  AUROC {row['auroc']:.4f}")
+    energy_histogram(scores, plot, {r["data"]: r["auroc"] for r in summary["ood"]})
+    click.echo(f"wrote {plot}")
+    if json_out:
+        save_json(json_out, summary)
+        click.echo(f"wrote {json_out}")
 
 
 @main.command("eval")

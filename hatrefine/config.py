@@ -1,4 +1,5 @@
-"""Every setting of a fit, in one dataclass that is saved as the run's ``config.json``."""
+"""Every setting of a fit, in one dataclass that is saved as the run's ``config.json``
+(``SynthesisConfig`` adds the generator that tandem synthesis learns)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from .errors import HatrefineError
 from .sampler import Schedule
 
 MODES = ("joint", "conditional")
+GENERATOR_DIR = "generator"
+GENERATOR_ARCHS = ("dcgan", "sngan32", "sngan64", "sngan128")
+SNGAN_WIDTHS = {"sngan32": (256, 256, 256, 256), "sngan64": (1024, 512, 256, 128, 64), "sngan128": (1024, 1024, 512, 256, 128, 64)}
 
 
 @dataclass
@@ -84,3 +88,66 @@ class FitConfig:
     def from_dict(cls, d: dict) -> "FitConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class SynthesisConfig(FitConfig):
+    """``FitConfig`` plus the generator that is learned; defaults: the embedded MNIST setting."""
+
+    generator: str = f"dir:{GENERATOR_DIR}"  # relative to the run directory
+    mode: str = "conditional"
+    image_shape: str = "1,32,32"
+    generator_arch: Optional[str] = None  # None: dcgan up to 32 px grayscale, else sngan32/64/128
+    latent_dim: Optional[int] = None  # None: 64 for dcgan, 128 for sngan
+    generator_width: Optional[int] = None
+    generator_lr: float = 1e-4
+    generator_loss_weight: float = 1000.0
+    bank_size: int = 10000
+    langevin_steps: int = 30
+    eps_y: float = 5e-4
+    temperature: float = 1e-8
+    lr: float = 1e-4
+    ema: float = 0.99
+    steps: int = 1000
+    batch_size: int = 64
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mode != "conditional":
+            raise HatrefineError("tandem synthesis learns a conditional Hat EBM; leave --mode at conditional")
+        if self.generator_arch is not None and self.generator_arch not in GENERATOR_ARCHS:
+            raise HatrefineError(f"unknown --generator-arch {self.generator_arch!r}; use one of {', '.join(GENERATOR_ARCHS)}")
+        for name in ("bank_size", "latent_dim", "generator_width"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise HatrefineError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.bank_size < self.batch_size:
+            raise HatrefineError(f"--bank-size ({self.bank_size}) must be at least --batch-size ({self.batch_size})")
+        if self.generator_lr <= 0 or self.generator_loss_weight <= 0:
+            raise HatrefineError("--generator-lr and --generator-loss-weight must be positive")
+        self.architecture()  # shape and architecture agree
+
+    def shape(self) -> tuple[int, int, int]:
+        try:
+            c, h, w = (int(s) for s in self.image_shape.split(","))
+        except ValueError:
+            raise HatrefineError(f"--image-shape {self.image_shape!r} is not C,H,W (e.g. 1,32,32 or 3,64,64)") from None
+        if min(c, h, w) <= 0:
+            raise HatrefineError(f"--image-shape {self.image_shape!r} must be three positive sizes")
+        return c, h, w
+
+    def architecture(self) -> tuple[str, dict, int]:
+        """(registered architecture, its kwargs, latent size) of the generator to learn."""
+        c, h, w = self.shape()
+        arch = self.generator_arch or ("dcgan" if (c, h, w) == (1, 32, 32) else f"sngan{h}")
+        if arch == "dcgan":
+            if (h, w) != (32, 32):
+                raise HatrefineError(f"the dcgan generator makes 32x32 images, not {h}x{w}; use --generator-arch sngan{h}")
+            nz = self.latent_dim or 64
+            return "dcgan_generator", {"nz": nz, "width": self.generator_width or 64, "channels": c}, nz
+        if arch not in SNGAN_WIDTHS or (h, w) != (int(arch[5:]),) * 2:
+            raise HatrefineError(f"no generator architecture for {h}x{w} images; use 32, 64 or 128 pixels")
+        widths = list(SNGAN_WIDTHS[arch])
+        if self.generator_width:
+            widths = [max(1, round(v * self.generator_width / widths[0])) for v in widths]
+        nz = self.latent_dim or 128
+        return "sngan_resnet_generator", {"nz": nz, "channels": widths, "out_channels": c}, nz

@@ -7,6 +7,12 @@ Specs:
   ``PATH.npz``             an array ``x`` (or ``images``): uint8 in [0, 255] or float in [-1, 1];
                            NHW, NHWC or NCHW
   ``DIR``                  a folder of images (searched recursively)
+  ``sklearn:digits``       scikit-learn's 1,797 8x8 digits (needs scikit-learn), upscaled
+  ``noise:gaussian``, ``noise:uniform``
+                           1,000 seeded noise images (N(0, 0.5^2) clipped, or U(-1, 1))
+  ``invert:SPEC``          the images of SPEC, negated (white digits become black)
+
+The last three are offline out-of-distribution sets for ``hatrefine ood``.
 
 Every source yields float32 (N, C, H, W) in [-1, 1], resized and converted to the
 requested (C, H, W).
@@ -154,6 +160,8 @@ def open_dataset(
     if limit is not None and limit <= 0:
         raise HatrefineError(f"--n / limit must be positive, got {limit}")
     name = spec.lower().removeprefix("torchvision:")
+    if spec.startswith("invert:"):
+        return TensorDataset(-load_images(spec[7:], image_shape, split=split, root=root, download=download, limit=limit))
     if spec in ("builtin:mnist", "mnist5k"):
         images, labels = embedded_mnist()
         rank = np.zeros(len(labels), dtype=int)  # position of each image within its class
@@ -166,6 +174,17 @@ def open_dataset(
         base = _torchvision_dataset(name, split, Path(root) if root else default_data_root() / name, download)
         ds = _ConvertedDataset(base, image_shape)
         return torch.utils.data.Subset(ds, range(min(limit, len(ds)))) if limit else ds
+    elif spec in ("noise:gaussian", "noise:uniform"):
+        g = torch.Generator().manual_seed(0 if split == "train" else 1)
+        shape = (limit or 1000, *image_shape)
+        x = (0.5 * torch.randn(shape, generator=g)).clamp_(-1, 1) if spec.endswith("gaussian") else torch.rand(shape, generator=g) * 2 - 1
+    elif spec == "sklearn:digits":
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise HatrefineError("sklearn:digits needs scikit-learn; pip install scikit-learn") from None
+        digits = torch.as_tensor(load_digits().images, dtype=torch.float32)  # (1797, 8, 8) in [0, 16]
+        x = fit_to_shape((digits / 8.0 - 1.0).unsqueeze(1), image_shape)
     elif spec.endswith(".npz"):
         path = Path(spec)
         if not path.is_file():
@@ -176,7 +195,7 @@ def open_dataset(
     else:
         raise HatrefineError(
             f"unknown data spec {spec!r}; use builtin:mnist, one of {', '.join(TORCHVISION_DATASETS)}, "
-            f"a .npz file or a folder of images"
+            f"a .npz file, a folder of images, sklearn:digits, noise:gaussian, noise:uniform or invert:SPEC"
         )
     if limit is not None:
         x = x[:limit]

@@ -172,6 +172,8 @@ class HatRefiner(nn.Module):
                 f"this run used the generator {config.generator!r}, passed from Python; "
                 f"load it with HatRefiner.from_pretrained({str(path)!r}, generator=G)"
             )
+        if config.generator.startswith("dir:") and not Path(config.generator[4:]).is_absolute():
+            config.generator = f"dir:{directory / config.generator[4:]}"  # a synthesis run's own generator/
         generator = (generator or load_generator(config.generator, config.checkpoint)).to(dev)
         hat = build_hat(config, generator)
         if not (directory / HAT_WEIGHTS).is_file():

@@ -1,13 +1,14 @@
 """One registry: spec strings -> generators (and discriminators), names -> architectures.
 
 A spec is ``SCHEME:NAME`` (``mimicry:sngan_cifar10``, ``builtin:mnist``, ``hf:ORG/NAME``,
-``torchscript:PATH``, ``ae:DIR``). Adapters in ``hatrefine.adapters`` register the schemes;
+``torchscript:PATH``, ``ae:DIR``, ``dir:PATH``). Adapters in ``hatrefine.adapters`` register the schemes;
 architectures (classes that a ``config.json`` can name) register by name, as in timm.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 from torch import nn
@@ -85,6 +86,14 @@ def _split(spec: str) -> tuple[Scheme, str]:
     if scheme.names and name not in scheme.names:
         raise HatrefineError(f"unknown generator spec {spec!r}; known: {', '.join(known_specs())}")
     return scheme, name
+
+
+def absolute_spec(spec: str) -> str:
+    """``ae:runs/ae`` -> ``ae:/abs/runs/ae`` where the path exists, so a saved run finds it from anywhere."""
+    prefix, sep, rest = spec.partition(":")
+    if sep and prefix in ("ae", "dir", "hf", "torchscript") and rest and Path(rest).exists():
+        return f"{prefix}:{Path(rest).resolve()}"
+    return spec
 
 
 def load_generator(spec: str, checkpoint: Optional[str] = None) -> Generator:

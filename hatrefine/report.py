@@ -133,3 +133,21 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int) -> dict:
     save_json(out / "quality.json", result)
     print(line)
     return result
+
+
+def energy_histogram(scores: dict[str, torch.Tensor], out: str | Path, aurocs: dict[str, float] | None = None) -> None:
+    """Overlaid histograms of H(x) / T, one per data set (the first is in-distribution)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    everything = torch.cat(list(scores.values()))
+    lo, hi = torch.quantile(everything, 0.005).item(), torch.quantile(everything, 0.995).item()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for i, (name, s) in enumerate(scores.items()):
+        label = f"{name} (in-distribution)" if i == 0 else f"{name}  AUROC {aurocs[name]:.3f}" if aurocs else name
+        ax.hist(s.clamp(lo, hi).numpy(), bins=60, range=(lo, hi), alpha=0.5, density=True, label=label)
+    ax.set_xlabel("energy H(x) / T  (higher = more out of distribution)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)

@@ -17,11 +17,8 @@ A run directory holds everything::
 
 from __future__ import annotations
 
-import csv
 import math
-import os
 import platform
-import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -30,15 +27,28 @@ import torch
 from tqdm import tqdm
 
 from . import __version__, report
-from .checkpoint import load_strict, read_json, read_state_dict, save_json, save_tensors
+from .checkpoint import (
+    RunLog,
+    CKPT,
+    has_checkpoint,
+    load_checkpoint,
+    load_optimizer,
+    load_strict,
+    optimizer_tensors,
+    prepare_run_dir,
+    read_json,
+    save_checkpoint,
+    save_json,
+    save_tensors,
+    subdict,
+)
 from .config import FitConfig
 from .data import DataStream, open_dataset
 from .errors import HatrefineError
 from .generator import Generator
 from .refiner import CONFIG, HAT_WEIGHTS, HatRefiner, build_hat, resolve_device
-from .registry import load_generator
+from .registry import absolute_spec, load_generator
 
-CKPT = "checkpoint"
 LOG_FIELDS = ["step", "loss", "energy_data", "energy_samples", "lr", "eps_y", "eps_z", "residual_norm", "seconds_per_step"]
 
 
@@ -51,6 +61,9 @@ def versions() -> dict:
 class Trainer:
     """Fits a hat network into ``out``; ``resume=True`` continues the run saved there exactly."""
 
+    config_class = FitConfig
+    log_fields = LOG_FIELDS
+
     def __init__(
         self,
         config: Optional[FitConfig],
@@ -62,17 +75,12 @@ class Trainer:
     ):
         """``resume=True`` takes every setting from the saved run; ``steps`` may extend it."""
         self.out = Path(out)
+        prepare_run_dir(self.out, resume, overwrite, CONFIG)
         if resume:
-            if not (self.out / CONFIG).is_file():
-                raise HatrefineError(f"nothing to resume in {self.out} (no {CONFIG}); run without --resume to start it")
             saved = read_json(self.out / CONFIG)["hatrefine"]
-            config = FitConfig.from_dict({**saved, **({"steps": steps} if steps is not None else {})})
+            config = self.config_class.from_dict({**saved, **({"steps": steps} if steps is not None else {})})
         elif config is None:
             raise HatrefineError("a new fit needs its settings (a FitConfig)")
-        elif self.out.exists() and any(self.out.iterdir()):
-            if not overwrite:
-                raise HatrefineError(f"{self.out} already holds files; pass --resume to continue that run, --overwrite to replace it, or another --out")
-            shutil.rmtree(self.out)
         if config.checkpoint:
             config.checkpoint = str(Path(config.checkpoint).resolve())
         if generator is not None:
@@ -82,7 +90,7 @@ class Trainer:
         torch.manual_seed(c.seed)
 
         # data -> adapter -> energy -> sampler
-        self.generator = (generator or load_generator(c.generator, c.checkpoint)).to(self.device)
+        self.generator = (generator or self.make_generator()).to(self.device)
         if c.mode == "conditional":
             self.generator.require_prior()  # before any data is read or anything written
         self.data = DataStream(open_dataset(c.data, self.generator.image_shape, split="train", root=c.data_root), c.batch_size, c.seed)
@@ -93,14 +101,21 @@ class Trainer:
         self.sampler = self.refiner_train.sampler(c.langevin_steps)
         self.opt = torch.optim.Adam(self.hat.parameters(), lr=c.lr, betas=(0.9, 0.999))
         self.rng = torch.Generator(self.device).manual_seed(c.seed)
+        self.log = RunLog(self.out / "log.csv", self.log_fields)
         self.step = 0
-        if resume and any((self.out / d / "state.json").is_file() for d in (CKPT, CKPT + ".old")):
-            self._load_checkpoint()
+        self._resumed_state = load_checkpoint(self.out) if resume and has_checkpoint(self.out) else None
+        if self._resumed_state is not None:
+            self._load_state(*self._resumed_state)
         elif resume:  # stopped before its first checkpoint: start again from step 0
-            self._truncate_log(0)
+            self.log.truncate(0)
         else:
             self.out.mkdir(parents=True, exist_ok=True)
             save_json(self.out / CONFIG, {"hatrefine": c.to_dict(), "versions": versions()})
+
+    def make_generator(self) -> Generator:
+        """The frozen generator named by the config (paths in specs made absolute for the record)."""
+        self.config.generator = absolute_spec(self.config.generator)
+        return load_generator(self.config.generator, self.config.checkpoint)
 
     # -- the loop -------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -163,7 +178,7 @@ class Trainer:
             bar.set_postfix(E_data=f"{row['energy_data']:.3g}", E_samples=f"{row['energy_samples']:.3g}", s_per_step=f"{row['seconds_per_step']:.2f}")
             saving = self.step % c.save_every == 0 or self.step == c.steps
             if self.step % c.log_every == 0 or saving:
-                self._append_log(rows)
+                self.log.append(rows)
                 rows = []
             if self.step % c.sample_every == 0 or self.step == c.steps:
                 report.save_grid(self.last_samples.x, self.out / "samples" / f"step_{self.step:06d}.png")
@@ -179,61 +194,29 @@ class Trainer:
         return HatRefiner(self.generator, self.ema, self.config)
 
     # -- persistence ----------------------------------------------------------------------
-    def _append_log(self, rows: list[dict]) -> None:
-        path = self.out / "log.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-            if new:
-                w.writeheader()
-            w.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything a resumed run needs, as flat tensors (subclasses add theirs)."""
+        opt, self._param_groups = optimizer_tensors(self.opt, "opt")
+        tensors = {f"hat.{k}": v for k, v in self.hat.state_dict().items()}
+        tensors |= {f"ema.{k}": v for k, v in self.ema.state_dict().items()} | opt
+        return tensors | {"rng": self.rng.get_state(), "torch_rng": torch.get_rng_state()}
 
     def save_checkpoint(self) -> None:
-        """Write the full training state to ``checkpoint.tmp/`` then swap it in, so a crash
-        leaves either the old checkpoint or the new one; ``hat.safetensors`` follows."""
-        tmp, final, old = self.out / (CKPT + ".tmp"), self.out / CKPT, self.out / (CKPT + ".old")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tensors = {f"hat.{k}": v for k, v in self.hat.state_dict().items()}
-        tensors |= {f"ema.{k}": v for k, v in self.ema.state_dict().items()}
-        opt_state = self.opt.state_dict()
-        for i, s in opt_state["state"].items():
-            tensors |= {f"opt.{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)) for k, v in s.items()}
-        tensors["rng"] = self.rng.get_state()
-        tensors["torch_rng"] = torch.get_rng_state()
-        save_tensors(tmp / "state.safetensors", tensors)
-        save_json(tmp / "state.json", {"step": self.step, "param_groups": opt_state["param_groups"], "log_rows": self._log_rows()})
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        """Swap in a new ``checkpoint/`` (atomically), then write ``hat.safetensors``."""
+        tensors = self.state_tensors()
+        save_checkpoint(self.out, tensors, self.checkpoint_meta())
         save_tensors(self.out / HAT_WEIGHTS, self.ema.state_dict())
 
-    def _log_rows(self) -> int:
-        path = self.out / "log.csv"
-        return max(0, sum(1 for _ in open(path)) - 1) if path.exists() else 0
+    def checkpoint_meta(self) -> dict:
+        """The JSON half of a checkpoint (after ``state_tensors``)."""
+        return {"step": self.step, "param_groups": self._param_groups, "log_rows": self.log.n_rows()}
 
-    def _load_checkpoint(self) -> None:
-        ckpt = self.out / CKPT
-        if not ckpt.is_dir() and (self.out / (CKPT + ".old")).is_dir():
-            os.replace(self.out / (CKPT + ".old"), ckpt)  # crashed between the two renames
-        meta = read_json(ckpt / "state.json")
-        t = read_state_dict(ckpt / "state.safetensors")
-        load_strict(self.hat, {k[4:]: v for k, v in t.items() if k.startswith("hat.")}, str(ckpt))
-        load_strict(self.ema, {k[4:]: v for k, v in t.items() if k.startswith("ema.")}, str(ckpt))
-        state: dict = {}
-        for k, v in t.items():
-            if k.startswith("opt."):
-                _, i, name = k.split(".", 2)
-                state.setdefault(int(i), {})[name] = v
-        self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    def _load_state(self, t: dict[str, torch.Tensor], meta: dict) -> None:
+        source = str(self.out / CKPT)
+        load_strict(self.hat, subdict(t, "hat"), source)
+        load_strict(self.ema, subdict(t, "ema"), source)
+        load_optimizer(self.opt, t, "opt", meta["param_groups"])
         self.rng.set_state(t["rng"])
         torch.set_rng_state(t["torch_rng"])
         self.step = meta["step"]
-        self._truncate_log(meta["log_rows"])
-
-    def _truncate_log(self, n_rows: int) -> None:
-        """Drop log rows written after the checkpoint (they will be written again)."""
-        path = self.out / "log.csv"
-        if path.exists():
-            lines = path.read_text().splitlines(keepends=True)
-            path.write_text("".join(lines[: n_rows + 1]))
+        self.log.truncate(meta["log_rows"])

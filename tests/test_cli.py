@@ -142,3 +142,46 @@ def test_eval_rejects_images_outside_minus_one_one(tmp_path):
     samples = tmp_path / "s.npz"
     np.savez(samples, x=np.full((4, 1, 32, 32), 200, np.float32))
     one_line_error(run("eval", "--samples", samples), "[-1, 1]", "x / 127.5 - 1")
+
+
+def test_pretrain_ae_then_retrofit_then_ood(tmp_path):
+    ae = tmp_path / "ae"
+    result = run("pretrain-ae", "--out", ae, "--steps", 3, "--batch-size", 8, "--width", 4, "--save-every", 2, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert f"fit --generator ae:{ae}" in result.output
+    one_line_error(run("pretrain-ae", "--out", ae, "--steps", 3), "already holds files", "--resume")
+    one_line_error(run("pretrain-ae", "--out", ae, "--resume", "--width", 8), "--width cannot change")
+    assert run("pretrain-ae", "--out", ae, "--resume", "--steps", 4, "--quiet").exit_code == 0
+    one_line_error(run("fit", "--generator", f"ae:{ae}", "--mode", "conditional", "--out", tmp_path / "c"), "no latent prior", "--mode joint")
+    run_dir = tmp_path / "retrofit"
+    result = run("fit", "--generator", f"ae:{ae}", "--mode", "joint", "--y-sigma", 0.1, "--out", run_dir, *TINY_FIT)
+    assert result.exit_code == 0, result.output
+    assert f"ae:{ae.resolve()}" in (run_dir / "config.json").read_text()  # found from any working directory
+
+    plot, js = tmp_path / "ood.png", tmp_path / "ood.json"
+    result = run("ood", "--run", run_dir, "--in-data", "builtin:mnist", "--ood-data", "invert:builtin:mnist", "--ood-data", "noise:uniform", "--n", 20, "--plot", plot, "--json", js)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("AUROC") == 2 and plot.is_file()
+    import json
+
+    summary = json.loads(js.read_text())
+    assert [r["data"] for r in summary["ood"]] == ["invert:builtin:mnist", "noise:uniform"]
+    assert all(0.0 <= r["auroc"] <= 1.0 and r["n"] == 20 for r in summary["ood"])
+    one_line_error(run("ood", "--run", run_dir, "--in-data", "builtin:mnist", "--ood-data", "noise:pink", "--plot", tmp_path / "o2.png"), "unknown data spec")
+    assert not (tmp_path / "o2.png").exists()
+
+
+def test_synthesize_then_generate_from_its_generator(tmp_path):
+    run_dir = tmp_path / "syn"
+    args = ["--steps", 2, "--langevin-steps", 2, "--batch-size", 8, "--bank-size", 16, "--hat-width", 4, "--generator-width", 8, "--eval-samples", 0, "--quiet"]
+    result = run("synthesize", "--out", run_dir, *args)
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "generator" / "model.safetensors").is_file()
+    result = run("generate", "--generator", f"dir:{run_dir}", "--n", 4, "--out", tmp_path / "g.npz")
+    assert result.exit_code == 0, result.output
+    result = run("sample", "--run", run_dir, "--n", 4, "--out", tmp_path / "s.npz")
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "s.npz") as f:
+        assert f["x"].shape == (4, 1, 32, 32) and f["z"].shape == (4, 64)
+    one_line_error(run("synthesize", "--out", run_dir, "--resume", "--bank-size", 32), "--bank-size cannot change")
+    one_line_error(run("synthesize", "--out", tmp_path / "x", "--image-shape", "3,48,48"), "48x48")

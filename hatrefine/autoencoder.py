@@ -1,0 +1,239 @@
+"""Retrofit, step one: a deterministic autoencoder whose decoder a Hat EBM can sample from.
+
+The latent is image-shaped (1 x 16 x 16 for 32 x 32 images, as in the paper). The encoder's
+output is projected onto the sphere of radius sqrt(m), m the latent size; the decoder is
+trained on that point plus small Gaussian noise, with an MSE loss. Afterwards the encoder is
+not needed: ``hatrefine fit --generator ae:AE_DIR --mode joint`` starts chains from
+Z ~ N(0, I) (whose norm is close to sqrt(m)) even though the autoencoder never had a prior.
+
+An autoencoder directory::
+
+    config.json           {"generator": the decoder (prior null), "encoder": ..., "autoencoder": settings, "versions"}
+    model.safetensors     decoder weights (what ``ae:AE_DIR`` loads)
+    encoder.safetensors   encoder weights
+    checkpoint/           encoder, decoder, optimizer and RNG state for --resume (swapped in atomically)
+    log.csv               step, loss, seconds_per_step
+    reconstructions.png   data (odd rows) over their reconstructions (even rows)
+    prior_samples.png     decoder(N(0, I)): what sampling looks like before a retrofit
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from . import report
+from .checkpoint import (
+    RunLog,
+    has_checkpoint,
+    load_checkpoint,
+    load_optimizer,
+    load_strict,
+    optimizer_tensors,
+    prepare_run_dir,
+    read_json,
+    save_checkpoint,
+    save_json,
+    save_tensors,
+    subdict,
+)
+from .data import DataStream, open_dataset
+from .errors import HatrefineError
+from .registry import register_architecture
+
+CONFIG, DECODER_WEIGHTS, ENCODER_WEIGHTS = "config.json", "model.safetensors", "encoder.safetensors"
+
+
+def project_to_sphere(e: torch.Tensor) -> torch.Tensor:
+    """Scale each sample to norm sqrt(m), m its number of elements."""
+    m = e[0].numel()
+    return F.normalize(e.flatten(1), dim=1).mul(math.sqrt(m)).view_as(e)
+
+
+def _levels(size: int, latent_size: int) -> int:
+    """Number of 2x resolution steps between the latent and the image."""
+    k = max(0, (size // max(1, latent_size)).bit_length() - 1)
+    if latent_size <= 0 or latent_size << k != size:
+        raise HatrefineError(f"latent side {latent_size} does not divide image side {size} by a power of 2; use e.g. --latent-shape 1,{size // 2},{size // 2}")
+    return k
+
+
+@register_architecture("ae_encoder")
+class Encoder(nn.Module):
+    """(C, S, S) -> conv3 -> k stride-2 conv4 (width doubling) -> two conv3 -> latent (c, s, s) on the sphere."""
+
+    def __init__(self, channels: int = 1, size: int = 32, latent_shape: tuple = (1, 16, 16), width: int = 64):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, 1, 1), nn.LeakyReLU(0.2)]
+        w = width
+        for _ in range(_levels(size, latent_shape[1])):
+            layers += [nn.Conv2d(w, 2 * w, 4, 2, 1), nn.LeakyReLU(0.2)]
+            w *= 2
+        layers += [nn.Conv2d(w, w, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv2d(w, latent_shape[0], 3, 1, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return project_to_sphere(self.net(x))
+
+
+@register_architecture("ae_decoder")
+class Decoder(nn.Module):
+    """latent (c, s, s) -> two conv3 -> k x (2x nearest upsample, conv3; width halving) -> conv3 -> (C, S, S), tanh."""
+
+    def __init__(self, channels: int = 1, size: int = 32, latent_shape: tuple = (1, 16, 16), width: int = 64):
+        super().__init__()
+        k = _levels(size, latent_shape[1])
+        w = width << k
+        layers: list[nn.Module] = [nn.Conv2d(latent_shape[0], w, 3, 1, 1), nn.ReLU(), nn.Conv2d(w, w, 3, 1, 1), nn.ReLU()]
+        for _ in range(k):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(w, w // 2, 3, 1, 1), nn.ReLU()]
+            w //= 2
+        layers += [nn.Conv2d(w, channels, 3, 1, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+@dataclass
+class AEConfig:
+    """Settings of ``hatrefine pretrain-ae`` (saved under ``autoencoder`` in config.json)."""
+
+    data: str = "builtin:mnist"
+    data_root: Optional[str] = None
+    image_shape: list = field(default_factory=lambda: [1, 32, 32])
+    latent_shape: list = field(default_factory=lambda: [1, 16, 16])
+    width: int = 32
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 5e-4
+    latent_noise: float = 0.02
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 50
+    save_every: int = 500
+
+    def __post_init__(self):
+        self.image_shape, self.latent_shape = [int(s) for s in self.image_shape], [int(s) for s in self.latent_shape]
+        if len(self.image_shape) != 3 or len(self.latent_shape) != 3 or min(self.image_shape + self.latent_shape) <= 0:
+            raise HatrefineError(f"image and latent shapes must be three positive sizes C,H,W; got {self.image_shape} and {self.latent_shape}")
+        if self.image_shape[1] != self.image_shape[2] or self.latent_shape[1] != self.latent_shape[2]:
+            raise HatrefineError(f"the autoencoder needs square images and latents; got {self.image_shape} and {self.latent_shape}")
+        _levels(self.image_shape[1], self.latent_shape[1])
+        for name in ("width", "steps", "batch_size", "log_every", "save_every"):
+            if getattr(self, name) <= 0:
+                raise HatrefineError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0 or self.latent_noise < 0:
+            raise HatrefineError(f"--lr must be positive and --latent-noise >= 0, got {self.lr} and {self.latent_noise}")
+
+    def kwargs(self) -> dict:
+        return {"channels": self.image_shape[0], "size": self.image_shape[1], "latent_shape": self.latent_shape, "width": self.width}
+
+
+class AutoencoderTrainer:
+    """Pretrains an autoencoder into ``out``; ``resume=True`` continues it exactly."""
+
+    def __init__(self, config: Optional[AEConfig], out: str | Path, resume: bool = False, overwrite: bool = False, steps: Optional[int] = None):
+        from .refiner import resolve_device
+        from .trainer import versions
+
+        self.out = Path(out)
+        prepare_run_dir(self.out, resume, overwrite, CONFIG)
+        if resume:
+            saved = read_json(self.out / CONFIG).get("autoencoder")
+            if saved is None:
+                raise HatrefineError(f"{self.out} is not an autoencoder directory (no 'autoencoder' in {CONFIG}); pass the --out of pretrain-ae")
+            config = AEConfig(**{**saved, **({"steps": steps} if steps is not None else {})})
+        elif config is None:
+            raise HatrefineError("a new autoencoder needs its settings (an AEConfig)")
+        self.config = c = config
+        self.device = resolve_device(c.device)
+        torch.manual_seed(c.seed)
+        self.data = DataStream(open_dataset(c.data, c.image_shape, split="train", root=c.data_root), c.batch_size, c.seed)
+        self.encoder = Encoder(**c.kwargs()).to(self.device)
+        self.decoder = Decoder(**c.kwargs()).to(self.device)
+        self.opt = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=c.lr)
+        self.rng = torch.Generator(self.device).manual_seed(c.seed)
+        self.log = RunLog(self.out / "log.csv", ["step", "loss", "seconds_per_step"])
+        self.step = 0
+        if resume and has_checkpoint(self.out):
+            self._load_state(*load_checkpoint(self.out))
+        elif not resume:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_json(self.out / CONFIG, self._directory_config(versions()))
+
+    def _directory_config(self, versions: dict) -> dict:
+        c = self.config
+        entry = lambda arch: {"architecture": arch, "kwargs": c.kwargs()}  # noqa: E731
+        decoder = entry("ae_decoder") | {"latent_shape": c.latent_shape, "image_shape": c.image_shape, "prior": None, "value_range": [-1.0, 1.0]}
+        return {"generator": decoder, "encoder": entry("ae_encoder"), "autoencoder": dataclasses.asdict(c), "versions": versions}
+
+    def reconstruct(self, x: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
+        z = self.encoder(x)
+        if noise:
+            z = z + noise * torch.randn(z.shape, generator=self.rng, device=z.device)
+        return self.decoder(z)
+
+    def train_step(self) -> dict:
+        t0 = time.perf_counter()
+        x = self.data.batch(self.step).to(self.device)
+        loss = F.mse_loss(self.reconstruct(x, self.config.latent_noise), x)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        return {"step": self.step, "loss": loss.item(), "seconds_per_step": time.perf_counter() - t0}
+
+    def run(self, progress: bool = True) -> None:
+        """Train to ``config.steps``; then write the reconstruction and prior-sample grids."""
+        c, rows = self.config, []
+        bar = tqdm(total=c.steps, initial=self.step, disable=not progress, desc="pretrain-ae", unit="step", dynamic_ncols=True)
+        while self.step < c.steps:
+            rows.append(self.train_step())
+            bar.update(1)
+            bar.set_postfix(mse=f"{rows[-1]['loss']:.4f}")
+            saving = self.step % c.save_every == 0 or self.step == c.steps
+            if self.step % c.log_every == 0 or saving:
+                self.log.append(rows)
+                rows = []
+            if saving:
+                self.save_checkpoint()
+        bar.close()
+        self.save_figures()
+
+    @torch.no_grad()
+    def save_figures(self, n: int = 32) -> None:
+        x = self.data.batch(0)[:n].to(self.device)
+        recon = self.reconstruct(x)
+        pairs = torch.stack([x.view(-1, 8, *x.shape[1:]), recon.view(-1, 8, *x.shape[1:])], 1).flatten(0, 2)
+        report.save_grid(pairs, self.out / "reconstructions.png")
+        z = torch.randn((64, *self.config.latent_shape), generator=torch.Generator().manual_seed(0)).to(self.device)
+        report.save_grid(self.decoder(z), self.out / "prior_samples.png")
+
+    # -- persistence ----------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        opt, groups = optimizer_tensors(self.opt, "opt")
+        tensors = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
+        tensors |= {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()} | opt
+        tensors |= {"rng": self.rng.get_state(), "torch_rng": torch.get_rng_state()}
+        save_checkpoint(self.out, tensors, {"step": self.step, "param_groups": groups, "log_rows": self.log.n_rows()})
+        save_tensors(self.out / ENCODER_WEIGHTS, self.encoder.state_dict())
+        save_tensors(self.out / DECODER_WEIGHTS, self.decoder.state_dict())
+
+    def _load_state(self, t: dict[str, torch.Tensor], meta: dict) -> None:
+        load_strict(self.encoder, subdict(t, "encoder"), str(self.out))
+        load_strict(self.decoder, subdict(t, "decoder"), str(self.out))
+        load_optimizer(self.opt, t, "opt", meta["param_groups"])
+        self.rng.set_state(t["rng"])
+        torch.set_rng_state(t["torch_rng"])
+        self.step = meta["step"]
+        self.log.truncate(meta["log_rows"])

@@ -1,0 +1,105 @@
+"""Tandem synthesis (paper sec. 3.4): learn the generator and the hat network together, from scratch.
+
+A conditional Hat EBM whose generator G starts untrained. Each step:
+
+1. draw Z ~ N(0, I), run K Langevin steps on Y from 0 (G fixed), X = G(Z) + Y;
+2. update H by eq. 8 (data down, X up), as the ``Trainer`` does;
+3. take a random batch of (Z', X') pairs from a persistent bank, regress G(Z') onto X'
+   (``generator_loss_weight`` x MSE), and overwrite those bank slots with this step's (Z, X).
+
+G never sees data; it absorbs what past hat networks added to past generators. Its batch
+norm runs in fixed mode (mean 0 / variance 1 with learnable affine): the adapter keeps
+every generator in inference mode and the running statistics keep their initial 0 and 1.
+The bank starts filled with (Z, G(Z)) of the initial generator.
+
+The run directory is a ``fit`` run directory plus ``generator/`` (``dir:RUN_DIR`` loads it
+as a generator); ``checkpoint/`` also holds G, its optimizer and the bank.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import load_optimizer, load_strict, optimizer_tensors, subdict
+from .config import GENERATOR_DIR, SynthesisConfig
+from .generator import Generator
+from .registry import create_architecture
+from .trainer import LOG_FIELDS, Trainer
+
+
+
+class SynthesisTrainer(Trainer):
+    """Learns G and H in tandem into ``out``; ``resume=True`` continues exactly (bank included)."""
+
+    config_class = SynthesisConfig
+    log_fields = LOG_FIELDS + ["generator_loss"]
+
+    def __init__(self, config: Optional[SynthesisConfig], out: str | Path, resume: bool = False, overwrite: bool = False, steps: Optional[int] = None):
+        super().__init__(config, out, resume=resume, overwrite=overwrite, steps=steps)
+        c = self.config
+        self.g_opt = torch.optim.Adam(self.generator.module.parameters(), lr=c.generator_lr, betas=(0.9, 0.999))
+        if self._resumed_state is not None:
+            self._load_generator_state(*self._resumed_state)
+        else:
+            self.bank_z = self.generator.sample_latent(c.bank_size, generator=self.rng)
+            with torch.no_grad():
+                self.bank_x = torch.cat([self.generator(z) for z in self.bank_z.split(256)])
+
+    def make_generator(self) -> Generator:
+        """A new, untrained generator; its weights come from the checkpoint on --resume."""
+        arch, kwargs, nz = self.config.architecture()
+        return Generator(create_architecture(arch, **kwargs), (nz,), self.config.shape(), name=self.config.generator)
+
+    def train_step(self) -> dict:
+        t0 = time.perf_counter()
+        row = super().train_step()
+        row["generator_loss"] = self.generator_step(self.last_samples.z, self.last_samples.x)[1]
+        row["seconds_per_step"] = time.perf_counter() - t0
+        return row
+
+    def generator_step(self, z_new: torch.Tensor, x_new: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Regress G onto a random batch of the bank, then put (z_new, x_new) in those slots.
+
+        Returns the slots and the loss before the update."""
+        c = self.config
+        idx = torch.randperm(c.bank_size, generator=self.rng, device=self.rng.device)[: len(z_new)].to(self.bank_z.device)
+        net: nn.Module = self.generator.module
+        net.requires_grad_(True)
+        try:
+            loss = c.generator_loss_weight * F.mse_loss(net(self.bank_z[idx]), self.bank_x[idx])
+            self.g_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.g_opt.step()
+        finally:
+            net.requires_grad_(False)
+        self.bank_z[idx], self.bank_x[idx] = z_new.detach(), x_new.detach()
+        return idx, loss.item()
+
+    # -- persistence ----------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = super().state_tensors()
+        g_opt, self._g_param_groups = optimizer_tensors(self.g_opt, "g_opt")
+        tensors |= {f"g.{k}": v for k, v in self.generator.module.state_dict().items()} | g_opt
+        return tensors | {"bank_z": self.bank_z, "bank_x": self.bank_x}
+
+    def save_checkpoint(self) -> None:
+        """The Trainer's checkpoint (with G, its optimizer and the bank), then ``generator/``."""
+        from .adapters.hub import save_generator_dir
+
+        super().save_checkpoint()
+        arch, kwargs, nz = self.config.architecture()
+        save_generator_dir(self.out / GENERATOR_DIR, self.generator.module, arch, kwargs, (nz,), self.config.shape())
+
+    def checkpoint_meta(self) -> dict:
+        return super().checkpoint_meta() | {"g_param_groups": self._g_param_groups}
+
+    def _load_generator_state(self, t: dict[str, torch.Tensor], meta: dict) -> None:
+        load_strict(self.generator.module, subdict(t, "g"), str(self.out))
+        load_optimizer(self.g_opt, t, "g_opt", meta["g_param_groups"])
+        self.bank_z, self.bank_x = t["bank_z"].to(self.device), t["bank_x"].to(self.device)

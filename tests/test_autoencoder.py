@@ -1,0 +1,101 @@
+"""Retrofit autoencoders: sphere projection, pretraining, the ae: adapter and its one mode."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hatrefine import HatrefineError, load_generator
+from hatrefine.autoencoder import AEConfig, AutoencoderTrainer, Decoder, Encoder, project_to_sphere
+from hatrefine.checkpoint import read_state_dict
+from hatrefine.config import FitConfig
+from hatrefine.trainer import Trainer
+
+
+@pytest.fixture
+def digits16(tmp_path):
+    """64 16x16 'digits': random bright strokes on black, stored as uint8."""
+    rng = np.random.default_rng(0)
+    x = np.zeros((64, 16, 16), dtype=np.uint8)
+    for img in x:
+        r, c = rng.integers(2, 12, size=2)
+        img[r : r + 4, c : c + 2] = 255
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x)
+    return str(path)
+
+
+def tiny_ae(data, **kw):
+    base = dict(data=data, image_shape=[1, 16, 16], latent_shape=[1, 8, 8], width=8, steps=30, batch_size=16, lr=3e-3, device="cpu", log_every=1, save_every=10)
+    return AEConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 1e3])
+def test_sphere_projection_has_norm_sqrt_m(scale):
+    e = torch.randn(5, 1, 16, 16) * scale
+    z = project_to_sphere(e)
+    assert torch.allclose(z.flatten(1).norm(dim=1), torch.full((5,), math.sqrt(256.0)), rtol=1e-6)
+    assert torch.allclose(z / z.flatten(1).norm(dim=1).view(5, 1, 1, 1), e / e.flatten(1).norm(dim=1).view(5, 1, 1, 1), atol=1e-6)  # direction kept
+
+
+def test_encoder_and_decoder_shapes():
+    enc, dec = Encoder(3, 32, (2, 8, 8), width=4), Decoder(3, 32, (2, 8, 8), width=4)
+    z = enc(torch.randn(2, 3, 32, 32))
+    assert z.shape == (2, 2, 8, 8) and torch.allclose(z.flatten(1).norm(dim=1), torch.full((2,), math.sqrt(128.0)))
+    x = dec(z)
+    assert x.shape == (2, 3, 32, 32) and x.abs().max() <= 1
+
+
+def test_latent_must_divide_the_image_by_a_power_of_two():
+    with pytest.raises(HatrefineError, match="power of 2"):
+        AEConfig(image_shape=[1, 32, 32], latent_shape=[1, 12, 12])
+
+
+def test_reconstruction_loss_falls(tmp_path, digits16):
+    trainer = AutoencoderTrainer(tiny_ae(digits16), tmp_path / "ae")
+    losses = [trainer.train_step()["loss"] for _ in range(30)]
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+
+
+def test_resume_reproduces_the_uninterrupted_autoencoder(tmp_path, digits16):
+    AutoencoderTrainer(tiny_ae(digits16, steps=20), tmp_path / "full").run(progress=False)
+    AutoencoderTrainer(tiny_ae(digits16, steps=10), tmp_path / "split").run(progress=False)
+    AutoencoderTrainer(None, tmp_path / "split", resume=True, steps=20).run(progress=False)
+    full = read_state_dict(tmp_path / "full" / "checkpoint" / "state.safetensors")
+    split = read_state_dict(tmp_path / "split" / "checkpoint" / "state.safetensors")
+    assert full.keys() == split.keys() and all(torch.equal(full[k], split[k]) for k in full)
+    assert (tmp_path / "split" / "log.csv").read_text().count("\n") == 21
+    for name in ("reconstructions.png", "prior_samples.png", "model.safetensors", "encoder.safetensors"):
+        assert (tmp_path / "split" / name).is_file()
+
+
+def test_ae_spec_loads_the_decoder_without_a_prior(tmp_path, digits16):
+    trainer = AutoencoderTrainer(tiny_ae(digits16, steps=10), tmp_path / "ae")
+    trainer.run(progress=False)
+    G = load_generator(f"ae:{tmp_path / 'ae'}")
+    assert G.latent_shape == (1, 8, 8) and G.image_shape == (1, 16, 16) and not G.has_prior
+    z = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(G(z), trainer.decoder(z), atol=1e-6)  # the saved decoder, bit for bit up to float
+
+
+def test_ae_spec_refuses_conditional_mode_and_other_directories(tmp_path, digits16):
+    AutoencoderTrainer(tiny_ae(digits16, steps=10), tmp_path / "ae").run(progress=False)
+    config = FitConfig(generator=f"ae:{tmp_path / 'ae'}", data=digits16, mode="conditional", hat_width=4, device="cpu")
+    with pytest.raises(HatrefineError, match="no latent prior.*--mode joint"):
+        Trainer(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(HatrefineError, match="not an autoencoder directory"):
+        load_generator(f"ae:{tmp_path}")
+
+
+def test_retrofit_fit_runs_in_joint_mode_with_a_y_prior(tmp_path, digits16):
+    AutoencoderTrainer(tiny_ae(digits16, steps=10), tmp_path / "ae").run(progress=False)
+    config = FitConfig(
+        generator=f"ae:{tmp_path / 'ae'}", data=digits16, mode="joint", y_sigma=0.1, hat="small", hat_width=4, steps=2,
+        batch_size=8, langevin_steps=3, eval_samples=0, device="cpu",
+    )  # fmt: skip
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.run(progress=False)
+    assert trainer.last_samples.z.shape == (8, 1, 8, 8) and (trainer.last_samples.y != 0).any()
