@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import sys
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -33,42 +29,14 @@ from hatrefine import HatRefiner
 from hatrefine.checkpoint import read_json
 from hatrefine.config import FitConfig
 from hatrefine.ddls import DDLS
-from hatrefine.evaluation import feature_stats, frechet_distance, reference_stats
-from hatrefine.inception import load_inception
 from hatrefine.refiner import resolve_device
 from hatrefine.registry import load_discriminator, load_generator
 from hatrefine.trainer import Trainer, versions
 
+from common import inception_fids, measured
+
 DATA = GENERATOR = "builtin:mnist"
 FIT = '{"steps": 600, "langevin_steps": 30, "lr": 1e-4}'
-
-
-@contextmanager
-def measured(record: dict):
-    """Wall seconds and peak memory of a block: process RSS (polled), and CUDA memory where used."""
-    page = os.sysconf("SC_PAGE_SIZE")
-    peak, done = [0], threading.Event()
-
-    def poll():
-        while not done.is_set():
-            with open("/proc/self/statm") as f:
-                peak[0] = max(peak[0], int(f.read().split()[1]) * page)
-            done.wait(0.05)
-
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    thread = threading.Thread(target=poll, daemon=True)
-    start = time.perf_counter()
-    thread.start()
-    try:
-        yield record
-    finally:
-        done.set()
-        thread.join()
-        record["seconds"] = round(time.perf_counter() - start, 1)
-        record["peak_rss_mib"] = round(peak[0] / 2**20)
-        if torch.cuda.is_available():
-            record["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
 
 
 def main() -> None:
@@ -134,13 +102,11 @@ def main() -> None:
         rows[name] = {"sample_seconds": record["seconds"], "sample_peak_rss_mib": record["peak_rss_mib"]}
 
     # 3. FID of each against the same reference statistics
-    net = load_inception(args.inception, device)
-    ref, n_ref, _ = reference_stats(DATA, G.image_shape, net, split="train")
-    result |= {"reference": f"{DATA} train split", "n_reference": n_ref, "inception": net.source}
-    for name, x in images.items():
-        feats = feature_stats(net, x, batch_size=100, progress=True, desc=f"Inception features ({name})")
-        rows[name]["fid"] = result[f"fid_{name}"] = round(frechet_distance(feats, ref), 3)
-        print(f"{name:9s} FID {rows[name]['fid']:.3f}  ({rows[name]['sample_seconds']} s sampling)", flush=True)
+    fids, reference = inception_fids(images, DATA, args.inception, device)
+    result |= reference
+    n_ref = reference["n_reference"]
+    for name in images:
+        rows[name]["fid"] = result[f"fid_{name}"] = fids[name]
     result["rows"] = rows
     result["peak_rss_mib_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 

@@ -1,0 +1,53 @@
+"""Helpers the benchmark scripts share (run them as ``python benchmarks/NAME.py``)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+
+import torch
+
+
+@contextmanager
+def measured(record: dict):
+    """Wall seconds and peak memory of a block: process RSS (polled), and CUDA memory where used."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    peak, done = [0], threading.Event()
+
+    def poll():
+        while not done.is_set():
+            with open("/proc/self/statm") as f:
+                peak[0] = max(peak[0], int(f.read().split()[1]) * page)
+            done.wait(0.05)
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    thread = threading.Thread(target=poll, daemon=True)
+    start = time.perf_counter()
+    thread.start()
+    try:
+        yield record
+    finally:
+        done.set()
+        thread.join()
+        record["seconds"] = round(time.perf_counter() - start, 1)
+        record["peak_rss_mib"] = round(peak[0] / 2**20)
+        if torch.cuda.is_available():
+            record["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
+
+
+def inception_fids(images: dict[str, torch.Tensor], data: str, inception: str, device: torch.device) -> tuple[dict[str, float], dict]:
+    """FID of each image set against the same cached reference statistics of ``data`` (train split)."""
+    from hatrefine.evaluation import feature_stats, frechet_distance, reference_stats
+    from hatrefine.inception import load_inception
+
+    net = load_inception(inception, device)
+    shape = next(iter(images.values())).shape[1:]
+    ref, n_ref, _ = reference_stats(data, shape, net, split="train")
+    fids = {}
+    for name, x in images.items():
+        fids[name] = round(frechet_distance(feature_stats(net, x, batch_size=100, progress=True, desc=f"Inception features ({name})"), ref), 3)
+        print(f"{name:12s} FID {fids[name]:.3f}", flush=True)
+    return fids, {"reference": f"{data} train split", "n_reference": n_ref, "inception": net.source}

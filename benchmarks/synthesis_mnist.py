@@ -1,0 +1,131 @@
+"""Tandem synthesis on the embedded digits: generator and hat network learned together from scratch.
+
+One process: ``SynthesisTrainer`` with the ``synthesize`` defaults (or ``--fit`` overrides).
+Every ``--eval-every`` updates, the Frechet distance in LeNet features (cheap; 500 samples vs
+the 4,500 embedded training digits) of the generator alone, G(Z), and of the Hat EBM,
+G(Z) + Y after K Langevin steps on Y, from the same Z. At the end, FID (Inception) of both on
+N samples. Writes the curve figure, JSON and a markdown table.
+
+    python benchmarks/synthesis_mnist.py --json benchmarks/results/synthesis_mnist.json \
+        --figure benchmarks/results/synthesis_mnist_curve.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from hatrefine.config import SynthesisConfig  # noqa: E402
+from hatrefine.data import load_images  # noqa: E402
+from hatrefine.evaluation import lenet_fd, load_lenet  # noqa: E402
+from hatrefine.refiner import resolve_device  # noqa: E402
+from hatrefine.report import save_grid  # noqa: E402
+from hatrefine.synthesis import SynthesisTrainer  # noqa: E402
+from hatrefine.trainer import versions  # noqa: E402
+
+from common import inception_fids, measured  # noqa: E402
+
+DATA = "builtin:mnist"
+
+
+def draw(trainer: SynthesisTrainer, z: torch.Tensor, seed: int, chunk: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
+    """G(z) and the Hat EBM's G(z) + Y (EMA hat), chunk by chunk."""
+    refiner = trainer.refiner()
+    sampler = refiner.sampler()
+    with torch.no_grad():
+        g = torch.cat([refiner.generator(z[s : s + chunk]) for s in range(0, len(z), chunk)])
+    x = torch.cat([sampler.sample(z[s : s + chunk], generator=torch.Generator(z.device).manual_seed(seed + s)).x for s in range(0, len(z), chunk)])
+    return g.cpu(), x.cpu()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=2000, help="samples per set for the final FID")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-dir", default="runs/benchmark-synthesis", help="where to train (replaced)")
+    p.add_argument("--fit", default="{}", help="SynthesisConfig overrides as JSON")
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--eval-n", type=int, default=500, help="samples per set for the LeNet curve")
+    p.add_argument("--inception", default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", default=None, help="write the result here")
+    p.add_argument("--figure", default=None, help="write the curve figure here")
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    result: dict = {"command": "python " + " ".join(sys.argv), "seed": args.seed, "n_samples": args.n, "device": str(device),
+                    "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "versions": versions()}
+
+    config = SynthesisConfig(**{"seed": args.seed, "device": args.device, "eval_samples": 0, **json.loads(args.fit)})
+    trainer = SynthesisTrainer(config, args.run_dir, overwrite=True)
+    result |= {"settings": config.to_dict(), "langevin_steps": config.test_steps}
+    reference, net = load_images(DATA, trainer.generator.image_shape, split="train").to(device), load_lenet().to(device)
+    z_eval = trainer.generator.sample_latent(args.eval_n, generator=torch.Generator(device).manual_seed(args.seed + 1))
+
+    # train, with the cheap curve along the way (its time is not training time)
+    curve, train_seconds, fit = [], 0.0, {}
+    with measured(fit):
+        while trainer.step < config.steps:
+            t0 = time.perf_counter()
+            trainer.log.append([trainer.train_step()])
+            train_seconds += time.perf_counter() - t0
+            if trainer.step % args.eval_every == 0 or trainer.step == config.steps:
+                g, x = draw(trainer, z_eval, args.seed)
+                curve.append({"step": trainer.step, "train_seconds": round(train_seconds, 1), "fd_generator": round(lenet_fd(g, reference, net), 3), "fd_hat": round(lenet_fd(x, reference, net), 3)})
+                print(json.dumps(curve[-1]), flush=True)
+        trainer.save_checkpoint()
+    result |= {"fit_seconds": round(train_seconds, 1), "fit": fit, "curve": curve}
+
+    # final FID of G alone and G + Y, same Z
+    z = trainer.generator.sample_latent(args.n, generator=torch.Generator(device).manual_seed(args.seed))
+    record: dict = {}
+    with measured(record):
+        g, x = draw(trainer, z, args.seed)
+    result["sample_seconds"] = record["seconds"]
+    save_grid(g, Path(args.run_dir) / "generator_samples.png")
+    save_grid(x, Path(args.run_dir) / "hat_samples.png")
+    fids, reference_info = inception_fids({"generator": g, "hat": x}, DATA, args.inception, device)
+    result |= reference_info | {"fid_generator": fids["generator"], "fid_hat": fids["hat"]}
+    def along(key: str) -> str:
+        return ", ".join(f"{c['step']}: {c[key]:.1f}" for c in curve)
+
+    lines = [
+        f"| samples | FID ({args.n} vs {reference_info['n_reference']} digits) | LeNet FD along training (step: value) |",
+        "|---|---|---|",
+        f"| generator G(Z), learned in tandem | {fids['generator']:.2f} | {along('fd_generator')} |",
+        f"| Hat EBM G(Z) + Y, K {config.test_steps} | {fids['hat']:.2f} | {along('fd_hat')} |",
+    ]
+    result["table"] = "\n".join(lines)
+    print(result["table"])
+    print(f"training {train_seconds:.0f} s for {config.steps} updates")
+
+    if args.figure:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        minutes = [c["train_seconds"] / 60 for c in curve]
+        ax.plot(minutes, [c["fd_generator"] for c in curve], "o-", label="generator G(Z)")
+        ax.plot(minutes, [c["fd_hat"] for c in curve], "o-", label=f"Hat EBM G(Z) + Y (K {config.test_steps})")
+        ax.set_xlabel("training time (minutes, 2 CPU cores)" if device.type == "cpu" else "training time (minutes)")
+        ax.set_ylabel(f"Frechet distance, LeNet ({args.eval_n} samples)")
+        ax.set_yscale("log")
+        ax.legend()
+        ax.set_title("Tandem synthesis on the embedded MNIST subset")
+        fig.tight_layout()
+        Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.figure, dpi=110)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
