@@ -31,7 +31,7 @@ from hatrefine.trainer import Trainer, versions
 from common import inception_fids, measured
 
 DATA = "builtin:mnist"
-FIT = '{"steps": 400, "langevin_steps": 30, "eps_y": 5e-4, "eps_z": 1e-3, "y_sigma": 0.1, "lr": 1e-4}'
+FIT = '{"steps": 400, "langevin_steps": 30, "eps_y": 5e-4, "eps_z": 2e-2, "y_sigma": 0.1, "lr": 1e-4}'
 
 
 def main() -> None:

@@ -52,6 +52,9 @@ FIT_HELP = {
     "sample_every": "Save a sample grid every N steps.",
     "save_every": "Save a checkpoint every N steps.",
     "eval_samples": "Samples for the before/after quality line at the end (0 = skip).",
+    "max_residual_rms": "Divergence guard: a step whose residual Y has a larger per-pixel RMS is rolled back.",
+    "backoff": "After a rollback (non-finite energy, gradient or weights; exploding Y): factor on lr and Langevin steps.",
+    "max_rollbacks": "Give up after this many rollbacks.",
     # tandem synthesis only
     "image_shape": "C,H,W of the images to synthesize.",
     "generator_arch": "Generator to learn: dcgan, sngan32, sngan64, sngan128 (default: by image shape).",

@@ -53,6 +53,9 @@ class FitConfig:
     sample_every: int = 100
     save_every: int = 100
     eval_samples: int = 1000  # for the before/after quality line at the end of a fit
+    max_residual_rms: float = 2.0  # divergence guard: per-pixel RMS of a sample's residual Y
+    backoff: float = 0.5  # after a divergence: factor on the learning rate and the Langevin steps
+    max_rollbacks: int = 5
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -68,6 +71,8 @@ class FitConfig:
         for name in ("temperature", "lr"):
             if getattr(self, name) <= 0:
                 raise HatrefineError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.max_residual_rms <= 0 or not 0 < self.backoff < 1 or self.max_rollbacks < 0:
+            raise HatrefineError("--max-residual-rms must be positive, --backoff in (0, 1), --max-rollbacks >= 0")
         if not 0.0 <= self.ema < 1.0:
             raise HatrefineError(f"--ema must be in [0, 1), got {self.ema}")
         if self.lr_schedule not in ("constant", "cosine"):

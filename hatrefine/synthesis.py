@@ -30,7 +30,7 @@ from .checkpoint import load_optimizer, load_strict, optimizer_tensors, subdict
 from .config import GENERATOR_DIR, SynthesisConfig
 from .generator import Generator
 from .registry import create_architecture
-from .trainer import LOG_FIELDS, Trainer
+from .trainer import LOG_FIELDS, Divergence, Trainer
 
 
 
@@ -43,18 +43,18 @@ class SynthesisTrainer(Trainer):
     def __init__(self, config: Optional[SynthesisConfig], out: str | Path, resume: bool = False, overwrite: bool = False, steps: Optional[int] = None):
         super().__init__(config, out, resume=resume, overwrite=overwrite, steps=steps)
         c = self.config
-        self.g_opt = torch.optim.Adam(self.generator.module.parameters(), lr=c.generator_lr, betas=(0.9, 0.999))
-        if self._resumed_state is not None:
-            self._load_generator_state(*self._resumed_state)
-        else:
+        if not self.resumed:  # the bank starts as the initial generator's own pairs
             self.bank_z = self.generator.sample_latent(c.bank_size, generator=self.rng)
             with torch.no_grad():
                 self.bank_x = torch.cat([self.generator(z) for z in self.bank_z.split(256)])
 
     def make_generator(self) -> Generator:
-        """A new, untrained generator; its weights come from the checkpoint on --resume."""
-        arch, kwargs, nz = self.config.architecture()
-        return Generator(create_architecture(arch, **kwargs), (nz,), self.config.shape(), name=self.config.generator)
+        """A new, untrained generator and its optimizer; on --resume both load from the checkpoint."""
+        c = self.config
+        arch, kwargs, nz = c.architecture()
+        module = create_architecture(arch, **kwargs)
+        self.g_opt = torch.optim.Adam(module.parameters(), lr=c.generator_lr, betas=(0.9, 0.999))
+        return Generator(module, (nz,), c.shape(), name=c.generator)
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()
@@ -75,6 +75,8 @@ class SynthesisTrainer(Trainer):
             loss = c.generator_loss_weight * F.mse_loss(net(self.bank_z[idx]), self.bank_x[idx])
             self.g_opt.zero_grad(set_to_none=True)
             loss.backward()
+            if not torch.isfinite(loss):
+                raise Divergence(f"non-finite generator loss ({loss.item()})")
             self.g_opt.step()
         finally:
             net.requires_grad_(False)
@@ -99,7 +101,8 @@ class SynthesisTrainer(Trainer):
     def checkpoint_meta(self) -> dict:
         return super().checkpoint_meta() | {"g_param_groups": self._g_param_groups}
 
-    def _load_generator_state(self, t: dict[str, torch.Tensor], meta: dict) -> None:
+    def _load_state(self, t: dict[str, torch.Tensor], meta: dict) -> None:
+        super()._load_state(t, meta)
         load_strict(self.generator.module, subdict(t, "g"), str(self.out))
         load_optimizer(self.g_opt, t, "g_opt", meta["g_param_groups"])
         self.bank_z, self.bank_x = t["bank_z"].to(self.device), t["bank_x"].to(self.device)

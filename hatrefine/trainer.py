@@ -52,6 +52,10 @@ from .registry import absolute_spec, load_generator
 LOG_FIELDS = ["step", "loss", "energy_data", "energy_samples", "lr", "eps_y", "eps_z", "residual_norm", "seconds_per_step"]
 
 
+class Divergence(Exception):
+    """A training step produced non-finite or exploding values (handled by rolling back)."""
+
+
 def versions() -> dict:
     import torchvision
 
@@ -102,10 +106,10 @@ class Trainer:
         self.opt = torch.optim.Adam(self.hat.parameters(), lr=c.lr, betas=(0.9, 0.999))
         self.rng = torch.Generator(self.device).manual_seed(c.seed)
         self.log = RunLog(self.out / "log.csv", self.log_fields)
-        self.step = 0
-        self._resumed_state = load_checkpoint(self.out) if resume and has_checkpoint(self.out) else None
-        if self._resumed_state is not None:
-            self._load_state(*self._resumed_state)
+        self.step, self.backoff, self.rollbacks = 0, 1.0, []
+        self.resumed = resume and has_checkpoint(self.out)
+        if self.resumed:
+            self._load_state(*load_checkpoint(self.out))
         elif resume:  # stopped before its first checkpoint: start again from step 0
             self.log.truncate(0)
         else:
@@ -121,8 +125,8 @@ class Trainer:
     def lr_at(self, step: int) -> float:
         c = self.config
         if c.lr_schedule == "cosine":
-            return c.lr * 0.5 * (1 + math.cos(math.pi * step / c.steps))
-        return c.lr
+            return self.backoff * c.lr * 0.5 * (1 + math.cos(math.pi * step / c.steps))
+        return self.backoff * c.lr
 
     def train_step(self) -> dict:
         """One update of H; returns the numbers that go in the log."""
@@ -140,23 +144,53 @@ class Trainer:
         loss = energy_data - energy_samples
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if c.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.hat.parameters(), c.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.hat.parameters(), c.grad_clip or math.inf)
+        self._guard(loss, grad_norm, samples.y)  # before the update: a bad step never reaches the weights
         self.opt.step()
         self._update_ema()
         self.step += 1
         self.last_samples = samples
-        return {
+        self.last_row = {
             "step": self.step,
             "loss": loss.item(),
             "energy_data": energy_data.item(),
             "energy_samples": energy_samples.item(),
             "lr": lr,
-            "eps_y": c.eps_y,
-            "eps_z": c.eps_z if c.mode == "joint" else 0.0,
+            "eps_y": self.sampler.eps_y,
+            "eps_z": self.sampler.eps_z,
             "residual_norm": samples.y.flatten(1).norm(dim=1).mean().item(),
             "seconds_per_step": time.perf_counter() - t0,
         }
+        return self.last_row
+
+    def _guard(self, loss: torch.Tensor, grad_norm: torch.Tensor, y: torch.Tensor) -> None:
+        """Raise ``Divergence`` on non-finite energies or gradients, or residuals past the bound."""
+        rms = (y.flatten(1).norm(dim=1) / math.sqrt(y[0].numel())).max()
+        if not torch.isfinite(loss):
+            raise Divergence(f"non-finite energy ({loss.item()})")
+        if not torch.isfinite(grad_norm):
+            raise Divergence("non-finite gradient of H")
+        if not rms <= self.config.max_residual_rms:  # also catches NaN
+            raise Divergence(f"residual RMS {rms.item():.3g} past --max-residual-rms {self.config.max_residual_rms}")
+
+    def roll_back(self, reason: str) -> None:
+        """Return to the last checkpoint, scale the learning rate and the Langevin steps by ``--backoff``."""
+        c = self.config
+        failed_at, backoff, events = self.step + 1, self.backoff * c.backoff, self.rollbacks
+        if len(events) >= c.max_rollbacks:
+            raise HatrefineError(
+                f"training diverged {len(events) + 1} times (last at step {failed_at}: {reason}); "
+                f"lower --lr, --eps-y or --eps-z, or raise --temperature"
+            )
+        self._load_state(*load_checkpoint(self.out))
+        self.backoff, self.rollbacks = backoff, events + [{"step": failed_at, "reason": reason, "resumed_from": self.step, "backoff": backoff}]
+        self._apply_backoff()
+        tqdm.write(f"step {failed_at}: {reason}; rolled back to step {self.step}, learning rate and Langevin steps now x{backoff:g}")
+
+    def _apply_backoff(self) -> None:
+        c = self.config
+        self.sampler.eps_y = c.eps_y * self.backoff
+        self.sampler.eps_z = (c.eps_z if c.mode == "joint" else 0.0) * self.backoff
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -167,23 +201,36 @@ class Trainer:
             e.copy_(b)
 
     def run(self, progress: bool = True) -> None:
-        """Train to ``config.steps``, logging, saving grids and checkpoints; then write the report."""
+        """Train to ``config.steps``, logging, saving grids and checkpoints; then write the report.
+
+        A diverging step (``_guard``) rolls the run back to its last checkpoint with a smaller
+        learning rate and Langevin steps (``roll_back``)."""
         c = self.config
         bar = tqdm(total=c.steps, initial=self.step, disable=not progress, desc="fit", unit="step", dynamic_ncols=True)
-        rows = []
+        if not has_checkpoint(self.out):
+            self.save_checkpoint()  # step 0: something to roll back to
+        pending: list[dict] = []  # log rows not written yet
         while self.step < c.steps:
-            row = self.train_step()
-            rows.append(row)
+            try:
+                pending.append(self.train_step())
+                if self.step % c.save_every == 0 or self.step == c.steps:
+                    self.log.append(pending)
+                    pending = []
+                    self.save_checkpoint()
+            except Divergence as e:
+                pending = []
+                self.roll_back(str(e))
+                bar.n = self.step
+                bar.refresh()
+                continue
+            row = self.last_row
             bar.update(1)
             bar.set_postfix(E_data=f"{row['energy_data']:.3g}", E_samples=f"{row['energy_samples']:.3g}", s_per_step=f"{row['seconds_per_step']:.2f}")
-            saving = self.step % c.save_every == 0 or self.step == c.steps
-            if self.step % c.log_every == 0 or saving:
-                self.log.append(rows)
-                rows = []
+            if self.step % c.log_every == 0 and pending:
+                self.log.append(pending)
+                pending = []
             if self.step % c.sample_every == 0 or self.step == c.steps:
                 report.save_grid(self.last_samples.x, self.out / "samples" / f"step_{self.step:06d}.png")
-            if saving:
-                self.save_checkpoint()
         bar.close()
         report.training_curve(self.out / "log.csv", self.out / "training_curve.png")
         if c.eval_samples:
@@ -202,14 +249,19 @@ class Trainer:
         return tensors | {"rng": self.rng.get_state(), "torch_rng": torch.get_rng_state()}
 
     def save_checkpoint(self) -> None:
-        """Swap in a new ``checkpoint/`` (atomically), then write ``hat.safetensors``."""
+        """Swap in a new ``checkpoint/`` (atomically), then write ``hat.safetensors``.
+
+        Raises ``Divergence`` (and writes nothing) if any weight is not finite."""
         tensors = self.state_tensors()
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise Divergence(f"non-finite weights ({', '.join(bad[:3])})")
         save_checkpoint(self.out, tensors, self.checkpoint_meta())
         save_tensors(self.out / HAT_WEIGHTS, self.ema.state_dict())
 
     def checkpoint_meta(self) -> dict:
         """The JSON half of a checkpoint (after ``state_tensors``)."""
-        return {"step": self.step, "param_groups": self._param_groups, "log_rows": self.log.n_rows()}
+        return {"step": self.step, "param_groups": self._param_groups, "log_rows": self.log.n_rows(), "backoff": self.backoff, "rollbacks": self.rollbacks}
 
     def _load_state(self, t: dict[str, torch.Tensor], meta: dict) -> None:
         source = str(self.out / CKPT)
@@ -219,4 +271,6 @@ class Trainer:
         self.rng.set_state(t["rng"])
         torch.set_rng_state(t["torch_rng"])
         self.step = meta["step"]
+        self.backoff, self.rollbacks = meta.get("backoff", 1.0), meta.get("rollbacks", [])
+        self._apply_backoff()
         self.log.truncate(meta["log_rows"])

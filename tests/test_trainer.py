@@ -130,3 +130,56 @@ def test_resume_recovers_from_a_crash_between_the_checkpoint_renames(tmp_path, t
     full = read_state_dict(tmp_path / "full" / "hat.safetensors")
     split = read_state_dict(tmp_path / "split" / "hat.safetensors")
     assert all(torch.equal(full[k], split[k]) for k in full)
+
+
+def _poison(trainer, at_step, times=1):
+    """Make H return NaN during step ``at_step + 1`` (``times`` calls)."""
+    original, left = trainer.hat.forward, [times]
+
+    def forward(x):
+        out = original(x)
+        if trainer.step == at_step and left[0] > 0:
+            left[0] -= 1
+            return out * float("nan")
+        return out
+
+    trainer.hat.forward = forward
+
+
+def test_a_nan_rolls_back_to_the_last_checkpoint_with_smaller_steps(tmp_path, tiny_generator, blobs):
+    import csv
+
+    trainer = Trainer(tiny(blobs, steps=8, save_every=3), tmp_path / "run", generator=tiny_generator)
+    _poison(trainer, at_step=4)
+    trainer.run(progress=False)
+    assert trainer.step == 8
+    assert [(e["step"], e["resumed_from"], e["backoff"]) for e in trainer.rollbacks] == [(5, 3, 0.5)]
+    assert "non-finite" in trainer.rollbacks[0]["reason"]
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, 9))  # the failed step is not logged twice
+    assert {float(r["lr"]) for r in rows[:3]} == {1e-3} and {float(r["lr"]) for r in rows[3:]} == {5e-4}
+    assert {float(r["eps_y"]) for r in rows[3:]} == {5e-3}
+    state = read_state_dict(tmp_path / "run" / "checkpoint" / "state.safetensors")
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    resumed = Trainer(None, tmp_path / "run", generator=tiny_generator, resume=True)
+    assert resumed.backoff == 0.5 and resumed.sampler.eps_y == 5e-3 and len(resumed.rollbacks) == 1
+
+
+def test_non_finite_weights_are_never_saved(tmp_path, tiny_generator, blobs):
+    from hatrefine.trainer import Divergence
+
+    trainer = Trainer(tiny(blobs, steps=3), tmp_path / "run", generator=tiny_generator)
+    trainer.run(progress=False)
+    before = (tmp_path / "run" / "checkpoint" / "state.safetensors").read_bytes()
+    with torch.no_grad():
+        next(trainer.hat.parameters())[0] = float("nan")
+    with pytest.raises(Divergence, match="non-finite weights"):
+        trainer.save_checkpoint()
+    assert (tmp_path / "run" / "checkpoint" / "state.safetensors").read_bytes() == before
+
+
+def test_repeated_divergence_gives_up_with_advice(tmp_path, tiny_generator, blobs):
+    trainer = Trainer(tiny(blobs, steps=6, max_rollbacks=1), tmp_path / "run", generator=tiny_generator)
+    _poison(trainer, at_step=1, times=10**6)
+    with pytest.raises(HatrefineError, match="diverged 2 times.*lower --lr"):
+        trainer.run(progress=False)
