@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from safetensors import SafetensorError
@@ -114,9 +114,29 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool, marker: str = "con
         if not (out / marker).is_file():
             raise HatrefineError(f"nothing to resume in {out} (no {marker}); run without --resume to start it")
     elif out.exists() and any(out.iterdir()):
-        if not overwrite:
+        if overwrite:
+            shutil.rmtree(out)
+        elif (stop := stopped_at(out, marker)) is not None:
+            raise HatrefineError(f"{out} holds an unfinished run (stopped at step {stop[0]} of {stop[1]}); pass --resume to continue it, --overwrite to replace it, or another --out")
+        else:
             raise HatrefineError(f"{out} already holds files; pass --resume to continue that run, --overwrite to replace it, or another --out")
-        shutil.rmtree(out)
+
+
+def stopped_at(out: Path, marker: str = "config.json") -> Optional[tuple[int, int]]:
+    """(last saved step, steps asked for) of a run that stopped before its end; None otherwise."""
+    try:
+        settings = json.loads((out / marker).read_text())
+    except (OSError, ValueError):
+        return None
+    total = (settings.get("hatrefine") or settings.get("autoencoder") or {}).get("steps")
+    step = 0
+    for name in (CKPT, CKPT + ".old"):
+        try:
+            step = json.loads((out / name / "state.json").read_text())["step"]
+            break
+        except (OSError, ValueError, KeyError):
+            continue
+    return (step, total) if isinstance(total, int) and step < total else None
 
 
 def has_checkpoint(out: Path) -> bool:

@@ -196,13 +196,25 @@ def fit(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
 
 
 def _make_trainer(ctx: click.Context, trainer_class, config_class, out: str, resume: bool, overwrite: bool, settings: dict):
-    """A new run from the command-line settings, or --resume with the saved ones (only --steps may change)."""
+    """A new run from the command-line settings, or --resume with the saved ones.
+
+    On --resume, options repeated with their saved values are fine; only --steps may change."""
     if resume:
-        given = [k for k in settings if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
-        if set(given) - {"steps"}:
-            flags = ", ".join("--" + k.replace("_", "-") for k in given if k != "steps")
+        from .checkpoint import read_json
+        from .registry import absolute_spec
+
+        cfg = read_json(Path(out) / "config.json") if (Path(out) / "config.json").is_file() else {}
+        saved = cfg.get("hatrefine") or cfg.get("autoencoder") or {}
+        given = {k: v for k, v in settings.items() if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+        if "generator" in given:
+            given["generator"] = absolute_spec(given["generator"])
+        if given.get("checkpoint"):
+            given["checkpoint"] = str(Path(given["checkpoint"]).resolve())
+        changed = [k for k, v in given.items() if k != "steps" and k in saved and saved[k] != v]
+        if changed:
+            flags = ", ".join(f"--{k.replace('_', '-')} ({saved[k]} -> {given[k]})" for k in changed)
             raise HatrefineError(f"{flags} cannot change on --resume; the run keeps the settings in {Path(out) / 'config.json'} (only --steps may extend it)")
-        return trainer_class(None, out, resume=True, steps=settings["steps"] if "steps" in given else None)
+        return trainer_class(None, out, resume=True, steps=given.get("steps"))
     return trainer_class(config_class(**settings), out, overwrite=overwrite)
 
 

@@ -86,7 +86,7 @@ def test_fit_sample_refine_end_to_end(tmp_path):
     result = run("fit", "--out", run_dir, "--resume", "--quiet")  # keeps the saved 2 steps
     assert result.exit_code == 0, result.output
     assert len((run_dir / "log.csv").read_text().splitlines()) == 3
-    one_line_error(run("fit", "--out", run_dir, "--resume", "--lr", "0.1"), "--lr cannot change on --resume")
+    one_line_error(run("fit", "--out", run_dir, "--resume", "--lr", "0.1"), "--lr (0.0002 -> 0.1) cannot change on --resume")
     result = run("fit", "--out", run_dir, "--steps", 3, "--resume", "--quiet")
     assert result.exit_code == 0, result.output
     assert len((run_dir / "log.csv").read_text().splitlines()) == 4
@@ -150,7 +150,7 @@ def test_pretrain_ae_then_retrofit_then_ood(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"fit --generator ae:{ae}" in result.output
     one_line_error(run("pretrain-ae", "--out", ae, "--steps", 3), "already holds files", "--resume")
-    one_line_error(run("pretrain-ae", "--out", ae, "--resume", "--width", 8), "--width cannot change")
+    one_line_error(run("pretrain-ae", "--out", ae, "--resume", "--width", 8), "--width (4 -> 8) cannot change")
     assert run("pretrain-ae", "--out", ae, "--resume", "--steps", 4, "--quiet").exit_code == 0
     one_line_error(run("fit", "--generator", f"ae:{ae}", "--mode", "conditional", "--out", tmp_path / "c"), "no latent prior", "--mode joint")
     run_dir = tmp_path / "retrofit"
@@ -183,5 +183,5 @@ def test_synthesize_then_generate_from_its_generator(tmp_path):
     assert result.exit_code == 0, result.output
     with np.load(tmp_path / "s.npz") as f:
         assert f["x"].shape == (4, 1, 32, 32) and f["z"].shape == (4, 64)
-    one_line_error(run("synthesize", "--out", run_dir, "--resume", "--bank-size", 32), "--bank-size cannot change")
+    one_line_error(run("synthesize", "--out", run_dir, "--resume", "--bank-size", 32), "--bank-size (16 -> 32) cannot change")
     one_line_error(run("synthesize", "--out", tmp_path / "x", "--image-shape", "3,48,48"), "48x48")
