@@ -34,16 +34,17 @@ from tqdm import tqdm
 from . import report
 from .checkpoint import (
     RunLog,
+    check_run_dir,
     has_checkpoint,
     load_checkpoint,
     load_optimizer,
     load_strict,
     optimizer_tensors,
-    prepare_run_dir,
     read_json,
     save_checkpoint,
     save_json,
     save_tensors,
+    start_run_dir,
     subdict,
 )
 from .data import DataStream, open_dataset
@@ -147,7 +148,7 @@ class AutoencoderTrainer:
         from .trainer import versions
 
         self.out = Path(out)
-        prepare_run_dir(self.out, resume, overwrite, CONFIG)
+        check_run_dir(self.out, resume, overwrite, CONFIG)
         if resume:
             saved = read_json(self.out / CONFIG).get("autoencoder")
             if saved is None:
@@ -168,7 +169,7 @@ class AutoencoderTrainer:
         if resume and has_checkpoint(self.out):
             self._load_state(*load_checkpoint(self.out))
         elif not resume:
-            self.out.mkdir(parents=True, exist_ok=True)
+            start_run_dir(self.out)
             save_json(self.out / CONFIG, self._directory_config(versions()))
 
     def _directory_config(self, versions: dict) -> dict:

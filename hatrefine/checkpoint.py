@@ -108,18 +108,24 @@ def read_json(path: str | Path) -> Any:
 CKPT = "checkpoint"
 
 
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool, marker: str = "config.json") -> None:
-    """Refuse to start over a run that exists (unless ``overwrite``) or to resume nothing."""
+def check_run_dir(out: Path, resume: bool, overwrite: bool, marker: str = "config.json") -> None:
+    """Refuse to start over a run that exists (unless ``overwrite``) or to resume nothing.
+
+    Nothing is deleted here: ``start_run_dir`` does that once every setting has been checked."""
     if resume:
         if not (out / marker).is_file():
             raise HatrefineError(f"nothing to resume in {out} (no {marker}); run without --resume to start it")
-    elif out.exists() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        elif (stop := stopped_at(out, marker)) is not None:
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        if (stop := stopped_at(out, marker)) is not None:
             raise HatrefineError(f"{out} holds an unfinished run (stopped at step {stop[0]} of {stop[1]}); pass --resume to continue it, --overwrite to replace it, or another --out")
-        else:
-            raise HatrefineError(f"{out} already holds files; pass --resume to continue that run, --overwrite to replace it, or another --out")
+        raise HatrefineError(f"{out} already holds files; pass --resume to continue that run, --overwrite to replace it, or another --out")
+
+
+def start_run_dir(out: Path) -> None:
+    """An empty ``out`` for a new run (what ``check_run_dir`` allowed to replace is removed now)."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
 
 
 def stopped_at(out: Path, marker: str = "config.json") -> Optional[tuple[int, int]]:

@@ -21,6 +21,7 @@ requested (C, H, W).
 from __future__ import annotations
 
 import os
+import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence
@@ -87,7 +88,7 @@ def _load_npz(path: Path) -> torch.Tensor:
             return to_tensor(f[key])
     except HatrefineError:
         raise
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise HatrefineError(f"{path} is not a readable .npz file ({e}); re-create it with numpy.savez") from None
 
 

@@ -29,17 +29,18 @@ from tqdm import tqdm
 from . import __version__, report
 from .checkpoint import (
     RunLog,
+    check_run_dir,
     CKPT,
     has_checkpoint,
     load_checkpoint,
     load_optimizer,
     load_strict,
     optimizer_tensors,
-    prepare_run_dir,
     read_json,
     save_checkpoint,
     save_json,
     save_tensors,
+    start_run_dir,
     subdict,
 )
 from .config import FitConfig
@@ -79,7 +80,7 @@ class Trainer:
     ):
         """``resume=True`` takes every setting from the saved run; ``steps`` may extend it."""
         self.out = Path(out)
-        prepare_run_dir(self.out, resume, overwrite, CONFIG)
+        check_run_dir(self.out, resume, overwrite, CONFIG)
         if resume:
             saved = read_json(self.out / CONFIG)["hatrefine"]
             config = self.config_class.from_dict({**saved, **({"steps": steps} if steps is not None else {})})
@@ -113,7 +114,7 @@ class Trainer:
         elif resume:  # stopped before its first checkpoint: start again from step 0
             self.log.truncate(0)
         else:
-            self.out.mkdir(parents=True, exist_ok=True)
+            start_run_dir(self.out)
             save_json(self.out / CONFIG, {"hatrefine": c.to_dict(), "versions": versions()})
 
     def make_generator(self) -> Generator:
