@@ -1,4 +1,4 @@
-"""The ``hatrefine`` command line: generate, fit, sample, refine, pretrain-ae, synthesize, ood, ddls, eval, list.
+"""The ``hatrefine`` command line: generate, fit, sample, refine, pretrain-ae, synthesize, ood, ddls, eval, push, list.
 
 Problems a user can fix end in one line on stderr and exit code 1 (``--debug`` shows the
 traceback). No command overwrites an existing file or run without ``--overwrite``.
@@ -431,6 +431,27 @@ def ood(run_dir, in_data, ood_data, split, n, data_root, json_out, plot, batch_s
     if json_out:
         save_json(json_out, summary)
         click.echo(f"wrote {json_out}")
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, help="Run directory of `hatrefine fit` / `synthesize`.")
+@click.option("--repo", required=True, help="Hub repository ORG/NAME (created if missing).")
+@click.option("--fid", "fid_json", default=None, help="A `hatrefine eval --json` result to quote in the model card.")
+@click.option("--private", is_flag=True, help="Create the repository as private.")
+@click.option("--token", default=None, help="Hub token (default: the one `hf auth login` stored).")
+@click.option("--message", default="Upload Hat EBM", show_default=True, help="Commit message.")
+def push(run_dir, repo, fid_json, private, token, message) -> None:
+    """Upload a fitted Hat EBM (weights, config, model card, sample grid) to the Hugging Face Hub.
+
+    Load it anywhere with `hatrefine sample --run hf:ORG/NAME` or HatRefiner.from_pretrained("hf:ORG/NAME")."""
+    from .checkpoint import read_json
+    from .hub import push as push_run
+
+    fid = read_json(fid_json) if fid_json else None
+    if fid is not None and "fid" not in fid:
+        raise HatrefineError(f"{fid_json} holds no 'fid'; pass the --json output of `hatrefine eval`")
+    url = push_run(run_dir, repo, private=private, token=token, fid=fid, message=message)
+    click.echo(f"pushed {run_dir} to {url}")
 
 
 @main.command("eval")

@@ -157,7 +157,7 @@ class HatRefiner(nn.Module):
         if path.startswith("hf:"):
             from .adapters.hub import resolve_hub_dir
 
-            directory = resolve_hub_dir(path[3:], [CONFIG, HAT_WEIGHTS])
+            directory = resolve_hub_dir(path[3:], [CONFIG, HAT_WEIGHTS, "generator/*"])
         else:
             directory = Path(path)
             if not (directory / CONFIG).is_file():

@@ -1,0 +1,138 @@
+"""Sharing a fitted Hat EBM on the Hugging Face Hub: ``hatrefine push``.
+
+The repository holds what ``HatRefiner.from_pretrained("hf:ORG/NAME")`` needs —
+``config.json`` and ``hat.safetensors`` — plus a model card (``README.md``) and a sample
+grid. A generator that lives in a local directory (``ae:DIR``, ``dir:DIR``, a synthesis
+run's own) is copied into ``generator/`` and referenced as ``dir:generator``, so the
+repository works anywhere; registry generators (``builtin:``, ``mimicry:``, ``hf:``) are
+referenced by their spec.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Optional
+
+from .checkpoint import read_json, save_json
+from .errors import HatrefineError
+from .refiner import CONFIG, HAT_WEIGHTS
+
+GRID = "samples.png"
+
+
+def _local_generator_dir(spec: str, run: Path) -> Optional[Path]:
+    """The directory of a generator that is not in any registry but on this disk."""
+    prefix, _, path = spec.partition(":")
+    if prefix not in ("ae", "dir"):
+        return None
+    p = Path(path) if Path(path).is_absolute() else run / path
+    return p / "generator" if (p / "generator" / CONFIG).is_file() and not (p / "model.safetensors").is_file() else p
+
+
+def stage(run: str | Path, folder: str | Path, fid: Optional[dict] = None) -> Path:
+    """Lay out the repository for ``run`` in ``folder``: config, weights, generator, grid, model card."""
+    run, folder = Path(run), Path(folder)
+    for name in (CONFIG, HAT_WEIGHTS):
+        if not (run / name).is_file():
+            raise HatrefineError(f"{run} has no {name}; push the --out directory of a finished `hatrefine fit` or `synthesize`")
+    cfg = read_json(run / CONFIG)
+    if "hatrefine" not in cfg:
+        raise HatrefineError(f"{run / CONFIG} was not written by hatrefine; pass a run directory")
+    settings = cfg["hatrefine"]
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(run / HAT_WEIGHTS, folder / HAT_WEIGHTS)
+    generator_dir = _local_generator_dir(settings["generator"], run)
+    if generator_dir is not None:
+        if not (generator_dir / CONFIG).is_file():
+            raise HatrefineError(f"the run's generator {settings['generator']} is not on this disk any more; restore it before pushing")
+        shutil.copytree(generator_dir, folder / "generator", ignore=shutil.ignore_patterns("checkpoint*", "*.png", "log.csv", "encoder.safetensors"), dirs_exist_ok=True)
+        settings = settings | {"generator": "dir:generator", "checkpoint": None}
+    elif settings.get("checkpoint"):
+        raise HatrefineError(f"the run's generator weights are a local file ({settings['checkpoint']}); publish them as a generator repository (hf:) first")
+    save_json(folder / CONFIG, {"hatrefine": settings, "versions": cfg.get("versions", {})})
+    grids = sorted((run / "samples").glob("step_*.png"))
+    grid = run / "before_after.png" if (run / "before_after.png").is_file() else (grids[-1] if grids else None)
+    if grid is not None:
+        shutil.copy2(grid, folder / GRID)
+    quality = read_json(run / "quality.json") if (run / "quality.json").is_file() else None
+    (folder / "README.md").write_text(model_card(settings, quality, fid, grid is not None))
+    return folder
+
+
+def model_card(settings: dict, quality: Optional[dict], fid: Optional[dict], has_grid: bool) -> str:
+    """The repository's README.md: what the model is, how it was fitted, what was measured."""
+    s = settings
+    mode = "conditional (Langevin on Y, Z from the prior)" if s["mode"] == "conditional" else "joint (Langevin on Z and Y)"
+    lines = [
+        "---",
+        "library_name: hatrefine",
+        "tags: [energy-based-model, hat-ebm, image-generation]",
+        "---",
+        "",
+        "# Hat EBM",
+        "",
+        f"A Hat EBM (Hill et al., NeurIPS 2022) fitted with hatrefine on top of the frozen generator `{s['generator']}`:",
+        "energy U(Y, Z) = H(G(Z) + Y) / T, sampled by short-run Langevin dynamics.",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| generator | `{s['generator']}` |",
+        f"| data | `{s['data']}` |",
+        f"| mode | {mode} |",
+        f"| hat network | {s.get('hat') or 'default for the image size'} (width {s.get('hat_width') or 'default'}) |",
+        f"| updates of H | {s['steps']} (batch {s['batch_size']}, Adam {s['lr']}) |",
+        f"| Langevin steps K (train / sample) | {s['langevin_steps']} / {s.get('langevin_steps_test') or s['langevin_steps']} |",
+        f"| eps_y / eps_z / noise / T | {s['eps_y']} / {s['eps_z'] if s['mode'] == 'joint' else '-'} / {s['noise']} / {s['temperature']} |",
+        "",
+        "## Measured",
+        "",
+    ]
+    if quality and "line" in quality:
+        lines.append(f"- {quality['line']}")
+    if fid:
+        lines.append(f"- FID {fid['fid']:.3f} ({fid.get('n_samples')} samples vs {fid.get('n_reference')} images of `{fid.get('data')}`, Inception from {fid.get('inception')})")
+    if not quality and not fid:
+        lines.append("- nothing measured yet (run `hatrefine eval` and push again with `--fid`)")
+    if has_grid:
+        lines += ["", f"![samples]({GRID})"]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```bash",
+        "pip install hatrefine",
+        "hatrefine sample --run hf:ORG/NAME --n 64 --out samples.npz --png samples.png",
+        "```",
+        "",
+        "```python",
+        "from hatrefine import HatRefiner",
+        'refiner = HatRefiner.from_pretrained("hf:ORG/NAME")',
+        "out = refiner.sample(64)",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def push(run: str | Path, repo: str, private: bool = False, token: Optional[str] = None, fid: Optional[dict] = None, message: str = "Upload Hat EBM") -> str:
+    """Create (or reuse) the Hub repository ``repo`` and upload the staged run; returns its URL."""
+    import tempfile
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = stage(run, tmp, fid)
+        card = (folder / "README.md").read_text().replace("ORG/NAME", repo)
+        (folder / "README.md").write_text(card)
+        api = HfApi(token=token)
+        try:
+            url = api.create_repo(repo, private=private, exist_ok=True)
+            api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message=message)
+        except HfHubHTTPError as e:
+            raise HatrefineError(f"the Hub refused the upload to {repo} ({str(e).splitlines()[0]}); log in with `hf auth login` or pass --token") from None
+        except Exception as e:  # the HTTP client's connection errors (its package varies between hub versions)
+            first = (str(e).strip().splitlines() or [""])[0][:120]
+            raise HatrefineError(f"could not reach the Hub to upload {repo} ({type(e).__name__}: {first}); check the connection (and that HF_HUB_OFFLINE is not set)") from None
+    return str(url)
