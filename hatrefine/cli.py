@@ -295,18 +295,32 @@ def _run_options(f):
 def sample(run_dir, seed, langevin_steps, batch_size, device, png, overwrite, n, out) -> None:
     """Draw refined samples from a fitted Hat EBM, streamed to disk in chunks.
 
-    The same --seed and --batch-size give the same samples."""
-    from .io import NpzWriter
+    The same --seed and --batch-size give the same samples, on any number of processes
+    (under torchrun each rank writes its chunks, rank 0 merges them)."""
+    from .distributed import setup
+    from .io import NpzWriter, merge_chunk_shards
     from .refiner import HatRefiner
 
+    if n <= 0 or batch_size <= 0:
+        raise HatrefineError(f"--n and --batch-size must be positive, got {n} and {batch_size}")
+    shard, dev = setup(device or "auto")
     _check_new_files(overwrite, out, png)
-    refiner = HatRefiner.from_pretrained(run_dir, device=device)
+    shard.barrier()
+    refiner = HatRefiner.from_pretrained(run_dir, device=dev if shard.world > 1 else device)
     G, first = refiner.generator, None
     shapes = {"x": G.image_shape, "z": G.latent_shape, "y": G.image_shape, "g": G.image_shape}
-    with NpzWriter(out, n, shapes) as w:
-        for res in refiner.iter_samples(n, seed=seed, batch_size=batch_size, n_steps=langevin_steps):
+    sizes = [min(batch_size, n - s) for s in range(0, n, batch_size)]
+    mine = sum(m for i, m in enumerate(sizes) if i % shard.world == shard.rank)
+    target = out if shard.world == 1 else f"{out}.rank{shard.rank}.npz"
+    with NpzWriter(target, mine, shapes) as w:
+        for res in refiner.iter_samples(n, seed=seed, batch_size=batch_size, n_steps=langevin_steps, shard=shard):
             w.write(x=res.x, z=res.z, y=res.y, g=res.g)
             first = res.x if first is None else first
+    shard.barrier()
+    if not shard.main:
+        return
+    if shard.world > 1:
+        merge_chunk_shards(out, [Path(f"{out}.rank{r}.npz") for r in range(shard.world)], n, batch_size)
     click.echo(f"wrote {n} refined samples to {out}")
     _write_png(first, png)
 
@@ -477,10 +491,14 @@ def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, bat
     from .io import read_npz
     from .refiner import resolve_device
 
+    from .distributed import setup
+
     for name, v in (("--n", n), ("--n-ref", n_ref), ("--batch-size", batch_size)):
         if v is not None and v < 2:
             raise HatrefineError(f"{name} must be at least 2, got {v}")
+    shard, device = setup(device)
     _check_new_files(overwrite, json_out)
+    shard.barrier()
     x = read_npz(samples, required=("x",))["x"]
     if x.dim() != 4:
         raise HatrefineError(f"{samples}: x has shape {tuple(x.shape)}; expected images (N, C, H, W)")
@@ -489,7 +507,9 @@ def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, bat
         raise HatrefineError(f"{samples}: x has values in [{lo:.3g}, {hi:.3g}]; FID expects images in [-1, 1] (rescale them, e.g. x / 127.5 - 1)")
     x = x[:n] if n else x
     net = load_inception(inception, resolve_device(device))
-    result = fid(x, data, net, split=split, n_reference=n_ref, data_root=data_root, batch_size=batch_size, progress=not quiet)
+    result = fid(x, data, net, split=split, n_reference=n_ref, data_root=data_root, batch_size=batch_size, progress=not quiet, shard=shard)
+    if not shard.main:
+        return
     result["samples"] = samples
     click.echo(f"FID {result['fid']:.3f}  ({result['n_samples']} samples vs {result['n_reference']} {data} {split} images; Inception from {result['inception']})")
     if json_out:

@@ -27,11 +27,12 @@ import torch.nn.functional as F
 from pytorch_fid.fid_score import calculate_frechet_distance
 from scipy.linalg import LinAlgWarning
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from .checkpoint import load_strict, read_state_dict, save_tensors
 from .data import open_dataset
+from .distributed import Shard
 from .errors import HatrefineError
 from .inception import InceptionFeatures
 
@@ -75,19 +76,43 @@ def _batches(images: torch.Tensor | Dataset, batch_size: int) -> Iterator[torch.
 
 
 @torch.no_grad()
-def feature_stats(net: nn.Module, images: torch.Tensor | Dataset, batch_size: int = 500, progress: bool = False, desc: str = "features") -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance (float64) of ``net.features`` over ``images`` (a tensor, or a dataset of ``(image,)``)."""
-    if len(images) < 2:
-        raise HatrefineError(f"a Frechet distance needs at least 2 images, got {len(images)}")
+def partial_stats(net: nn.Module, images: torch.Tensor | Dataset, batch_size: int = 500, progress: bool = False, desc: str = "features", shard: Shard = Shard()) -> torch.Tensor:
+    """Sufficient statistics of this shard's block of ``images``: [count, sum of features, sum of
+    their outer products] packed in one float64 vector (so that ranks can add them up)."""
+    lo, hi = len(images) * shard.rank // shard.world, len(images) * (shard.rank + 1) // shard.world
+    part = images[lo:hi] if isinstance(images, torch.Tensor) else Subset(images, range(lo, hi))
     device = next(net.parameters()).device
-    bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
-    feats = []
-    for batch in _batches(images, batch_size):
-        feats.append(net.features(batch.to(device)).double().cpu())
+    bar = tqdm(total=len(part), desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
+    total = None
+    for batch in _batches(part, batch_size):
+        f = net.features(batch.to(device)).double()
+        stats = torch.cat([torch.tensor([len(f)], dtype=torch.float64, device=device), f.sum(0), (f.T @ f).flatten()])
+        total = stats if total is None else total + stats
         bar.update(len(batch))
     bar.close()
-    f = torch.cat(feats).numpy()
-    return f.mean(axis=0), np.cov(f, rowvar=False)
+    if total is None:  # an empty block (more ranks than images): zeros of the right size
+        d = net.features(next(_batches(images, 1)).to(device)).shape[1]
+        total = torch.zeros(1 + d + d * d, dtype=torch.float64, device=device)
+    return total
+
+
+def feature_stats(net: nn.Module, images: torch.Tensor | Dataset, batch_size: int = 500, progress: bool = False, desc: str = "features", shard: Shard = Shard()) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (float64) of ``net.features`` over ``images`` (a tensor, or a dataset of ``(image,)``).
+
+    Under torchrun (``shard``) each rank reads its block and the statistics are summed over ranks."""
+    if len(images) < 2:
+        raise HatrefineError(f"a Frechet distance needs at least 2 images, got {len(images)}")
+    total = partial_stats(net, images, batch_size, progress and shard.main, desc, shard)
+    return stats_from_sums(shard.sum(total).cpu())
+
+
+def stats_from_sums(total: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, unbiased covariance) from the packed sums of ``partial_stats``."""
+    n = total[0].item()
+    d = int(round((-1 + (1 + 4 * (len(total) - 1)) ** 0.5) / 2))
+    mu = total[1 : 1 + d] / n
+    cov = (total[1 + d :].view(d, d) - n * torch.outer(mu, mu)) / (n - 1)
+    return mu.numpy(), cov.numpy()
 
 
 def frechet_distance(stats_a: tuple[np.ndarray, np.ndarray], stats_b: tuple[np.ndarray, np.ndarray]) -> float:
@@ -137,10 +162,12 @@ def reference_stats(
     batch_size: int = 100,
     progress: bool = True,
     cache: Optional[Path] = None,
+    shard: Shard = Shard(),
 ) -> tuple[tuple[np.ndarray, np.ndarray], int, bool]:
     """Inception statistics of the first ``n`` images (all if None) of a data spec, fitted to ``image_shape``.
 
-    Returns ``((mean, cov), number of images, whether they came from the cache)``.
+    Returns ``((mean, cov), number of images, whether they came from the cache)``. Under
+    torchrun the ranks share the work and rank 0 writes the cache.
     """
     key = {"data": data, "split": split, "n": n, "shape": list(image_shape), "inception": inception.source, "file": _data_fingerprint(data)}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -149,8 +176,9 @@ def reference_stats(
         stats = read_state_dict(path)
         return (stats["mu"].numpy(), stats["sigma"].numpy()), int(stats["n"]), True
     dataset = open_dataset(data, image_shape, split=split, root=data_root, limit=n)
-    mu, sigma = feature_stats(inception, dataset, batch_size, progress, desc=f"Inception features of {data} ({split})")
-    save_tensors(path, {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": torch.tensor(len(dataset))})
+    mu, sigma = feature_stats(inception, dataset, batch_size, progress, desc=f"Inception features of {data} ({split})", shard=shard)
+    if shard.main:
+        save_tensors(path, {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": torch.tensor(len(dataset))})
     return (mu, sigma), len(dataset), False
 
 
@@ -164,15 +192,18 @@ def fid(
     batch_size: int = 100,
     progress: bool = True,
     cache: Optional[Path] = None,
+    shard: Shard = Shard(),
 ) -> dict:
     """FID between ``samples`` (N, C, H, W) in [-1, 1] and a data spec; the data are fitted to the samples' shape.
+
+    Under torchrun (``shard``) each rank extracts the features of its block of images.
 
     Returns ``fid``, ``n_samples``, ``n_reference``, ``split``, ``data``, ``inception`` and ``reference_cached``.
     """
     if samples.dim() != 4:
         raise HatrefineError(f"samples must be (N, C, H, W) images, got shape {tuple(samples.shape)}")
-    ref, n_ref, cached = reference_stats(data, samples.shape[1:], inception, split, n_reference, data_root, batch_size, progress, cache)
-    stats = feature_stats(inception, samples, batch_size, progress, desc="Inception features of the samples")
+    ref, n_ref, cached = reference_stats(data, samples.shape[1:], inception, split, n_reference, data_root, batch_size, progress, cache, shard)
+    stats = feature_stats(inception, samples, batch_size, progress, desc="Inception features of the samples", shard=shard)
     return {
         "fid": frechet_distance(stats, ref),
         "n_samples": len(samples),

@@ -22,7 +22,7 @@ DEFAULT_WIDTH = {"sngan32": 256, "sngan64": 1024, "sngan128": 1024, "small": 32}
 
 
 class SmallHat(nn.Module):
-    """conv3 -> three stride-2 conv4 (width w, 2w, 4w, 4w) with leaky ReLU -> linear -> scalar."""
+    """conv3 -> three stride-2 conv4 (width w, 2w, 4w, 4w) with leaky ReLU -> linear (no bias: an energy offset is meaningless) -> scalar."""
 
     def __init__(self, channels: int, size: int, width: int = 32):
         super().__init__()
@@ -31,7 +31,7 @@ class SmallHat(nn.Module):
             nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
             nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2),
             nn.Conv2d(4 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(4 * width * (size // 8) ** 2, 1),
+            nn.Flatten(), nn.Linear(4 * width * (size // 8) ** 2, 1, bias=False),
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -81,6 +81,21 @@ def read_npz(path: str | Path, required: Sequence[str] = (), optional: Sequence[
         raise HatrefineError(f"{path} is not a readable .npz file ({str(e)[:100]}); write it with numpy.savez") from None
 
 
+def merge_chunk_shards(path: str | Path, parts: list[Path], n: int, batch_size: int) -> None:
+    """Join the shards that ranks wrote (chunk ``i`` of ``batch_size`` rows is in part ``i % len(parts)``)
+    into one ``.npz`` in chunk order, then delete the shards."""
+    loaded = [dict(np.load(p)) for p in parts]
+    shapes = {k: v.shape[1:] for k, v in loaded[0].items()}
+    offsets = [0] * len(parts)
+    with NpzWriter(path, n, shapes) as w:
+        for i, start in enumerate(range(0, n, batch_size)):
+            r, m = i % len(parts), min(batch_size, n - start)
+            w.write(**{k: torch.from_numpy(v[offsets[r] : offsets[r] + m]) for k, v in loaded[r].items()})
+            offsets[r] += m
+    for p in parts:
+        p.unlink()
+
+
 def save_npz(path: str | Path, **arrays: Optional[torch.Tensor]) -> None:
     """Write whole tensors (as float32) to ``path`` atomically."""
     present = {k: v for k, v in arrays.items() if v is not None}

@@ -21,6 +21,7 @@ from .errors import HatrefineError
 from .generator import Generator
 from .hat import create_hat, default_hat
 from .registry import is_known_spec, load_generator
+from .distributed import Shard
 from .sampler import LangevinResult, LangevinSampler
 
 CONFIG, HAT_WEIGHTS = "config.json", "hat.safetensors"
@@ -72,9 +73,10 @@ class HatRefiner(nn.Module):
         )
 
     # -- sampling -----------------------------------------------------------------------
-    def iter_samples(self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None) -> Iterator[LangevinResult]:
-        """Refined samples in chunks of ``batch_size`` (bounded memory for any ``n``)."""
-        return self.sampler(n_steps).chains(n, seed, batch_size)
+    def iter_samples(self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None, shard: Shard = Shard()) -> Iterator[LangevinResult]:
+        """Refined samples in chunks of ``batch_size`` (bounded memory for any ``n``); with
+        ``shard``, this process's chunks only (see ``LangevinSampler.chains``)."""
+        return self.sampler(n_steps).chains(n, seed, batch_size, shard)
 
     def sample(self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None) -> LangevinResult:
         """``n`` refined samples: ``.x`` images, ``.z`` latents, ``.y`` residuals, ``.g`` = G(z)."""

@@ -21,6 +21,7 @@ from typing import Iterator, Optional
 import torch
 from torch import nn
 
+from .distributed import Shard
 from .energy import HatEnergy
 from .errors import HatrefineError
 
@@ -128,8 +129,11 @@ class LangevinSampler:
         with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=self.amp):
             return self.energy(y, g, z).float()
 
-    def _noise(self, like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-        return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+    @staticmethod
+    def _noise(like: torch.Tensor, generator: Optional[torch.Generator], shard: Shard) -> torch.Tensor:
+        """N(0, I) shaped like ``like``: drawn for the whole batch of all shards, this shard's part kept."""
+        full = torch.randn((like.shape[0] * shard.world, *like.shape[1:]), generator=generator, device=like.device, dtype=like.dtype)
+        return full[shard.slice(len(full))]
 
     def sample(
         self,
@@ -139,11 +143,13 @@ class LangevinSampler:
         record_energy: bool = False,
         path_frames: int = 0,
         path_chains: int = 8,
+        shard: Shard = Shard(),
     ) -> LangevinResult:
         """Run K steps from latents ``z`` and residuals ``y`` (default 0).
 
         ``path_frames`` > 0 keeps that many evenly spaced frames (first and last included)
-        of the first ``path_chains`` chains.
+        of the first ``path_chains`` chains. ``shard``: these chains are one process's part
+        of a batch ``shard.world`` times larger (the noise is drawn as for the whole batch).
         """
         G = self.energy.generator
         G.check_latent(z)
@@ -171,7 +177,7 @@ class LangevinSampler:
                     u = self._energy(y, g, z)
                     (grad,) = torch.autograd.grad(u.sum(), z)
                     eps = self.eps_z * s
-                    z = (z.detach() - 0.5 * eps**2 * grad + n * eps * self._noise(z, generator)).requires_grad_(True)
+                    z = (z.detach() - 0.5 * eps**2 * grad + n * eps * self._noise(z, generator, shard)).requires_grad_(True)
                     g = G(z)
                 if update_y:
                     y.requires_grad_(True)
@@ -182,7 +188,7 @@ class LangevinSampler:
                     if self.y_clip is not None:
                         norm = step.flatten(1).norm(dim=1).clamp_min(1e-12)
                         step = step * (self.y_clip / norm).clamp(max=1.0).view(-1, *[1] * (step.dim() - 1))
-                    y = (y.detach() - step + n * eps * self._noise(y, generator)).detach()
+                    y = (y.detach() - step + n * eps * self._noise(y, generator, shard)).detach()
                 if record_energy and (update_y or update_z):
                     energies.append(u.detach().mean())
 
@@ -197,14 +203,16 @@ class LangevinSampler:
         )
 
 
-    def chains(self, n: int, seed: int = 0, batch_size: int = 256) -> Iterator[LangevinResult]:
-        """``n`` chains from z ~ p0 (seeded), run and returned in chunks of ``batch_size``."""
+    def chains(self, n: int, seed: int = 0, batch_size: int = 256, shard: Shard = Shard()) -> Iterator[LangevinResult]:
+        """``n`` chains from z ~ p0, run and returned in chunks of ``batch_size``; chunk ``i`` is
+        seeded by (seed, i). With ``shard``, only chunks ``i = rank, rank + world, ...``."""
         if n <= 0 or batch_size <= 0:
             raise HatrefineError(f"--n and --batch-size must be positive, got {n} and {batch_size}")
         G = self.energy.generator
-        rng = torch.Generator(G.device).manual_seed(seed)
-        for start in range(0, n, batch_size):
-            yield self.sample(G.sample_latent(min(batch_size, n - start), generator=rng), generator=rng)
+        for i, start in enumerate(range(0, n, batch_size)):
+            if i % shard.world == shard.rank:
+                rng = torch.Generator(G.device).manual_seed(seed * 1_000_003 + i)
+                yield self.sample(G.sample_latent(min(batch_size, n - start), generator=rng), generator=rng)
 
 
 class JointLangevin(LangevinSampler):

@@ -43,6 +43,9 @@ class SynthesisTrainer(Trainer):
     def __init__(self, config: Optional[SynthesisConfig], out: str | Path, resume: bool = False, overwrite: bool = False, steps: Optional[int] = None):
         super().__init__(config, out, resume=resume, overwrite=overwrite, steps=steps)
         c = self.config
+        net = self.generator.module.requires_grad_(True)  # DDP registers the parameters that need gradients
+        self.g_ddp = self._ddp(net)
+        net.requires_grad_(False)
         if not self.resumed:  # the bank starts as the initial generator's own pairs
             self.bank_z = self.generator.sample_latent(c.bank_size, generator=self.rng)
             with torch.no_grad():
@@ -64,24 +67,26 @@ class SynthesisTrainer(Trainer):
         return row
 
     def generator_step(self, z_new: torch.Tensor, x_new: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """Regress G onto a random batch of the bank, then put (z_new, x_new) in those slots.
+        """Regress G onto a random batch of the bank, then put this step's pairs (all ranks') in those slots.
 
         Returns the slots and the loss before the update."""
         c = self.config
-        idx = torch.randperm(c.bank_size, generator=self.rng, device=self.rng.device)[: len(z_new)].to(self.bank_z.device)
+        z_all, x_all = self.shard.gather(z_new.detach()), self.shard.gather(x_new.detach())
+        idx = torch.randperm(c.bank_size, generator=self.rng, device=self.rng.device)[: len(z_all)].to(self.bank_z.device)
+        mine = idx[self.shard.slice(len(idx))]
         net: nn.Module = self.generator.module
         net.requires_grad_(True)
         try:
-            loss = c.generator_loss_weight * F.mse_loss(net(self.bank_z[idx]), self.bank_x[idx])
+            loss = c.generator_loss_weight * F.mse_loss(self.g_ddp(self.bank_z[mine]), self.bank_x[mine])
             self.g_opt.zero_grad(set_to_none=True)
             loss.backward()
-            if not torch.isfinite(loss):
+            if self.shard.any(not torch.isfinite(loss), self.device):
                 raise Divergence(f"non-finite generator loss ({loss.item()})")
             self.g_opt.step()
         finally:
             net.requires_grad_(False)
-        self.bank_z[idx], self.bank_x[idx] = z_new.detach(), x_new.detach()
-        return idx, loss.item()
+        self.bank_z[idx], self.bank_x[idx] = z_all, x_all
+        return idx, self.shard.mean(loss.detach()).item()
 
     # -- persistence ----------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -95,6 +100,8 @@ class SynthesisTrainer(Trainer):
         from .adapters.hub import save_generator_dir
 
         super().save_checkpoint()
+        if not self.shard.main:
+            return
         arch, kwargs, nz = self.config.architecture()
         save_generator_dir(self.out / GENERATOR_DIR, self.generator.module, arch, kwargs, (nz,), self.config.shape())
 

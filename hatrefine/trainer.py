@@ -26,7 +26,7 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
-from . import __version__, report
+from . import __version__, distributed, report
 from .checkpoint import (
     RunLog,
     check_run_dir,
@@ -78,9 +78,13 @@ class Trainer:
         overwrite: bool = False,
         steps: Optional[int] = None,
     ):
-        """``resume=True`` takes every setting from the saved run; ``steps`` may extend it."""
+        """``resume=True`` takes every setting from the saved run; ``steps`` may extend it.
+
+        Under torchrun each process is one rank of a DistributedDataParallel run (``distributed``)."""
         self.out = Path(out)
+        self.shard, device = distributed.setup(config.device if config is not None else "auto")
         check_run_dir(self.out, resume, overwrite, CONFIG)
+        self.shard.barrier()  # every rank has checked before rank 0 writes anything
         if resume:
             saved = read_json(self.out / CONFIG)["hatrefine"]
             config = self.config_class.from_dict({**saved, **({"steps": steps} if steps is not None else {})})
@@ -91,7 +95,8 @@ class Trainer:
         if generator is not None:
             config.generator = generator.name  # a registry spec, or the name of a Python object
         self.config = c = config
-        self.device = resolve_device(c.device)
+        self.device = resolve_device(device if self.shard.world > 1 else c.device)
+        self.shard.slice(c.batch_size)  # the batch must split evenly over the processes
         torch.manual_seed(c.seed)
 
         # data -> adapter -> energy -> sampler
@@ -104,6 +109,7 @@ class Trainer:
         self.ema.load_state_dict(self.hat.state_dict())
         self.refiner_train = HatRefiner(self.generator, torch.compile(self.hat) if c.compile else self.hat, c)
         self.sampler = self.refiner_train.sampler(c.langevin_steps)
+        self.hat_ddp = self._ddp(self.hat)  # what the H update runs through (gradients averaged over ranks)
         self.opt = torch.optim.Adam(self.hat.parameters(), lr=c.lr, betas=(0.9, 0.999))
         self.rng = torch.Generator(self.device).manual_seed(c.seed)
         self.log = RunLog(self.out / "log.csv", self.log_fields)
@@ -111,11 +117,21 @@ class Trainer:
         self.resumed = resume and has_checkpoint(self.out)
         if self.resumed:
             self._load_state(*load_checkpoint(self.out))
-        elif resume:  # stopped before its first checkpoint: start again from step 0
+        elif resume and self.shard.main:  # stopped before its first checkpoint: start again from step 0
             self.log.truncate(0)
-        else:
+        elif not resume and self.shard.main:
             start_run_dir(self.out)
             save_json(self.out / CONFIG, {"hatrefine": c.to_dict(), "versions": versions()})
+        self.shard.barrier()
+
+    def _ddp(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` wrapped in DistributedDataParallel under torchrun, else itself."""
+        if self.shard.world == 1:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
     def make_generator(self) -> Generator:
         """The frozen generator named by the config (paths in specs made absolute for the record)."""
@@ -131,17 +147,17 @@ class Trainer:
 
     def train_step(self) -> dict:
         """One update of H; returns the numbers that go in the log."""
-        c, t0 = self.config, time.perf_counter()
-        data = self.data.batch(self.step).to(self.device)
-        data = data + c.data_noise * torch.randn(data.shape, generator=self.rng, device=self.device)
-        z = self.generator.sample_latent(c.batch_size, generator=self.rng)
-        samples = self.sampler.sample(z, generator=self.rng)
+        c, t0, part = self.config, time.perf_counter(), self.shard.slice(self.config.batch_size)
+        data = self.data.batch(self.step)[part].to(self.device)  # this rank's slice of the global batch
+        data = data + c.data_noise * torch.randn((c.batch_size, *data.shape[1:]), generator=self.rng, device=self.device)[part]
+        z = self.generator.sample_latent(c.batch_size, generator=self.rng)[part]
+        samples = self.sampler.sample(z, generator=self.rng, shard=self.shard)
 
         lr = self.lr_at(self.step)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        energy_data = self.hat(data).mean() / c.temperature
-        energy_samples = self.hat(samples.x).mean() / c.temperature
+        energies = self.hat_ddp(torch.cat([data, samples.x])).reshape(-1) / c.temperature  # one pass: DDP syncs once
+        energy_data, energy_samples = energies[: len(data)].mean(), energies[len(data) :].mean()
         loss = energy_data - energy_samples
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -151,28 +167,32 @@ class Trainer:
         self._update_ema()
         self.step += 1
         self.last_samples = samples
+        stats = self.shard.mean(torch.stack([loss, energy_data, energy_samples, samples.y.flatten(1).norm(dim=1).mean()]))
         self.last_row = {
             "step": self.step,
-            "loss": loss.item(),
-            "energy_data": energy_data.item(),
-            "energy_samples": energy_samples.item(),
+            "loss": stats[0].item(),
+            "energy_data": stats[1].item(),
+            "energy_samples": stats[2].item(),
             "lr": lr,
             "eps_y": self.sampler.eps_y,
             "eps_z": self.sampler.eps_z,
-            "residual_norm": samples.y.flatten(1).norm(dim=1).mean().item(),
+            "residual_norm": stats[3].item(),
             "seconds_per_step": time.perf_counter() - t0,
         }
         return self.last_row
 
     def _guard(self, loss: torch.Tensor, grad_norm: torch.Tensor, y: torch.Tensor) -> None:
-        """Raise ``Divergence`` on non-finite energies or gradients, or residuals past the bound."""
+        """Raise ``Divergence`` (on every rank) on non-finite energies or gradients, or residuals past the bound."""
         rms = (y.flatten(1).norm(dim=1) / math.sqrt(y[0].numel())).max()
+        reason = None
         if not torch.isfinite(loss):
-            raise Divergence(f"non-finite energy ({loss.item()})")
-        if not torch.isfinite(grad_norm):
-            raise Divergence("non-finite gradient of H")
-        if not rms <= self.config.max_residual_rms:  # also catches NaN
-            raise Divergence(f"residual RMS {rms.item():.3g} past --max-residual-rms {self.config.max_residual_rms}")
+            reason = f"non-finite energy ({loss.item()})"
+        elif not torch.isfinite(grad_norm):
+            reason = "non-finite gradient of H"
+        elif not rms <= self.config.max_residual_rms:  # also catches NaN
+            reason = f"residual RMS {rms.item():.3g} past --max-residual-rms {self.config.max_residual_rms}"
+        if self.shard.any(reason is not None, self.device):
+            raise Divergence(reason or "a step diverged on another process")
 
     def roll_back(self, reason: str) -> None:
         """Return to the last checkpoint, scale the learning rate and the Langevin steps by ``--backoff``."""
@@ -186,7 +206,8 @@ class Trainer:
         self._load_state(*load_checkpoint(self.out))
         self.backoff, self.rollbacks = backoff, events + [{"step": failed_at, "reason": reason, "resumed_from": self.step, "backoff": backoff}]
         self._apply_backoff()
-        tqdm.write(f"step {failed_at}: {reason}; rolled back to step {self.step}, learning rate and Langevin steps now x{backoff:g}")
+        if self.shard.main:
+            tqdm.write(f"step {failed_at}: {reason}; rolled back to step {self.step}, learning rate and Langevin steps now x{backoff:g}")
 
     def _apply_backoff(self) -> None:
         c = self.config
@@ -207,15 +228,19 @@ class Trainer:
         A diverging step (``_guard``) rolls the run back to its last checkpoint with a smaller
         learning rate and Langevin steps (``roll_back``)."""
         c = self.config
-        bar = tqdm(total=c.steps, initial=self.step, disable=not progress, desc="fit", unit="step", dynamic_ncols=True)
-        if not has_checkpoint(self.out):
+        main = self.shard.main
+        bar = tqdm(total=c.steps, initial=self.step, disable=not (progress and main), desc="fit", unit="step", dynamic_ncols=True)
+        fresh = not has_checkpoint(self.out)
+        self.shard.barrier()  # every rank has looked before rank 0 writes
+        if fresh:
             self.save_checkpoint()  # step 0: something to roll back to
         pending: list[dict] = []  # log rows not written yet
         while self.step < c.steps:
             try:
                 pending.append(self.train_step())
                 if self.step % c.save_every == 0 or self.step == c.steps:
-                    self.log.append(pending)
+                    if main:
+                        self.log.append(pending)
                     pending = []
                     self.save_checkpoint()
             except Divergence as e:
@@ -228,11 +253,14 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(E_data=f"{row['energy_data']:.3g}", E_samples=f"{row['energy_samples']:.3g}", s_per_step=f"{row['seconds_per_step']:.2f}")
             if self.step % c.log_every == 0 and pending:
-                self.log.append(pending)
+                if main:
+                    self.log.append(pending)
                 pending = []
-            if self.step % c.sample_every == 0 or self.step == c.steps:
+            if main and (self.step % c.sample_every == 0 or self.step == c.steps):
                 report.save_grid(self.last_samples.x, self.out / "samples" / f"step_{self.step:06d}.png")
         bar.close()
+        if not main:
+            return
         report.training_curve(self.out / "log.csv", self.out / "training_curve.png")
         if c.eval_samples:
             report.before_after(self.refiner(), self.out, n=c.eval_samples, seed=c.seed)
@@ -257,8 +285,10 @@ class Trainer:
         bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise Divergence(f"non-finite weights ({', '.join(bad[:3])})")
-        save_checkpoint(self.out, tensors, self.checkpoint_meta())
-        save_tensors(self.out / HAT_WEIGHTS, self.ema.state_dict())
+        if self.shard.main:
+            save_checkpoint(self.out, tensors, self.checkpoint_meta())
+            save_tensors(self.out / HAT_WEIGHTS, self.ema.state_dict())
+        self.shard.barrier()
 
     def checkpoint_meta(self) -> dict:
         """The JSON half of a checkpoint (after ``state_tensors``)."""
@@ -274,4 +304,5 @@ class Trainer:
         self.step = meta["step"]
         self.backoff, self.rollbacks = meta.get("backoff", 1.0), meta.get("rollbacks", [])
         self._apply_backoff()
-        self.log.truncate(meta["log_rows"])
+        if self.shard.main:
+            self.log.truncate(meta["log_rows"])

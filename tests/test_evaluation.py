@@ -146,3 +146,19 @@ def test_both_inception_sources_give_the_same_features():
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     a, b = load_inception("pytorch-fid").features(x), load_inception("fid-helper").features(x)
     assert torch.allclose(a, b, rtol=0.02, atol=0.02), (a - b).abs().max()
+
+
+def test_per_rank_statistics_add_up_to_the_whole_set():
+    from hatrefine.distributed import Shard
+    from hatrefine.evaluation import partial_stats, stats_from_sums
+
+    net = stand_in()
+    x = torch.rand(11, 1, 8, 8) * 2 - 1
+    whole = partial_stats(net, x, batch_size=4)
+    parts = [partial_stats(net, x, batch_size=3, shard=Shard(r, 3)) for r in range(3)]
+    assert [p[0].item() for p in parts] == [3, 4, 4]
+    torch.testing.assert_close(sum(parts), whole, rtol=1e-12, atol=1e-9)
+    mu, cov = stats_from_sums(whole)
+    f = net.features(x).double().numpy()
+    np.testing.assert_allclose(mu, f.mean(0), atol=1e-12)
+    np.testing.assert_allclose(cov, np.cov(f, rowvar=False), atol=1e-10)
