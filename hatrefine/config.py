@@ -48,6 +48,7 @@ class FitConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    channels_last: bool = False
     compile: bool = False
     log_every: int = 10
     sample_every: int = 100

@@ -20,6 +20,7 @@ class HatEnergy(nn.Module):
         temperature: T; H is divided by it.
         z_prior_weight: weight of the N(0, I) prior term ||z||^2 / 2 (0 = off, as the authors ran it).
         y_sigma: sigma of the optional Gaussian prior on Y (the paper used 0.1 for retrofit).
+        channels_last: put H and its inputs in channels_last memory format.
     """
 
     def __init__(
@@ -29,6 +30,7 @@ class HatEnergy(nn.Module):
         temperature: float = 1.0,
         z_prior_weight: float = 0.0,
         y_sigma: Optional[float] = None,
+        channels_last: bool = False,
     ):
         super().__init__()
         if temperature <= 0:
@@ -37,10 +39,13 @@ class HatEnergy(nn.Module):
             raise HatrefineError(f"y_sigma must be positive, got {y_sigma}")
         self.hat, self.generator = hat, generator
         self.temperature, self.z_prior_weight, self.y_sigma = temperature, z_prior_weight, y_sigma
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            hat.to(memory_format=torch.channels_last)
 
     def image_energy(self, x: torch.Tensor) -> torch.Tensor:
         """H(x) / T per image: the part that learning sees (and the OOD score)."""
-        return self.hat(x).reshape(x.shape[0]) / self.temperature
+        return self.hat(x.contiguous(memory_format=self.memory_format)).reshape(x.shape[0]) / self.temperature
 
     def forward(self, y: torch.Tensor, g: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
         """U for each sample, given the residual ``y``, the image ``g = G(z)`` and (for the z prior) ``z``."""

@@ -51,7 +51,7 @@ class HatRefiner(nn.Module):
         if config.mode == "conditional":
             generator.require_prior()
         self.generator, self.hat, self.config = generator, hat, config
-        self.energy = HatEnergy(hat, generator, config.temperature, config.z_prior_weight, config.y_sigma)
+        self.energy = HatEnergy(hat, generator, config.temperature, config.z_prior_weight, config.y_sigma, config.channels_last)
 
     @property
     def device(self) -> torch.device:

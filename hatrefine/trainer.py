@@ -106,6 +106,8 @@ class Trainer:
         self.data = DataStream(open_dataset(c.data, self.generator.image_shape, split="train", root=c.data_root), c.batch_size, c.seed)
         self.hat = build_hat(c, self.generator).to(self.device)
         self.ema = build_hat(c, self.generator).to(self.device).requires_grad_(False)
+        if c.channels_last:
+            self.ema.to(memory_format=torch.channels_last)
         self.ema.load_state_dict(self.hat.state_dict())
         self.refiner_train = HatRefiner(self.generator, torch.compile(self.hat) if c.compile else self.hat, c)
         self.sampler = self.refiner_train.sampler(c.langevin_steps)
@@ -156,7 +158,9 @@ class Trainer:
         lr = self.lr_at(self.step)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        energies = self.hat_ddp(torch.cat([data, samples.x])).reshape(-1) / c.temperature  # one pass: DDP syncs once
+        images = torch.cat([data, samples.x]).contiguous(memory_format=self.refiner_train.energy.memory_format)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.amp):
+            energies = self.hat_ddp(images).float().reshape(-1) / c.temperature  # one pass: DDP syncs once
         energy_data, energy_samples = energies[: len(data)].mean(), energies[len(data) :].mean()
         loss = energy_data - energy_samples
         self.opt.zero_grad(set_to_none=True)

@@ -183,3 +183,19 @@ def test_repeated_divergence_gives_up_with_advice(tmp_path, tiny_generator, blob
     _poison(trainer, at_step=1, times=10**6)
     with pytest.raises(HatrefineError, match="diverged 2 times.*lower --lr"):
         trainer.run(progress=False)
+
+
+def test_channels_last_and_bf16_switches(tmp_path, tiny_generator, blobs):
+    from hatrefine.energy import HatEnergy
+    from hatrefine.hat import create_hat
+
+    hat = create_hat("small", (1, 8, 8), 8)
+    x = torch.rand(5, 1, 8, 8) * 2 - 1
+    plain = HatEnergy(hat, tiny_generator).image_energy(x)
+    fast = HatEnergy(create_hat("small", (1, 8, 8), 8).requires_grad_(False), tiny_generator, channels_last=True)
+    fast.hat.load_state_dict(hat.state_dict())
+    assert next(p for p in fast.hat.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast.image_energy(x), plain, rtol=1e-5, atol=1e-5)
+    trainer = Trainer(tiny(blobs, steps=2, amp=True, channels_last=True, eval_samples=0), tmp_path / "run", generator=tiny_generator)
+    trainer.run(progress=False)
+    assert all(torch.isfinite(p).all() for p in trainer.hat.parameters())
