@@ -132,7 +132,8 @@ class _Group(click.Group):
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """Hat EBM on top of a frozen pretrained generator: fit it, sample from it, refine images; retrofit
-    autoencoders; learn a generator from scratch; score out-of-distribution images; compare with DDLS; measure FID."""
+    autoencoders; learn a generator from scratch; score out-of-distribution images; compare with DDLS; measure FID;
+    share on the Hub. Under torchrun: torchrun --nproc_per_node N --no-python -- hatrefine COMMAND ..."""
     ctx.meta["debug"] = debug
 
 
