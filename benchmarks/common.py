@@ -51,3 +51,25 @@ def inception_fids(images: dict[str, torch.Tensor], data: str, inception: str, d
         fids[name] = round(frechet_distance(feature_stats(net, x, batch_size=100, progress=True, desc=f"Inception features ({name})"), ref), 3)
         print(f"{name:12s} FID {fids[name]:.3f}", flush=True)
     return fids, {"reference": f"{data} train split", "n_reference": n_ref, "inception": net.source}
+
+
+def header(args, device: torch.device) -> dict:
+    """The start of every benchmark result: the command, seed, sample count and the machine."""
+    import platform
+    import sys
+
+    from hatrefine.trainer import versions
+
+    return {"command": "python " + " ".join(sys.argv), "seed": args.seed, "n_samples": args.n, "device": str(device),
+            "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "versions": versions()}
+
+
+def write_json(path, result: dict) -> None:
+    """Write a benchmark result (sorted keys, trailing newline) and say so."""
+    import json
+    from pathlib import Path
+
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        print(f"wrote {path}")

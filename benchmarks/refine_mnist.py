@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
-import sys
 from pathlib import Path
 
 import torch
@@ -31,9 +29,9 @@ from hatrefine.config import FitConfig
 from hatrefine.ddls import DDLS
 from hatrefine.refiner import resolve_device
 from hatrefine.registry import load_discriminator, load_generator
-from hatrefine.trainer import Trainer, versions
+from hatrefine.trainer import Trainer
 
-from common import inception_fids, measured
+from common import header, inception_fids, measured, write_json
 
 DATA = GENERATOR = "builtin:mnist"
 FIT = '{"steps": 600, "langevin_steps": 30, "lr": 1e-4}'
@@ -56,8 +54,7 @@ def main() -> None:
     args = p.parse_args()
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
-    result: dict = {"command": "python " + " ".join(sys.argv), "seed": args.seed, "n_samples": args.n, "device": str(device),
-                    "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "versions": versions()}
+    result = header(args, device)
 
     # 1. fit the Hat EBM (or reuse a fitted run)
     fit: dict = {}
@@ -122,10 +119,7 @@ def main() -> None:
     result["table"] = "\n".join(lines)
     print(result["table"])
     print(f"peak memory: fit {fit.get('peak_rss_mib')} MiB RSS; process {result['peak_rss_mib_process']} MiB")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

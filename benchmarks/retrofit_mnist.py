@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
-import sys
 from pathlib import Path
 
 import torch
@@ -26,9 +24,9 @@ from hatrefine.autoencoder import AEConfig, AutoencoderTrainer
 from hatrefine.config import FitConfig
 from hatrefine.refiner import resolve_device
 from hatrefine.report import path_figure, save_grid
-from hatrefine.trainer import Trainer, versions
+from hatrefine.trainer import Trainer
 
-from common import inception_fids, measured
+from common import header, inception_fids, measured, write_json
 
 DATA = "builtin:mnist"
 FIT = '{"steps": 400, "langevin_steps": 30, "eps_y": 5e-4, "eps_z": 2e-2, "y_sigma": 0.1, "lr": 1e-4}'
@@ -49,8 +47,7 @@ def main() -> None:
     p.add_argument("--figure", default=None, help="also copy the Langevin path figure here")
     args = p.parse_args()
     device = resolve_device(args.device)
-    result: dict = {"command": "python " + " ".join(sys.argv), "seed": args.seed, "n_samples": args.n, "device": str(device),
-                    "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "versions": versions()}
+    result = header(args, device)
 
     # 1. the autoencoder
     ae, ae_dir = {}, Path(args.ae_dir)
@@ -109,10 +106,7 @@ def main() -> None:
     if args.figure:
         Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
         Path(args.figure).write_bytes((Path(args.run_dir) / "langevin_path.png").read_bytes())
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
@@ -31,9 +29,8 @@ from hatrefine.evaluation import lenet_fd, load_lenet  # noqa: E402
 from hatrefine.refiner import resolve_device  # noqa: E402
 from hatrefine.report import save_grid  # noqa: E402
 from hatrefine.synthesis import SynthesisTrainer  # noqa: E402
-from hatrefine.trainer import versions  # noqa: E402
 
-from common import inception_fids, measured  # noqa: E402
+from common import header, inception_fids, measured, write_json  # noqa: E402
 
 DATA = "builtin:mnist"
 
@@ -62,8 +59,7 @@ def main() -> None:
     p.add_argument("--figure", default=None, help="write the curve figure here")
     args = p.parse_args()
     device = resolve_device(args.device)
-    result: dict = {"command": "python " + " ".join(sys.argv), "seed": args.seed, "n_samples": args.n, "device": str(device),
-                    "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "versions": versions()}
+    result = header(args, device)
 
     config = SynthesisConfig(**{"seed": args.seed, "device": args.device, "eval_samples": 0, **json.loads(args.fit)})
     trainer = SynthesisTrainer(config, args.run_dir, overwrite=True)
@@ -121,10 +117,7 @@ def main() -> None:
         fig.tight_layout()
         Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.figure, dpi=110)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":
