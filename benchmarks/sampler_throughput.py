@@ -10,11 +10,13 @@ the network work a step cannot avoid, timed on its own:
 ratio = bound / measured (1.0 = no overhead beyond the networks). Target: >= 0.9.
 
     python benchmarks/sampler_throughput.py            # default + SN-GAN32 settings, batch 64
+    python benchmarks/sampler_throughput.py --amp --channels-last --out benchmarks/results/sampler_throughput_fast.json
 """
 
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -74,6 +76,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amp", action="store_true", help="sample under bf16 autocast (the bound stays float32)")
+    p.add_argument("--channels-last", action="store_true", help="hat network and its inputs in channels_last")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sampler_throughput.json")
     args = p.parse_args()
     device = torch.device(args.device)
@@ -95,8 +99,8 @@ def main() -> None:
         G = G.to(device)
         H = make_hat(G).to(device)
         z = G.sample_latent(args.batch)
-        energy = HatEnergy(H, G, temperature=1e-3)
-        for mode, sampler in (("conditional", ConditionalLangevin(energy, k)), ("joint", JointLangevin(energy, k))):
+        energy = HatEnergy(H, G, temperature=1e-3, channels_last=args.channels_last)
+        for mode, sampler in (("conditional", ConditionalLangevin(energy, k, amp=args.amp)), ("joint", JointLangevin(energy, k, amp=args.amp))):
             step = measured(sampler, z, k, reps, device)
             b = bound(G, H, z, mode, 2 * reps + 1, device)
             rows.append({"setting": name, "mode": mode, "batch": args.batch, "step_seconds": round(step, 4), "bound_seconds": round(b, 4), "ratio": round(b / step, 3)})
@@ -106,7 +110,9 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "machine": platform.machine(),
-        "command": "python benchmarks/sampler_throughput.py",
+        "command": "python " + " ".join(sys.argv),
+        "amp": args.amp,
+        "channels_last": args.channels_last,
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

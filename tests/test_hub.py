@@ -87,3 +87,16 @@ def test_a_synthesis_run_is_pushed_with_its_generator(tmp_path, fake_hub):
 def test_push_errors_are_one_line(tmp_path, monkeypatch):
     result = invoke("push", "--run", tmp_path / "nothing", "--repo", "me/x")
     assert result.exit_code == 1 and "has no config.json" in result.output
+
+
+def test_an_unreachable_hub_is_one_line(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    assert invoke("fit", "--out", tmp_path / "run", "--steps", 1, "--langevin-steps", 1, "--batch-size", 4, "--hat-width", 4, "--eval-samples", 0, "--quiet").exit_code == 0
+
+    def offline(self, *a, **k):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", offline)
+    result = invoke("push", "--run", tmp_path / "run", "--repo", "me/x")
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "could not reach the Hub" in result.output

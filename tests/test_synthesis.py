@@ -96,3 +96,14 @@ def test_synthesis_settings_are_checked():
         SynthesisConfig(image_shape="32x32")
     with pytest.raises(HatrefineError, match="conditional"):
         SynthesisConfig(mode="joint")
+
+
+@pytest.mark.parametrize("shape, widths", [("3,32,32", [256, 256, 256, 256]), ("3,64,64", [1024, 512, 256, 128, 64])])
+def test_full_size_generators_follow_the_sngan_layout(shape, widths):
+    arch, kwargs, nz = SynthesisConfig(image_shape=shape).architecture()
+    assert arch == "sngan_resnet_generator" and kwargs["channels"] == widths and nz == 128
+    small = SynthesisConfig(image_shape=shape, generator_width=16).architecture()[1]["channels"]
+    from hatrefine.registry import create_architecture
+
+    size = int(shape.split(",")[1])
+    assert create_architecture("sngan_resnet_generator", **{**kwargs, "channels": small})(torch.randn(2, 128)).shape == (2, 3, size, size)
