@@ -86,7 +86,9 @@ class Trainer:
         check_run_dir(self.out, resume, overwrite, CONFIG)
         self.shard.barrier()  # every rank has checked before rank 0 writes anything
         if resume:
-            saved = read_json(self.out / CONFIG)["hatrefine"]
+            saved = read_json(self.out / CONFIG).get("hatrefine")
+            if saved is None:
+                raise HatrefineError(f"{self.out} is not a hatrefine run (no 'hatrefine' in {CONFIG}); pass the --out of fit or synthesize")
             config = self.config_class.from_dict({**saved, **({"steps": steps} if steps is not None else {})})
         elif config is None:
             raise HatrefineError("a new fit needs its settings (a FitConfig)")
