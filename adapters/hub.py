@@ -122,11 +122,14 @@ def _hub_discriminator(repo: str, checkpoint: Optional[str]) -> nn.Module:
 register_scheme("hf", Scheme(_hub_generator, _hub_discriminator, help="ORG/NAME or a local directory"))
 
 
-def _local_dir(path: str) -> Path:
-    """A saved generator directory; a synthesis run directory stands for its ``generator/``."""
+def generator_dir(path: str | Path) -> Path:
+    """The generator directory at ``path``; a synthesis run directory stands for its ``generator/``."""
     p = Path(path)
-    if (p / "generator" / CONFIG).is_file() and not (p / WEIGHTS).is_file():
-        p = p / "generator"
+    return p / "generator" if (p / "generator" / CONFIG).is_file() and not (p / WEIGHTS).is_file() else p
+
+
+def _local_dir(path: str) -> Path:
+    p = generator_dir(path)
     if not (p / CONFIG).is_file():
         raise HatrefineError(f"{path} is not a saved generator directory (no {CONFIG}); pass a directory written by hatrefine")
     return p

@@ -26,8 +26,9 @@ def _local_generator_dir(spec: str, run: Path) -> Optional[Path]:
     prefix, _, path = spec.partition(":")
     if prefix not in ("ae", "dir"):
         return None
-    p = Path(path) if Path(path).is_absolute() else run / path
-    return p / "generator" if (p / "generator" / CONFIG).is_file() and not (p / "model.safetensors").is_file() else p
+    from .adapters.hub import generator_dir
+
+    return generator_dir(Path(path) if Path(path).is_absolute() else run / path)
 
 
 def stage(run: str | Path, folder: str | Path, fid: Optional[dict] = None) -> Path:
