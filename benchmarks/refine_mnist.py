@@ -3,8 +3,8 @@
 One process, on the embedded default generator (``builtin:mnist``) and the embedded digits:
 fit the Hat EBM, draw N samples from each method (DDLS with as many Langevin steps as the
 Hat EBM samples with, once with the raw discriminator logit and once calibrated as DDLS
-recommends: a logistic head fitted on real versus generated digits), and compute the FID of each against the same reference statistics
-(the 4,500 embedded training digits). Prints a markdown table and writes it with every
+recommends: a logistic head fitted on real versus generated digits), and compute the FID
+of each against the same reference statistics (the 4,500 embedded training digits). Prints a markdown table and writes it with every
 setting to JSON.
 
     python benchmarks/refine_mnist.py --json benchmarks/results/refine_mnist.json
@@ -79,10 +79,10 @@ def main() -> None:
     # 2. samples from each method, from the same starting latents
     G = load_generator(GENERATOR).to(device)
     D = load_discriminator(GENERATOR).to(device)
-    ddls_settings = {"langevin_steps": K, "eps": args.ddls_eps, "temperature": args.ddls_temperature, "noise": args.ddls_noise}
-    ddls = DDLS(G, D, n_steps=K, eps=args.ddls_eps, temperature=args.ddls_temperature, noise=args.ddls_noise)
+    ddls_args = {"n_steps": K, "eps": args.ddls_eps, "temperature": args.ddls_temperature, "noise": args.ddls_noise}
     calibration = calibrate(G, D, load_images(DATA, G.image_shape, split="train", limit=args.calibrate_n), seed=args.seed)
-    ddls_calibrated = DDLS(G, D, n_steps=K, eps=args.ddls_eps, temperature=args.ddls_temperature, noise=args.ddls_noise, calibration=calibration)
+    ddls, ddls_calibrated = DDLS(G, D, **ddls_args), DDLS(G, D, **ddls_args, calibration=calibration)
+    ddls_settings = {"langevin_steps": K, "eps": args.ddls_eps, "temperature": args.ddls_temperature, "noise": args.ddls_noise}
     result["ddls_settings"] = ddls_settings | {"calibrated": False}
     result["ddls_calibrated_settings"] = ddls_settings | {"calibrated": True, "calibrate_n": args.calibrate_n, "logit_scale": round(calibration.scale, 4),
                                                          "logit_bias": round(calibration.bias, 4), "discriminator_temperature": round(calibration.temperature, 4)}
