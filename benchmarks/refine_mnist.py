@@ -4,8 +4,8 @@ One process, on the embedded default generator (``builtin:mnist``) and the embed
 fit the Hat EBM, draw N samples from each method (DDLS with as many Langevin steps as the
 Hat EBM samples with, once with the raw discriminator logit and once calibrated as DDLS
 recommends: a logistic head fitted on real versus generated digits), and compute the FID
-of each against the same reference statistics (the 4,500 embedded training digits). Prints a markdown table and writes it with every
-setting to JSON.
+of each against the same reference statistics (the 4,500 embedded training digits).
+Prints a markdown table and writes it with every setting to JSON.
 
     python benchmarks/refine_mnist.py --json benchmarks/results/refine_mnist.json
 
@@ -118,15 +118,17 @@ def main() -> None:
     result["peak_rss_mib_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
     # 4. the table
+    labels = {
+        "generator": (f"generator ({GENERATOR})", 0, "-"),
+        "ddls": (f"DDLS (eps {args.ddls_eps}, T {args.ddls_temperature})", K, "-"),
+        "ddls_calibrated": (f"DDLS, calibrated (logit x {calibration.scale:.2f})", K, "-"),
+        "hat": ("Hat EBM, joint", K, result["fit_seconds"]),
+    }
     g = rows["generator"]["fid"]
-    lines = [
-        f"| method | FID ({args.n} samples vs {n_ref} digits) | vs generator | Langevin steps | sampling s | fit s |",
-        "|---|---|---|---|---|---|",
-        f"| generator (builtin:mnist) | {g:.2f} | 1.00x | 0 | {rows['generator']['sample_seconds']} | - |",
-        f"| DDLS (eps {args.ddls_eps}, T {args.ddls_temperature}) | {rows['ddls']['fid']:.2f} | {rows['ddls']['fid'] / g:.2f}x | {K} | {rows['ddls']['sample_seconds']} | - |",
-        f"| DDLS, calibrated (logit x {calibration.scale:.2f}) | {rows['ddls_calibrated']['fid']:.2f} | {rows['ddls_calibrated']['fid'] / g:.2f}x | {K} | {rows['ddls_calibrated']['sample_seconds']} | - |",
-        f"| Hat EBM, joint | {rows['hat']['fid']:.2f} | {rows['hat']['fid'] / g:.2f}x | {K} | {rows['hat']['sample_seconds']} | {result['fit_seconds']} |",
-    ]
+    lines = [f"| method | FID ({args.n} samples vs {n_ref} digits) | vs generator | Langevin steps | sampling s | fit s |", "|---|---|---|---|---|---|"]
+    for name, (label, steps, fit_s) in labels.items():
+        r = rows[name]
+        lines.append(f"| {label} | {r['fid']:.2f} | {r['fid'] / g:.2f}x | {steps} | {r['sample_seconds']} | {fit_s} |")
     result["table"] = "\n".join(lines)
     print(result["table"])
     print(f"peak memory: fit {fit.get('peak_rss_mib')} MiB RSS; process {result['peak_rss_mib_process']} MiB")
