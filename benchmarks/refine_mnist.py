@@ -9,7 +9,7 @@ Prints a markdown table and writes it with every setting to JSON.
 
     python benchmarks/refine_mnist.py --json benchmarks/results/refine_mnist.json
 
-The Hat EBM fit defaults to 600 updates, K = 30, Adam 1e-4 (the rest: ``FitConfig``'s
+The Hat EBM fit defaults to 900 updates, K = 20, Adam 1e-4 (the rest: ``FitConfig``'s
 defaults), which fits in the 20-minute budget on 2 CPU cores.
 
 ``--run DIR`` reuses a fitted run instead of fitting (fit_seconds is then taken from it).
@@ -36,7 +36,7 @@ from hatrefine.trainer import Trainer
 from common import header, inception_fids, measured, write_json
 
 DATA = GENERATOR = "builtin:mnist"
-FIT = '{"steps": 600, "langevin_steps": 30, "lr": 1e-4}'
+FIT = '{"steps": 900, "langevin_steps": 20, "lr": 1e-4}'
 
 
 def main() -> None:
