@@ -157,6 +157,7 @@ def save_checkpoint(out: Path, tensors: dict[str, torch.Tensor], meta: dict) -> 
     save_tensors(tmp / "state.safetensors", tensors)
     save_json(tmp / "state.json", meta)
     if final.exists():
+        shutil.rmtree(old, ignore_errors=True)  # left half-removed by a crash after the last swap
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)

@@ -119,11 +119,17 @@ def test_refine_from_latents_and_shape_errors(tmp_path, tiny_generator, blobs):
         refiner.refine(x=torch.linspace(0, 2, 128).view(2, 1, 8, 8))
 
 
-def test_resume_recovers_from_a_crash_between_the_checkpoint_renames(tmp_path, tiny_generator, blobs):
+@pytest.mark.parametrize("killed", ["between the renames", "while removing checkpoint.old"])
+def test_resume_recovers_from_a_crash_inside_the_checkpoint_swap(tmp_path, tiny_generator, blobs, killed):
     Trainer(tiny(blobs, steps=6), tmp_path / "full", generator=tiny_generator).run(progress=False)
     Trainer(tiny(blobs, steps=3), tmp_path / "split", generator=tiny_generator).run(progress=False)
     ckpt = tmp_path / "split" / "checkpoint"
-    ckpt.rename(ckpt.with_name("checkpoint.old"))  # as if killed after the first of the two renames
+    if killed == "between the renames":
+        ckpt.rename(ckpt.with_name("checkpoint.old"))
+    else:  # the new checkpoint is in place, the previous one half deleted
+        old = ckpt.with_name("checkpoint.old")
+        old.mkdir()
+        (old / "state.json").write_text((ckpt / "state.json").read_text())
     resumed = Trainer(None, tmp_path / "split", generator=tiny_generator, resume=True, steps=6)
     assert resumed.step == 3
     resumed.run(progress=False)
