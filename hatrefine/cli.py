@@ -37,6 +37,7 @@ FIT_HELP = {
     "step_schedule": "Step-size schedule along a chain: constant, linear, cosine, exponential.",
     "step_schedule_end": "Step-size factor at the last Langevin step.",
     "temperature": "T: the energy is H / T.",
+    "temperature_test": "T for sampling and refining (default: same as training; a lower T sharpens samples).",
     "y_sigma": "Sigma of a Gaussian prior on Y (off by default; the paper used 0.1 for retrofit).",
     "z_prior_weight": "Weight of the N(0, I) prior term on Z (0 = off, as the authors ran it).",
     "data_noise": "Std of the Gaussian noise added to data images.",
@@ -95,6 +96,11 @@ def _check_new_files(overwrite: bool, *paths: Optional[str]) -> None:
     for path in paths:
         if path and Path(path).exists() and not overwrite:
             raise HatrefineError(f"{path} already exists; pass --overwrite to replace it or choose another path")
+
+
+def _check_temperature(temperature: Optional[float]) -> None:
+    if temperature is not None and temperature <= 0:
+        raise HatrefineError(f"--temperature must be positive, got {temperature}; leave it out to use the run's own test-time T")
 
 
 def _write_png(images: torch.Tensor, png: Optional[str]) -> None:
@@ -284,6 +290,7 @@ def _run_options(f):
     f = click.option("--png", default=None, help="Also save a grid of the first 64 results.")(f)
     f = click.option("--device", default=None, help="Default: the run's device setting.")(f)
     f = click.option("--batch-size", type=int, default=256, show_default=True, help="Chains per chunk (bounds memory).")(f)
+    f = click.option("--temperature", type=float, default=None, help="T, the energy is H / T (default: the run's test-time T).")(f)
     f = click.option("--langevin-steps", type=int, default=None, help="K (default: the run's test-time K).")(f)
     f = click.option("--seed", type=int, default=0, show_default=True)(f)
     f = click.option("--run", "run_dir", required=True, help="Run directory of `hatrefine fit`, or hf:ORG/NAME.")(f)
@@ -294,7 +301,7 @@ def _run_options(f):
 @_run_options
 @click.option("--n", "n", type=int, default=64, show_default=True, help="Number of samples.")
 @click.option("--out", required=True, help="Output .npz with x, z, y and g = G(z) (float32 NCHW, [-1, 1]).")
-def sample(run_dir, seed, langevin_steps, batch_size, device, png, overwrite, n, out) -> None:
+def sample(run_dir, seed, langevin_steps, temperature, batch_size, device, png, overwrite, n, out) -> None:
     """Draw refined samples from a fitted Hat EBM, streamed to disk in chunks.
 
     The same --seed and --batch-size give the same samples, on any number of processes
@@ -305,6 +312,7 @@ def sample(run_dir, seed, langevin_steps, batch_size, device, png, overwrite, n,
 
     if n <= 0 or batch_size <= 0:
         raise HatrefineError(f"--n and --batch-size must be positive, got {n} and {batch_size}")
+    _check_temperature(temperature)
     shard, dev = setup(device or "auto")
     _check_new_files(overwrite, out, png)
     shard.barrier()
@@ -315,7 +323,7 @@ def sample(run_dir, seed, langevin_steps, batch_size, device, png, overwrite, n,
     mine = sum(m for i, m in enumerate(sizes) if i % shard.world == shard.rank)
     target = out if shard.world == 1 else f"{out}.rank{shard.rank}.npz"
     with NpzWriter(target, mine, shapes) as w:
-        for res in refiner.iter_samples(n, seed=seed, batch_size=batch_size, n_steps=langevin_steps, shard=shard):
+        for res in refiner.iter_samples(n, seed=seed, batch_size=batch_size, n_steps=langevin_steps, shard=shard, temperature=temperature):
             w.write(x=res.x, z=res.z, y=res.y, g=res.g)
             first = res.x if first is None else first
     shard.barrier()
@@ -333,17 +341,20 @@ def sample(run_dir, seed, langevin_steps, batch_size, device, png, overwrite, n,
 @click.option("--out", required=True, help="Output .npz with x, z, y and g.")
 @click.option("--pixel-only", is_flag=True, help="Refine the residual Y only; Z stays fixed.")
 @click.option("--invert-steps", type=int, default=200, show_default=True, help="Adam steps of latent inversion (images only).")
-def refine(run_dir, seed, langevin_steps, batch_size, device, png, overwrite, input_path, out, pixel_only, invert_steps) -> None:
+def refine(run_dir, seed, langevin_steps, temperature, batch_size, device, png, overwrite, input_path, out, pixel_only, invert_steps) -> None:
     """Improve samples you already have: from their latents, or from images alone (by inversion)."""
     from .io import read_npz, save_npz
     from .refiner import HatRefiner
 
+    _check_temperature(temperature)
     _check_new_files(overwrite, out, png)
     arrays = read_npz(input_path, optional=("x", "z"))
     if not arrays:
         raise HatrefineError(f"{input_path} holds neither 'x' (images) nor 'z' (latents); write at least one of them")
     refiner = HatRefiner.from_pretrained(run_dir, device=device)
-    res = refiner.refine(z=arrays.get("z"), x=arrays.get("x"), pixel_only=pixel_only, n_steps=langevin_steps, seed=seed, batch_size=batch_size, invert_steps=invert_steps)
+    res = refiner.refine(
+        z=arrays.get("z"), x=arrays.get("x"), pixel_only=pixel_only, n_steps=langevin_steps, seed=seed, batch_size=batch_size, invert_steps=invert_steps, temperature=temperature
+    )
     save_npz(out, x=res.x, z=res.z, y=res.y, g=res.g)
     click.echo(f"wrote {len(res.x)} refined samples to {out}")
     _write_png(res.x, png)

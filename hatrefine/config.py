@@ -38,6 +38,7 @@ class FitConfig:
     step_schedule: str = "constant"
     step_schedule_end: float = 1.0
     temperature: float = 1e-3
+    temperature_test: Optional[float] = None  # T for sample/refine; None: same as training
     y_sigma: Optional[float] = None
     z_prior_weight: float = 0.0
     data_noise: float = 1e-3
@@ -72,6 +73,8 @@ class FitConfig:
         for name in ("temperature", "lr"):
             if getattr(self, name) <= 0:
                 raise HatrefineError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.temperature_test is not None and self.temperature_test <= 0:
+            raise HatrefineError(f"--temperature-test must be positive, got {self.temperature_test}")
         if self.max_residual_rms <= 0 or not 0 < self.backoff < 1 or self.max_rollbacks < 0:
             raise HatrefineError("--max-residual-rms must be positive, --backoff in (0, 1), --max-rollbacks >= 0")
         if not 0.0 <= self.ema < 1.0:
@@ -86,6 +89,10 @@ class FitConfig:
     @property
     def test_steps(self) -> int:
         return self.langevin_steps if self.langevin_steps_test is None else self.langevin_steps_test
+
+    @property
+    def test_temperature(self) -> float:
+        return self.temperature if self.temperature_test is None else self.temperature_test
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

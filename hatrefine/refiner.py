@@ -57,12 +57,14 @@ class HatRefiner(nn.Module):
     def device(self) -> torch.device:
         return next(self.hat.parameters()).device
 
-    def sampler(self, n_steps: Optional[int] = None, pixel_only: bool = False) -> LangevinSampler:
-        """The configured sampler; ``n_steps`` defaults to the test-time K."""
+    def sampler(self, n_steps: Optional[int] = None, pixel_only: bool = False, temperature: Optional[float] = None) -> LangevinSampler:
+        """The configured sampler; ``n_steps`` and ``temperature`` default to the test-time K and T."""
         c = self.config
         joint = c.mode == "joint" and not pixel_only
+        t = c.test_temperature if temperature is None else temperature
+        energy = self.energy if t == c.temperature else HatEnergy(self.hat, self.generator, t, c.z_prior_weight, c.y_sigma, c.channels_last)
         return LangevinSampler(
-            self.energy,
+            energy,
             c.test_steps if n_steps is None else n_steps,
             eps_y=c.eps_y,
             eps_z=c.eps_z if joint else None,
@@ -73,14 +75,16 @@ class HatRefiner(nn.Module):
         )
 
     # -- sampling -----------------------------------------------------------------------
-    def iter_samples(self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None, shard: Shard = Shard()) -> Iterator[LangevinResult]:
+    def iter_samples(
+        self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None, shard: Shard = Shard(), temperature: Optional[float] = None
+    ) -> Iterator[LangevinResult]:
         """Refined samples in chunks of ``batch_size`` (bounded memory for any ``n``); with
         ``shard``, this process's chunks only (see ``LangevinSampler.chains``)."""
-        return self.sampler(n_steps).chains(n, seed, batch_size, shard)
+        return self.sampler(n_steps, temperature=temperature).chains(n, seed, batch_size, shard)
 
-    def sample(self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None) -> LangevinResult:
+    def sample(self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None, temperature: Optional[float] = None) -> LangevinResult:
         """``n`` refined samples: ``.x`` images, ``.z`` latents, ``.y`` residuals, ``.g`` = G(z)."""
-        return LangevinResult.cat(list(self.iter_samples(n, seed, batch_size, n_steps)))
+        return LangevinResult.cat(list(self.iter_samples(n, seed, batch_size, n_steps, temperature=temperature)))
 
     # -- refining what a user already has ------------------------------------------------
     def invert(self, x: torch.Tensor, steps: int = 200, lr: float = 0.05, prior_weight: float = 1e-3, seed: int = 0) -> torch.Tensor:
@@ -105,6 +109,7 @@ class HatRefiner(nn.Module):
         seed: int = 0,
         batch_size: int = 256,
         invert_steps: int = 200,
+        temperature: Optional[float] = None,
     ) -> LangevinResult:
         """Improve samples a user has: from latents ``z``, images ``x``, or both.
 
@@ -124,7 +129,7 @@ class HatRefiner(nn.Module):
             if x is not None and len(x) != len(z):
                 raise HatrefineError(f"input holds {len(x)} images but {len(z)} latents; they must pair up")
         rng = torch.Generator(dev).manual_seed(seed)
-        sampler = self.sampler(n_steps, pixel_only=pixel_only)
+        sampler = self.sampler(n_steps, pixel_only=pixel_only, temperature=temperature)
         parts = []
         n = len(z) if z is not None else len(x)
         for s in range(0, n, batch_size):

@@ -67,6 +67,12 @@ def test_fit_sample_refine_end_to_end(tmp_path):
         assert sorted(f.files) == ["g", "x", "y", "z"]
         assert f["x"].shape == (5, 1, 32, 32) and f["z"].shape == (5, 64) and f["x"].dtype == np.float32
         np.testing.assert_allclose(f["x"], f["g"] + f["y"], atol=1e-6)
+        default_x = f["x"]
+    cold = tmp_path / "cold.npz"
+    assert run("sample", "--run", run_dir, "--n", 5, "--seed", 1, "--out", cold, "--batch-size", 2, "--temperature", 1e-5).exit_code == 0
+    with np.load(cold) as f:
+        assert not np.allclose(f["x"], default_x)  # the sampling temperature reached the chains
+    one_line_error(run("sample", "--run", run_dir, "--out", tmp_path / "t.npz", "--temperature", 0), "--temperature must be positive")
 
     gen = tmp_path / "gen.npz"
     run("generate", "--n", 3, "--out", gen)

@@ -205,3 +205,21 @@ def test_channels_last_and_bf16_switches(tmp_path, tiny_generator, blobs):
     trainer = Trainer(tiny(blobs, steps=2, amp=True, channels_last=True, eval_samples=0), tmp_path / "run", generator=tiny_generator)
     trainer.run(progress=False)
     assert all(torch.isfinite(p).all() for p in trainer.hat.parameters())
+
+
+def test_sampling_temperature_changes_sampling_only(tmp_path, tiny_generator, blobs):
+    plain = Trainer(tiny(blobs), tmp_path / "plain", generator=tiny_generator)
+    plain.run(progress=False)
+    cold = Trainer(tiny(blobs, temperature_test=2.5e-3), tmp_path / "cold", generator=tiny_generator)
+    cold.run(progress=False)
+    a, b = read_state_dict(tmp_path / "plain" / "hat.safetensors"), read_state_dict(tmp_path / "cold" / "hat.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # training chains run at the training T
+    refiner = HatRefiner.from_pretrained(tmp_path / "cold", generator=tiny_generator)
+    y, g = torch.randn(4, 1, 8, 8) * 0.1, tiny_generator(tiny_generator.sample_latent(4))
+    with torch.no_grad():
+        torch.testing.assert_close(refiner.sampler().energy(y, g) * 2.5e-3, refiner.energy(y, g) * 1e-2)
+    cold_x = refiner.sample(8, seed=1).x
+    assert not torch.allclose(cold_x, plain.refiner().sample(8, seed=1).x)
+    torch.testing.assert_close(cold_x, plain.refiner().sample(8, seed=1, temperature=2.5e-3).x)
+    with pytest.raises(HatrefineError, match="--temperature-test must be positive"):
+        tiny(blobs, temperature_test=0.0)
