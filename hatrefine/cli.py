@@ -55,7 +55,8 @@ FIT_HELP = {
     "save_every": "Save a checkpoint every N steps.",
     "eval_samples": "Samples for the before/after quality line at the end (0 = skip).",
     "max_residual_rms": "Divergence guard: a step whose residual Y has a larger per-pixel RMS is rolled back.",
-    "backoff": "After a rollback (non-finite energy, gradient or weights; exploding Y): factor on lr and Langevin steps.",
+    "max_energy_growth": "Divergence guard: roll back when the median |E_data - E_samples| of 50 updates exceeds this many times the 50 before (inf = off).",
+    "backoff": "After a rollback (non-finite energy, gradient or weights; exploding Y or energy gap): factor on lr and Langevin steps.",
     "max_rollbacks": "Give up after this many rollbacks.",
     # tandem synthesis only
     "image_shape": "C,H,W of the images to synthesize.",

@@ -56,6 +56,7 @@ class FitConfig:
     save_every: int = 100
     eval_samples: int = 1000  # for the before/after quality line at the end of a fit
     max_residual_rms: float = 2.0  # divergence guard: per-pixel RMS of a sample's residual Y
+    max_energy_growth: float = 10.0  # divergence guard: growth of the energy gap from one 50-update window to the next
     backoff: float = 0.5  # after a divergence: factor on the learning rate and the Langevin steps
     max_rollbacks: int = 5
 
@@ -77,6 +78,8 @@ class FitConfig:
             raise HatrefineError(f"--temperature-test must be positive, got {self.temperature_test}")
         if self.max_residual_rms <= 0 or not 0 < self.backoff < 1 or self.max_rollbacks < 0:
             raise HatrefineError("--max-residual-rms must be positive, --backoff in (0, 1), --max-rollbacks >= 0")
+        if not self.max_energy_growth > 1:
+            raise HatrefineError(f"--max-energy-growth must be above 1 (inf turns the check off), got {self.max_energy_growth}")
         if not 0.0 <= self.ema < 1.0:
             raise HatrefineError(f"--ema must be in [0, 1), got {self.ema}")
         if self.lr_schedule not in ("constant", "cosine"):

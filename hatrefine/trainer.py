@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import platform
+import statistics
 import time
 from pathlib import Path
 from typing import Optional
@@ -50,7 +51,18 @@ from .generator import Generator
 from .refiner import CONFIG, HAT_WEIGHTS, HatRefiner, build_hat, resolve_device
 from .registry import absolute_spec, load_generator
 
+GROWTH_WINDOW = 50  # updates per window of the energy-growth check (--max-energy-growth)
 LOG_FIELDS = ["step", "loss", "energy_data", "energy_samples", "lr", "eps_y", "eps_z", "residual_norm", "seconds_per_step"]
+
+
+def energy_gap_growth(gaps: list[float], n: int, window: int = GROWTH_WINDOW) -> Optional[float]:
+    """The growth of the median energy gap |E_data - E_samples| from one window of updates to the
+    next, when update ``n`` ends a window from the third on (the first window grows fast from the
+    random initialisation); ``gaps``: the gaps of the last two windows. Else None."""
+    if n < 3 * window or n % window or len(gaps) != 2 * window:
+        return None
+    before, last = statistics.median(gaps[:window]), statistics.median(gaps[window:])
+    return last / before if before > 0 else math.inf
 
 
 class Divergence(Exception):
@@ -118,6 +130,7 @@ class Trainer:
         self.rng = torch.Generator(self.device).manual_seed(c.seed)
         self.log = RunLog(self.out / "log.csv", self.log_fields)
         self.step, self.backoff, self.rollbacks = 0, 1.0, []
+        self.energy_gaps: list[float] = []  # |E_data - E_samples| of the last 2 growth windows
         self.resumed = resume and has_checkpoint(self.out)
         if self.resumed:
             self._load_state(*load_checkpoint(self.out))
@@ -171,9 +184,10 @@ class Trainer:
         self._guard(loss, grad_norm, samples.y)  # before the update: a bad step never reaches the weights
         self.opt.step()
         self._update_ema()
+        stats = self.shard.mean(torch.stack([loss, energy_data, energy_samples, samples.y.flatten(1).norm(dim=1).mean()]))
+        self._check_growth(stats[0].item())  # after the update: a rollback undoes it
         self.step += 1
         self.last_samples = samples
-        stats = self.shard.mean(torch.stack([loss, energy_data, energy_samples, samples.y.flatten(1).norm(dim=1).mean()]))
         self.last_row = {
             "step": self.step,
             "loss": stats[0].item(),
@@ -199,6 +213,16 @@ class Trainer:
             reason = f"residual RMS {rms.item():.3g} past --max-residual-rms {self.config.max_residual_rms}"
         if self.shard.any(reason is not None, self.device):
             raise Divergence(reason or "a step diverged on another process")
+
+    def _check_growth(self, gap: float) -> None:
+        """Raise ``Divergence`` when the energy gap grows ``max_energy_growth`` times from one
+        window of updates to the next (``energy_gap_growth``): a slow blow-up that stays finite
+        and keeps Y small."""
+        limit = self.config.max_energy_growth
+        self.energy_gaps = (self.energy_gaps + [abs(gap)])[-2 * GROWTH_WINDOW :]
+        growth = energy_gap_growth(self.energy_gaps, self.step + 1, GROWTH_WINDOW)
+        if growth is not None and growth > limit:
+            raise Divergence(f"energy gap |E_data - E_samples| grew x{growth:.3g} in {GROWTH_WINDOW} updates (past --max-energy-growth {limit:g})")
 
     def roll_back(self, reason: str) -> None:
         """Return to the last checkpoint, scale the learning rate and the Langevin steps by ``--backoff``."""
@@ -298,7 +322,14 @@ class Trainer:
 
     def checkpoint_meta(self) -> dict:
         """The JSON half of a checkpoint (after ``state_tensors``)."""
-        return {"step": self.step, "param_groups": self._param_groups, "log_rows": self.log.n_rows(), "backoff": self.backoff, "rollbacks": self.rollbacks}
+        return {
+            "step": self.step,
+            "param_groups": self._param_groups,
+            "log_rows": self.log.n_rows(),
+            "backoff": self.backoff,
+            "rollbacks": self.rollbacks,
+            "energy_gaps": self.energy_gaps,
+        }
 
     def _load_state(self, t: dict[str, torch.Tensor], meta: dict) -> None:
         source = str(self.out / CKPT)
@@ -309,6 +340,7 @@ class Trainer:
         torch.set_rng_state(t["torch_rng"])
         self.step = meta["step"]
         self.backoff, self.rollbacks = meta.get("backoff", 1.0), meta.get("rollbacks", [])
+        self.energy_gaps = list(meta.get("energy_gaps", []))
         self._apply_backoff()
         if self.shard.main:
             self.log.truncate(meta["log_rows"])

@@ -191,6 +191,41 @@ def test_repeated_divergence_gives_up_with_advice(tmp_path, tiny_generator, blob
         trainer.run(progress=False)
 
 
+def test_energy_gap_growth_compares_consecutive_windows_from_the_third_on():
+    from hatrefine.trainer import energy_gap_growth
+
+    gaps = [1.0, 3.0, 2.0, 20.0, 30.0, 40.0]  # medians 2 and 30
+    assert energy_gap_growth(gaps, 9, window=3) == 15.0
+    assert energy_gap_growth(gaps, 6, window=3) is None  # the second window: still warming up
+    assert energy_gap_growth(gaps, 10, window=3) is None  # not the end of a window
+    assert energy_gap_growth(gaps[1:], 9, window=3) is None  # history incomplete (a checkpoint from before the check)
+
+
+def test_a_growing_energy_gap_rolls_back(tmp_path, tiny_generator, blobs, monkeypatch):
+    import hatrefine.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "GROWTH_WINDOW", 4)
+    config = tiny(blobs, steps=24, save_every=4, max_energy_growth=100)
+    trainer = Trainer(config, tmp_path / "run", generator=tiny_generator)
+    original = trainer.hat.forward
+
+    def forward(x):  # in H's updates from update 17 on, until the first rollback: energies x1000
+        out = original(x)
+        training = next(trainer.hat.parameters()).requires_grad  # chains run H frozen
+        return out * 1000 if training and trainer.step >= 16 and not trainer.rollbacks else out
+
+    trainer.hat.forward = forward
+    trainer.run(progress=False)
+    assert trainer.step == 24
+    assert [(e["step"], e["resumed_from"]) for e in trainer.rollbacks] == [(20, 16)]
+    assert "energy gap" in trainer.rollbacks[0]["reason"] and "--max-energy-growth 100" in trainer.rollbacks[0]["reason"]
+    assert len(trainer.energy_gaps) == 8
+    resumed = Trainer(None, tmp_path / "run", generator=tiny_generator, resume=True)
+    assert resumed.energy_gaps == trainer.energy_gaps  # the windows survive a resume exactly
+    with pytest.raises(HatrefineError, match="--max-energy-growth must be above 1"):
+        tiny(blobs, max_energy_growth=1)
+
+
 def test_channels_last_and_bf16_switches(tmp_path, tiny_generator, blobs):
     from hatrefine.energy import HatEnergy
     from hatrefine.hat import create_hat
