@@ -43,6 +43,7 @@ FIT_HELP = {
     "data_noise": "Std of the Gaussian noise added to data images.",
     "lr": "Adam learning rate for H.",
     "lr_schedule": "constant or cosine.",
+    "adam_beta1": "Adam's beta1 (momentum) for H; beta2 is 0.999.",
     "grad_clip": "Clip the gradient norm of H (off by default).",
     "ema": "EMA decay of H's weights; sampling uses the EMA.",
     "seed": "Random seed.",

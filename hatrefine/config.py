@@ -44,6 +44,7 @@ class FitConfig:
     data_noise: float = 1e-3
     lr: float = 2e-4
     lr_schedule: str = "constant"  # constant | cosine
+    adam_beta1: float = 0.9  # Adam's momentum for H (beta2 is 0.999)
     grad_clip: Optional[float] = None
     ema: float = 0.999
     seed: int = 0
@@ -80,6 +81,8 @@ class FitConfig:
             raise HatrefineError("--max-residual-rms must be positive, --backoff in (0, 1), --max-rollbacks >= 0")
         if not self.max_energy_growth > 1:
             raise HatrefineError(f"--max-energy-growth must be above 1 (inf turns the check off), got {self.max_energy_growth}")
+        if not 0.0 <= self.adam_beta1 < 1.0:
+            raise HatrefineError(f"--adam-beta1 must be in [0, 1), got {self.adam_beta1}")
         if not 0.0 <= self.ema < 1.0:
             raise HatrefineError(f"--ema must be in [0, 1), got {self.ema}")
         if self.lr_schedule not in ("constant", "cosine"):

@@ -82,7 +82,7 @@ def model_card(settings: dict, quality: Optional[dict], fid: Optional[dict], has
         f"| data | `{s['data']}` |",
         f"| mode | {mode} |",
         f"| hat network | {s.get('hat') or 'default for the image size'} (width {s.get('hat_width') or 'default'}) |",
-        f"| updates of H | {s['steps']} (batch {s['batch_size']}, Adam {s['lr']}) |",
+        f"| updates of H | {s['steps']} (batch {s['batch_size']}, Adam {s['lr']}, betas ({s.get('adam_beta1', 0.9)}, 0.999)) |",
         f"| Langevin steps K (train / sample) | {s['langevin_steps']} / {s.get('langevin_steps_test') or s['langevin_steps']} |",
         f"| eps_y / eps_z / noise | {s['eps_y']} / {s['eps_z'] if s['mode'] == 'joint' else '-'} / {s['noise']} |",
         f"| temperature T (train / sample) | {s['temperature']} / {s.get('temperature_test') or s['temperature']} |",

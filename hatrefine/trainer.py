@@ -126,7 +126,7 @@ class Trainer:
         self.refiner_train = HatRefiner(self.generator, torch.compile(self.hat) if c.compile else self.hat, c)
         self.sampler = self.refiner_train.sampler(c.langevin_steps, temperature=c.temperature)
         self.hat_ddp = self._ddp(self.hat)  # what the H update runs through (gradients averaged over ranks)
-        self.opt = torch.optim.Adam(self.hat.parameters(), lr=c.lr, betas=(0.9, 0.999))
+        self.opt = torch.optim.Adam(self.hat.parameters(), lr=c.lr, betas=(c.adam_beta1, 0.999))
         self.rng = torch.Generator(self.device).manual_seed(c.seed)
         self.log = RunLog(self.out / "log.csv", self.log_fields)
         self.step, self.backoff, self.rollbacks = 0, 1.0, []

@@ -226,6 +226,19 @@ def test_a_growing_energy_gap_rolls_back(tmp_path, tiny_generator, blobs, monkey
         tiny(blobs, max_energy_growth=1)
 
 
+def test_adam_beta1_sets_the_momentum_of_the_h_update_and_survives_resume(tmp_path, tiny_generator, blobs):
+    weights = {}
+    for beta1 in (0.9, 0.5):
+        trainer = Trainer(tiny(blobs, steps=3, adam_beta1=beta1), tmp_path / str(beta1), generator=tiny_generator)
+        trainer.run(progress=False)
+        weights[beta1] = torch.cat([p.flatten() for p in trainer.hat.parameters()])
+    assert not torch.allclose(weights[0.9], weights[0.5])  # same seed, same data: only the momentum differs
+    resumed = Trainer(None, tmp_path / "0.5", generator=tiny_generator, resume=True)
+    assert tuple(resumed.opt.param_groups[0]["betas"]) == (0.5, 0.999)
+    with pytest.raises(HatrefineError, match="--adam-beta1 must be in"):
+        tiny(blobs, adam_beta1=1.0)
+
+
 def test_channels_last_and_bf16_switches(tmp_path, tiny_generator, blobs):
     from hatrefine.energy import HatEnergy
     from hatrefine.hat import create_hat
