@@ -15,6 +15,8 @@ the 20-minute budget on 2 CPU cores. When the run samples at a temperature other
 training one, the Hat EBM is also sampled at the training temperature, as a row of its own.
 
 ``--run DIR`` reuses a fitted run instead of fitting (fit_seconds is then taken from it).
+``--no-ddls`` leaves out the DDLS rows, e.g. to measure the Hat EBM of other fit seeds on the
+same latents: ``--no-ddls --fit '{..., "seed": 1}'`` (``--seed`` sets the latents and noise).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def main() -> None:
     p.add_argument("--inception", default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=250, help="chains per chunk when sampling")
+    p.add_argument("--no-ddls", action="store_true", help="only the generator and Hat EBM rows")
     p.add_argument("--json", default=None, help="write the result here")
     args = p.parse_args()
     device = resolve_device(args.device)
@@ -80,15 +83,6 @@ def main() -> None:
 
     # 2. samples from each method, from the same starting latents
     G = load_generator(GENERATOR).to(device)
-    D = load_discriminator(GENERATOR).to(device)
-    ddls_args = {"n_steps": K, "eps": args.ddls_eps, "temperature": args.ddls_temperature, "noise": args.ddls_noise}
-    calibration = calibrate(G, D, load_images(DATA, G.image_shape, split="train", limit=args.calibrate_n), seed=args.seed)
-    ddls, ddls_calibrated = DDLS(G, D, **ddls_args), DDLS(G, D, **ddls_args, calibration=calibration)
-    ddls_settings = {"langevin_steps": K, "eps": args.ddls_eps, "temperature": args.ddls_temperature, "noise": args.ddls_noise}
-    result["ddls_settings"] = ddls_settings | {"calibrated": False}
-    result["ddls_calibrated_settings"] = ddls_settings | {"calibrated": True, "calibrate_n": args.calibrate_n, "logit_scale": round(calibration.scale, 4),
-                                                         "logit_bias": round(calibration.bias, 4), "discriminator_temperature": round(calibration.temperature, 4)}
-    print(f"DDLS calibration: sigmoid({calibration.scale:.4g} * d + {calibration.bias:.4g}); discriminator temperature {calibration.temperature:.4g}")
     rng = torch.Generator(device).manual_seed(args.seed)
     z0 = G.sample_latent(args.n, generator=rng)
     chunks = range(0, args.n, args.batch_size)
@@ -96,12 +90,22 @@ def main() -> None:
     def chains(sampler):
         return torch.cat([sampler.sample(z0[s : s + args.batch_size], generator=torch.Generator(device).manual_seed(args.seed + s)).x for s in chunks])
 
-    methods = {
-        "generator": lambda: torch.cat([G(z0[s : s + args.batch_size]).detach() for s in chunks]),
-        "ddls": lambda: chains(ddls.sampler),
-        "ddls_calibrated": lambda: chains(ddls_calibrated.sampler),
-        "hat": lambda: chains(refiner.sampler()),
-    }
+    methods = {"generator": lambda: torch.cat([G(z0[s : s + args.batch_size]).detach() for s in chunks])}
+    labels = {"generator": (f"generator ({GENERATOR})", 0, "-")}
+    if not args.no_ddls:
+        D = load_discriminator(GENERATOR).to(device)
+        ddls_args = {"n_steps": K, "eps": args.ddls_eps, "temperature": args.ddls_temperature, "noise": args.ddls_noise}
+        calibration = calibrate(G, D, load_images(DATA, G.image_shape, split="train", limit=args.calibrate_n), seed=args.seed)
+        ddls, ddls_calibrated = DDLS(G, D, **ddls_args), DDLS(G, D, **ddls_args, calibration=calibration)
+        ddls_settings = {"langevin_steps": K, "eps": args.ddls_eps, "temperature": args.ddls_temperature, "noise": args.ddls_noise}
+        result["ddls_settings"] = ddls_settings | {"calibrated": False}
+        result["ddls_calibrated_settings"] = ddls_settings | {"calibrated": True, "calibrate_n": args.calibrate_n, "logit_scale": round(calibration.scale, 4),
+                                                             "logit_bias": round(calibration.bias, 4), "discriminator_temperature": round(calibration.temperature, 4)}
+        print(f"DDLS calibration: sigmoid({calibration.scale:.4g} * d + {calibration.bias:.4g}); discriminator temperature {calibration.temperature:.4g}")
+        methods |= {"ddls": lambda: chains(ddls.sampler), "ddls_calibrated": lambda: chains(ddls_calibrated.sampler)}
+        labels |= {"ddls": (f"DDLS (eps {args.ddls_eps}, T {args.ddls_temperature})", K, "-"),
+                   "ddls_calibrated": (f"DDLS, calibrated (logit x {calibration.scale:.2f})", K, "-")}
+    methods["hat"] = lambda: chains(refiner.sampler())
     c = refiner.config
     if c.test_temperature != c.temperature:
         methods["hat_train_temperature"] = lambda: chains(refiner.sampler(temperature=c.temperature))
@@ -123,10 +127,7 @@ def main() -> None:
     result["peak_rss_mib_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
     # 4. the table
-    labels = {
-        "generator": (f"generator ({GENERATOR})", 0, "-"),
-        "ddls": (f"DDLS (eps {args.ddls_eps}, T {args.ddls_temperature})", K, "-"),
-        "ddls_calibrated": (f"DDLS, calibrated (logit x {calibration.scale:.2f})", K, "-"),
+    labels |= {
         "hat": ("Hat EBM, joint" + (f", sampling T {c.test_temperature:g}" if "hat_train_temperature" in rows else ""), K, result["fit_seconds"]),
         "hat_train_temperature": (f"Hat EBM, joint, sampling T {c.temperature:g} (as trained)", K, "same fit"),
     }
