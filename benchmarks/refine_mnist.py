@@ -94,10 +94,10 @@ def main() -> None:
     labels = {"generator": (f"generator ({GENERATOR})", 0, "-")}
     if not args.no_ddls:
         D = load_discriminator(GENERATOR).to(device)
-        ddls_args = {"n_steps": K, "eps": args.ddls_eps, "temperature": args.ddls_temperature, "noise": args.ddls_noise}
+        ddls_args = {"eps": args.ddls_eps, "temperature": args.ddls_temperature, "noise": args.ddls_noise}
         calibration = calibrate(G, D, load_images(DATA, G.image_shape, split="train", limit=args.calibrate_n), seed=args.seed)
-        ddls, ddls_calibrated = DDLS(G, D, **ddls_args), DDLS(G, D, **ddls_args, calibration=calibration)
-        ddls_settings = {"langevin_steps": K, "eps": args.ddls_eps, "temperature": args.ddls_temperature, "noise": args.ddls_noise}
+        ddls, ddls_calibrated = DDLS(G, D, n_steps=K, **ddls_args), DDLS(G, D, n_steps=K, **ddls_args, calibration=calibration)
+        ddls_settings = {"langevin_steps": K, **ddls_args}
         result["ddls_settings"] = ddls_settings | {"calibrated": False}
         result["ddls_calibrated_settings"] = ddls_settings | {"calibrated": True, "calibrate_n": args.calibrate_n, "logit_scale": round(calibration.scale, 4),
                                                              "logit_bias": round(calibration.bias, 4), "discriminator_temperature": round(calibration.temperature, 4)}
