@@ -127,9 +127,10 @@ def main() -> None:
     result["peak_rss_mib_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
     # 4. the table
+    mode = c.mode + (f" ({c.joint_update} updates)" if c.mode == "joint" and c.joint_update != "alternate" else "")
     labels |= {
-        "hat": ("Hat EBM, joint" + (f", sampling T {c.test_temperature:g}" if "hat_train_temperature" in rows else ""), K, result["fit_seconds"]),
-        "hat_train_temperature": (f"Hat EBM, joint, sampling T {c.temperature:g} (as trained)", K, "same fit"),
+        "hat": (f"Hat EBM, {mode}" + (f", sampling T {c.test_temperature:g}" if "hat_train_temperature" in rows else ""), K, result["fit_seconds"]),
+        "hat_train_temperature": (f"Hat EBM, {mode}, sampling T {c.temperature:g} (as trained)", K, "same fit"),
     }
     g = rows["generator"]["fid"]
     lines = [f"| method | FID ({args.n} samples vs {n_ref} digits) | vs generator | Langevin steps | sampling s | fit s |", "|---|---|---|---|---|---|"]

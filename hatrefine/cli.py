@@ -15,7 +15,8 @@ from typing import Optional
 import click
 import torch
 
-from .config import FitConfig, SynthesisConfig
+from .config import MODES, FitConfig, SynthesisConfig
+from .sampler import JOINT_UPDATES
 from .errors import HatrefineError
 
 FIT_HELP = {
@@ -34,6 +35,7 @@ FIT_HELP = {
     "eps_z": "Langevin step size on the latent Z (joint mode).",
     "noise": "Scale of the Langevin noise (1 = exact Langevin).",
     "y_clip": "Per-sample bound on the norm of the Y gradient step.",
+    "joint_update": "Joint mode: alternate (Z, then Y at the new Z: the paper's, two passes of H per step) or simultaneous (both from one gradient: one pass of H, faster).",
     "step_schedule": "Step-size schedule along a chain: constant, linear, cosine, exponential.",
     "step_schedule_end": "Step-size factor at the last Langevin step.",
     "temperature": "T: the energy is H / T.",
@@ -70,6 +72,9 @@ FIT_HELP = {
 }
 
 
+CHOICES = {"mode": MODES, "joint_update": JOINT_UPDATES}
+
+
 def _config_options(config_class, exclude: tuple[str, ...] = ()):
     """One click option per field of a settings dataclass, defaults from the dataclass."""
 
@@ -83,8 +88,8 @@ def _config_options(config_class, exclude: tuple[str, ...] = ()):
                 f = click.option(name + "/--no-" + field.name.replace("_", "-"), default=default, show_default=True, help=FIT_HELP[field.name])(f)
                 continue
             kind = {"int": int, "float": float, "Optional[int]": int, "Optional[float]": float}.get(field.type, str)
-            if field.name == "mode":
-                kind = click.Choice(["joint", "conditional"])
+            if field.name in CHOICES:
+                kind = click.Choice(CHOICES[field.name])
             f = click.option(name, type=kind, default=default, show_default=default is not None, help=FIT_HELP[field.name])(f)
         return f
 
@@ -229,7 +234,7 @@ def _make_trainer(ctx: click.Context, trainer_class, config_class, out: str, res
 
 
 @main.command()
-@_config_options(SynthesisConfig, exclude=("generator", "checkpoint", "mode", "eps_z", "z_prior_weight"))
+@_config_options(SynthesisConfig, exclude=("generator", "checkpoint", "mode", "eps_z", "z_prior_weight", "joint_update"))
 @click.option("--out", default="runs/mnist-synthesis", show_default=True, help="Run directory (its generator/ is `dir:RUN_DIR`).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly (bank, both networks, both optimizers).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .errors import HatrefineError
-from .sampler import Schedule
+from .sampler import JOINT_UPDATES, Schedule
 
 MODES = ("joint", "conditional")
 GENERATOR_DIR = "generator"
@@ -35,6 +35,7 @@ class FitConfig:
     eps_z: float = 5e-3
     noise: float = 1.0
     y_clip: Optional[float] = 2.5
+    joint_update: str = "alternate"  # alternate (paper eq. 6-7) | simultaneous (one pass of H per step)
     step_schedule: str = "constant"
     step_schedule_end: float = 1.0
     temperature: float = 1e-3
@@ -85,6 +86,8 @@ class FitConfig:
             raise HatrefineError(f"--adam-beta1 must be in [0, 1), got {self.adam_beta1}")
         if not 0.0 <= self.ema < 1.0:
             raise HatrefineError(f"--ema must be in [0, 1), got {self.ema}")
+        if self.joint_update not in JOINT_UPDATES:
+            raise HatrefineError(f"unknown --joint-update {self.joint_update!r}; use {' or '.join(JOINT_UPDATES)}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise HatrefineError(f"unknown --lr-schedule {self.lr_schedule!r}; use constant or cosine")
         self.schedule()  # validates the step schedule

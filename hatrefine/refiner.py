@@ -72,6 +72,7 @@ class HatRefiner(nn.Module):
             y_clip=c.y_clip,
             step_schedule=c.schedule(),
             amp=c.amp,
+            joint_update=c.joint_update,
         )
 
     # -- sampling -----------------------------------------------------------------------

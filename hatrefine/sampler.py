@@ -2,13 +2,15 @@
 
 One update rule for every variable v:  v <- v - (eps^2 / 2) * grad_v U + noise * eps * N(0, I).
 
-``JointLangevin`` alternates a Z update and a Y update at the new Z (paper eq. 6-7);
+``JointLangevin`` alternates a Z update and a Y update at the new Z (paper eq. 6-7), or with
+``joint_update="simultaneous"`` takes both from one energy gradient at the current (Y, Z);
 ``ConditionalLangevin`` keeps Z fixed and updates Y only (eq. 9); the DDLS baseline is a
 ``JointLangevin`` without Y updates on the energy ||z||^2 / 2 - d(G(z)) / T.
 
 Cost per step, by construction: network parameters never get gradients, no autograd graph
 outlives the step that made it (memory is flat in the number of steps), and G runs once
-per step in joint mode and once per chain in conditional mode.
+per step in joint mode and once per chain in conditional mode. H runs twice per joint step
+when alternating, once when simultaneous.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from torch import nn
 from .distributed import Shard
 from .energy import HatEnergy
 from .errors import HatrefineError
+
+JOINT_UPDATES = ("alternate", "simultaneous")
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,9 @@ class LangevinSampler:
         y_clip: per-sample bound on the norm of the Y gradient step ``(eps_y^2 / 2) * grad``.
         step_schedule, noise_schedule: factors on the step sizes and on the noise along the chain.
         amp: evaluate the energy under bf16 autocast.
+        joint_update: when both Z and Y move, ``alternate`` (Z, then Y at the new Z: paper eq. 6-7,
+            two passes of H per step) or ``simultaneous`` (both from one gradient of U at the
+            current (Y, Z): Langevin on the pair, one pass of H per step).
     """
 
     def __init__(
@@ -113,6 +120,7 @@ class LangevinSampler:
         step_schedule: Schedule = Schedule(),
         noise_schedule: Schedule = Schedule(),
         amp: bool = False,
+        joint_update: str = "alternate",
     ):
         if n_steps < 0:
             raise HatrefineError(f"number of Langevin steps must be >= 0, got {n_steps}")
@@ -121,13 +129,28 @@ class LangevinSampler:
                 raise HatrefineError(f"{name} must be >= 0, got {eps}")
         if noise < 0:
             raise HatrefineError(f"noise scale must be >= 0, got {noise}")
+        if joint_update not in JOINT_UPDATES:
+            raise HatrefineError(f"unknown joint update {joint_update!r}; use {' or '.join(JOINT_UPDATES)}")
         self.energy, self.n_steps = energy, n_steps
         self.eps_y, self.eps_z, self.noise, self.y_clip = eps_y or 0.0, eps_z or 0.0, noise, y_clip
         self.step_schedule, self.noise_schedule, self.amp = step_schedule, noise_schedule, amp
+        self.joint_update = joint_update
 
     def _energy(self, y: torch.Tensor, g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=self.amp):
             return self.energy(y, g, z).float()
+
+    def _move_z(self, z: torch.Tensor, grad: torch.Tensor, s: float, n: float, generator, shard: Shard) -> torch.Tensor:
+        eps = self.eps_z * s
+        return (z.detach() - 0.5 * eps**2 * grad + n * eps * self._noise(z, generator, shard)).requires_grad_(True)
+
+    def _move_y(self, y: torch.Tensor, grad: torch.Tensor, s: float, n: float, generator, shard: Shard) -> torch.Tensor:
+        eps = self.eps_y * s
+        step = 0.5 * eps**2 * grad
+        if self.y_clip is not None:
+            norm = step.flatten(1).norm(dim=1).clamp_min(1e-12)
+            step = step * (self.y_clip / norm).clamp(max=1.0).view(-1, *[1] * (step.dim() - 1))
+        return (y.detach() - step + n * eps * self._noise(y, generator, shard)).detach()
 
     @staticmethod
     def _noise(like: torch.Tensor, generator: Optional[torch.Generator], shard: Shard) -> torch.Tensor:
@@ -173,22 +196,23 @@ class LangevinSampler:
                 if k == K:
                     break
                 s, n = self.step_schedule(k, K), self.noise_schedule(k, K) * self.noise
-                if update_z:
-                    u = self._energy(y, g, z)
-                    (grad,) = torch.autograd.grad(u.sum(), z)
-                    eps = self.eps_z * s
-                    z = (z.detach() - 0.5 * eps**2 * grad + n * eps * self._noise(z, generator, shard)).requires_grad_(True)
+                if update_z and update_y and self.joint_update == "simultaneous":
+                    u = self._energy(y.requires_grad_(True), g, z)
+                    grad_z, grad_y = torch.autograd.grad(u.sum(), (z, y))
+                    z = self._move_z(z, grad_z, s, n, generator, shard)
+                    y = self._move_y(y, grad_y, s, n, generator, shard)
                     g = G(z)
-                if update_y:
-                    y.requires_grad_(True)
-                    u = self._energy(y, g.detach(), z.detach())
-                    (grad,) = torch.autograd.grad(u.sum(), y)
-                    eps = self.eps_y * s
-                    step = 0.5 * eps**2 * grad
-                    if self.y_clip is not None:
-                        norm = step.flatten(1).norm(dim=1).clamp_min(1e-12)
-                        step = step * (self.y_clip / norm).clamp(max=1.0).view(-1, *[1] * (step.dim() - 1))
-                    y = (y.detach() - step + n * eps * self._noise(y, generator, shard)).detach()
+                else:
+                    if update_z:
+                        u = self._energy(y, g, z)
+                        (grad,) = torch.autograd.grad(u.sum(), z)
+                        z = self._move_z(z, grad, s, n, generator, shard)
+                        g = G(z)
+                    if update_y:
+                        y.requires_grad_(True)
+                        u = self._energy(y, g.detach(), z.detach())
+                        (grad,) = torch.autograd.grad(u.sum(), y)
+                        y = self._move_y(y, grad, s, n, generator, shard)
                 if record_energy and (update_y or update_z):
                     energies.append(u.detach().mean())
 

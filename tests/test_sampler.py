@@ -44,12 +44,13 @@ def test_conditional_langevin_reaches_the_gaussian_law():
     assert torch.equal(out.x, out.g + out.y) and torch.equal(out.g, z)
 
 
-def test_joint_langevin_reaches_the_gaussian_law():
+@pytest.mark.parametrize("joint_update", ["alternate", "simultaneous"])
+def test_joint_langevin_reaches_the_gaussian_law(joint_update):
     """U = ||z + y - mu||^2 / (2 s^2) + ||z||^2 / 2 + ||y||^2 / (2 sy^2): a 2-d Gaussian per pixel."""
     torch.manual_seed(0)
     mu, s, sy = 1.0, 0.5, 0.7
     energy = HatEnergy(Quadratic(mu, s), identity_generator(), temperature=1.0, z_prior_weight=1.0, y_sigma=sy)
-    sampler = JointLangevin(energy, n_steps=800, eps_z=0.1, eps_y=0.1, y_clip=None)
+    sampler = JointLangevin(energy, n_steps=800, eps_z=0.1, eps_y=0.1, y_clip=None, joint_update=joint_update)
     out = sampler.sample(torch.randn(4000, 1, 2, 2), generator=torch.Generator().manual_seed(2))
     prec = torch.tensor([[1 / s**2 + 1, 1 / s**2], [1 / s**2, 1 / s**2 + 1 / sy**2]], dtype=torch.float64)
     cov = torch.linalg.inv(prec)
@@ -99,6 +100,36 @@ def test_generator_runs_once_per_chain_in_conditional_mode_and_once_per_step_in_
     assert len(calls) == 11  # one per step, plus the starting G(z0)
 
 
+class Linear(nn.Module):
+    """H(x) = <a, x>: its gradient is the same everywhere."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.linspace(-1, 1, 4).view(1, 1, 2, 2))
+
+    def forward(self, x):
+        return (x * self.a).flatten(1).sum(1)
+
+
+def test_simultaneous_update_runs_the_hat_once_per_step_and_matches_alternate_on_a_constant_gradient():
+    runs = {}
+    for hat in (Linear(), Quadratic(0.5, 1.0)):
+        passes = []
+        hat.register_forward_hook(lambda *a: passes.append(1))
+        energy = HatEnergy(hat, identity_generator(), temperature=0.5)
+        for order in ("alternate", "simultaneous"):
+            passes.clear()
+            out = JointLangevin(energy, n_steps=10, eps_z=0.3, eps_y=0.2, y_clip=None, joint_update=order).sample(
+                torch.zeros(16, 1, 2, 2), generator=torch.Generator().manual_seed(0)
+            )
+            assert len(passes) == {"alternate": 20, "simultaneous": 10}[order]
+            runs[type(hat).__name__, order] = out
+    # a constant gradient makes the order irrelevant: the same draws give the same chains
+    torch.testing.assert_close(runs["Linear", "simultaneous"].x, runs["Linear", "alternate"].x)
+    # otherwise the Y update sees the old Z (its gradient depends on z + y here)
+    assert not torch.allclose(runs["Quadratic", "simultaneous"].y, runs["Quadratic", "alternate"].y)
+
+
 def test_y_step_is_clipped_per_sample(tiny_generator):
     energy = HatEnergy(create_hat("small", (1, 8, 8), width=8), tiny_generator, temperature=1e-6)
     out = ConditionalLangevin(energy, n_steps=1, eps_y=1.0, noise=0.0, y_clip=0.5).sample(tiny_generator.sample_latent(3))
@@ -134,6 +165,8 @@ def test_bad_sampler_settings(tiny_generator):
     energy = HatEnergy(create_hat("small", (1, 8, 8), width=8), tiny_generator, 1.0)
     with pytest.raises(HatrefineError, match="eps_y must be >= 0"):
         LangevinSampler(energy, 3, eps_y=-1.0)
+    with pytest.raises(HatrefineError, match="unknown joint update 'together'; use alternate or simultaneous"):
+        LangevinSampler(energy, 3, joint_update="together")
     with pytest.raises(HatrefineError, match="temperature must be positive"):
         HatEnergy(create_hat("small", (1, 8, 8)), tiny_generator, 0.0)
 

@@ -239,6 +239,17 @@ def test_adam_beta1_sets_the_momentum_of_the_h_update_and_survives_resume(tmp_pa
         tiny(blobs, adam_beta1=1.0)
 
 
+def test_simultaneous_joint_update_learns_and_is_what_the_saved_run_samples_with(tmp_path, tiny_generator, blobs):
+    trainer = Trainer(tiny(blobs, steps=15, joint_update="simultaneous"), tmp_path / "run", generator=tiny_generator)
+    assert trainer.sampler.joint_update == "simultaneous"
+    before = _gap(trainer)
+    trainer.run(progress=False)
+    assert _gap(trainer) < before - 0.1
+    assert HatRefiner.from_pretrained(tmp_path / "run", generator=tiny_generator).sampler().joint_update == "simultaneous"
+    with pytest.raises(HatrefineError, match="unknown --joint-update 'both'; use alternate or simultaneous"):
+        tiny(blobs, joint_update="both")
+
+
 def test_channels_last_and_bf16_switches(tmp_path, tiny_generator, blobs):
     from hatrefine.energy import HatEnergy
     from hatrefine.hat import create_hat
