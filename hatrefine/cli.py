@@ -16,8 +16,8 @@ import click
 import torch
 
 from .config import MODES, FitConfig, SynthesisConfig
-from .sampler import JOINT_UPDATES
 from .errors import HatrefineError
+from .sampler import JOINT_UPDATES
 
 FIT_HELP = {
     "generator": "Generator spec (`hatrefine list`).",
