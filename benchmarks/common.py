@@ -53,14 +53,21 @@ def inception_fids(images: dict[str, torch.Tensor], data: str, inception: str, d
     return fids, {"reference": f"{data} train split", "n_reference": n_ref, "inception": net.source}
 
 
+def command_line() -> str:
+    """This process's command, quoted so that it can be pasted into a shell."""
+    import shlex
+    import sys
+
+    return "python " + shlex.join(sys.argv)
+
+
 def header(args, device: torch.device) -> dict:
     """The start of every benchmark result: the command, seed, sample count and the machine."""
     import platform
-    import sys
 
     from hatrefine.trainer import versions
 
-    return {"command": "python " + " ".join(sys.argv), "seed": args.seed, "n_samples": args.n, "device": str(device),
+    return {"command": command_line(), "seed": args.seed, "n_samples": args.n, "device": str(device),
             "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "versions": versions()}
 
 

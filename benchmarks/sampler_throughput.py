@@ -16,7 +16,6 @@ ratio = bound / measured (1.0 = no overhead beyond the networks). Target: >= 0.9
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -28,6 +27,8 @@ from hatrefine.adapters.mimicry import MODELS
 from hatrefine.energy import HatEnergy
 from hatrefine.hat import create_hat
 from hatrefine.sampler import ConditionalLangevin, JointLangevin
+
+from common import command_line
 
 
 def timed(fn, reps: int, device: torch.device) -> float:
@@ -110,7 +111,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "machine": platform.machine(),
-        "command": "python " + " ".join(sys.argv),
+        "command": command_line(),
         "amp": args.amp,
         "channels_last": args.channels_last,
         "rows": rows,
