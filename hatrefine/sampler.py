@@ -226,7 +226,6 @@ class LangevinSampler:
             path={k: torch.stack(v) for k, v in path.items()} if frames else None,
         )
 
-
     def chains(self, n: int, seed: int = 0, batch_size: int = 256, shard: Shard = Shard()) -> Iterator[LangevinResult]:
         """``n`` chains from z ~ p0, run and returned in chunks of ``batch_size``; chunk ``i`` is
         seeded by (seed, i). With ``shard``, only chunks ``i = rank, rank + world, ...``."""
