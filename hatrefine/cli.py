@@ -25,8 +25,9 @@ FIT_HELP = {
     "data": "Data spec: builtin:mnist, cifar10/mnist/svhn/celeba, a .npz, or an image folder.",
     "data_root": "Where torchvision datasets are (or get downloaded).",
     "mode": "joint: Langevin on (Y, Z); conditional: Y only, Z from the prior.",
-    "hat": "Hat network: small, sngan32, sngan64, sngan128 or timm:MODEL (default: by image size).",
+    "hat": "Hat network: small, sngan32, sngan64, sngan128, timm:MODEL, or discriminator (the GAN's own, negated, trained from its weights; see --discriminator) (default: by image size).",
     "hat_width": "Width of the hat network.",
+    "discriminator": "For --hat discriminator: a discriminator spec or a weights file for the generator's architecture (default: the generator spec's own, e.g. builtin:mnist).",
     "steps": "Number of updates of H.",
     "batch_size": "Batch size (data and Langevin chains).",
     "langevin_steps": "K, Langevin steps per chain during training.",
@@ -367,17 +368,6 @@ def refine(run_dir, seed, langevin_steps, temperature, batch_size, device, png, 
     _write_png(res.x, png)
 
 
-def _load_discriminator(value: str, generator_spec: str):
-    """A discriminator from a spec (``builtin:mnist``) or a weights file for the generator's architecture."""
-    from .registry import is_known_spec, load_discriminator
-
-    if is_known_spec(value):
-        return load_discriminator(value)
-    if Path(value).is_file():
-        return load_discriminator(generator_spec, value)
-    raise HatrefineError(f"--discriminator {value!r} is neither a known spec (`hatrefine list`) nor an existing weights file")
-
-
 @main.command()
 @click.option("--generator", "spec", default="builtin:mnist", show_default=True, help="Generator spec (`hatrefine list`).")
 @click.option("--checkpoint", default=None, help="Local weights file for the generator.")
@@ -405,7 +395,7 @@ def ddls(spec, checkpoint, discriminator, n, out, langevin_steps, eps, noise, te
     from .data import load_images
     from .io import NpzWriter
     from .refiner import resolve_device
-    from .registry import load_generator
+    from .registry import load_generator, resolve_discriminator
     from .sampler import Schedule
 
     if temperature <= 0 or eps <= 0:
@@ -413,7 +403,7 @@ def ddls(spec, checkpoint, discriminator, n, out, langevin_steps, eps, noise, te
     _check_new_files(overwrite, out, png)
     dev = resolve_device(device)
     G = load_generator(spec, checkpoint).to(dev)
-    D = _load_discriminator(discriminator, spec).to(dev)
+    D = resolve_discriminator(discriminator, spec).to(dev)
     calibration = None
     if calibrate:
         real = load_images(data, G.image_shape, split="train", root=data_root, limit=calibrate_n)

@@ -27,6 +27,7 @@ class FitConfig:
     mode: str = "joint"
     hat: Optional[str] = None  # None: chosen from the image shape (hatrefine.hat.default_hat)
     hat_width: Optional[int] = None
+    discriminator: Optional[str] = None  # for hat "discriminator"; None: the generator spec's own
     steps: int = 300
     batch_size: int = 32
     langevin_steps: int = 20  # K during training
@@ -65,6 +66,10 @@ class FitConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise HatrefineError(f"unknown mode {self.mode!r}; use joint or conditional")
+        if self.discriminator is not None and self.hat != "discriminator":
+            raise HatrefineError("--discriminator only applies to --hat discriminator; add --hat discriminator or leave --discriminator out")
+        if self.hat == "discriminator" and self.hat_width is not None:
+            raise HatrefineError("--hat discriminator takes the discriminator's own widths; leave --hat-width out")
         for name in ("steps", "batch_size", "log_every", "sample_every", "save_every"):
             if getattr(self, name) <= 0:
                 raise HatrefineError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")

@@ -22,18 +22,8 @@ from torch import nn
 from .energy import HatEnergy
 from .errors import HatrefineError
 from .generator import Generator
+from .hat import NegatedLogit
 from .sampler import LangevinResult, LangevinSampler, Schedule, frozen
-
-
-class NegatedLogit(nn.Module):
-    """-scale * d(x): a discriminator turned into an energy (low where d thinks "real")."""
-
-    def __init__(self, discriminator: nn.Module, scale: float = 1.0):
-        super().__init__()
-        self.discriminator, self.scale = discriminator, scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return -self.scale * self.discriminator(x).reshape(len(x))
 
 
 @dataclass

@@ -5,6 +5,9 @@ Names (``create_hat``):
                                          mean pooling, linear head without bias (the paper's)
   ``small``                              a 4-layer conv net for small images (the MNIST default)
   ``timm:MODEL``                         any timm model, one output, no pretrained download
+
+``hat_from_discriminator`` turns a GAN's discriminator into a hat (``fit --hat discriminator``):
+its negated logit, spectral norm removed, training starting from the discriminator's weights.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Optional, Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .errors import HatrefineError
 from .resblocks import ResNetDiscriminator
@@ -36,6 +40,33 @@ class SmallHat(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class NegatedLogit(nn.Module):
+    """-scale * d(x): a discriminator turned into an energy (low where d thinks "real")."""
+
+    def __init__(self, discriminator: nn.Module, scale: float = 1.0):
+        super().__init__()
+        self.discriminator, self.scale = discriminator, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.scale * self.discriminator(x).reshape(len(x))
+
+
+def hat_from_discriminator(discriminator: nn.Module) -> NegatedLogit:
+    """A trainable hat H(x) = -d(x) made from ``discriminator`` itself (pass a fresh copy).
+
+    Spectral norm (hook-based, as Mimicry's, or a parametrization) is removed with the
+    normalised weights kept, so H starts out as exactly the negated logit of ``d`` in eval mode;
+    the authors' hats are the SN-GAN discriminators without spectral norm.
+    """
+    d = discriminator.eval()
+    for m in d.modules():
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight")
+        elif hasattr(m, "weight_orig"):
+            nn.utils.remove_spectral_norm(m)
+    return NegatedLogit(d.train().requires_grad_(True))
 
 
 def _sngan_hat(name: str, channels: int, w: int) -> nn.Module:

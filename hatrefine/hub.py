@@ -21,6 +21,12 @@ from .refiner import CONFIG, HAT_WEIGHTS
 GRID = "samples.png"
 
 
+def _hat_line(s: dict) -> str:
+    if s.get("hat") == "discriminator":
+        return f"the discriminator of `{s.get('discriminator') or s['generator']}`, negated, trained from its weights"
+    return f"{s.get('hat') or 'default for the image size'} (width {s.get('hat_width') or 'default'})"
+
+
 def _local_generator_dir(spec: str, run: Path) -> Optional[Path]:
     """The directory of a generator that is not in any registry but on this disk."""
     prefix, _, path = spec.partition(":")
@@ -51,6 +57,10 @@ def stage(run: str | Path, folder: str | Path, fid: Optional[dict] = None) -> Pa
         settings = settings | {"generator": "dir:generator", "checkpoint": None}
     elif settings.get("checkpoint"):
         raise HatrefineError(f"the run's generator weights are a local file ({settings['checkpoint']}); publish them as a generator repository (hf:) first")
+    if settings.get("discriminator") and Path(settings["discriminator"]).is_file():
+        raise HatrefineError(
+            f"the run's hat starts from a local discriminator file ({settings['discriminator']}); publish it with its generator as a repository (hf:) and fit with --discriminator hf:ORG/NAME"
+        )
     save_json(folder / CONFIG, {"hatrefine": settings, "versions": cfg.get("versions", {})})
     grids = sorted((run / "samples").glob("step_*.png"))
     grid = run / "before_after.png" if (run / "before_after.png").is_file() else (grids[-1] if grids else None)
@@ -81,7 +91,7 @@ def model_card(settings: dict, quality: Optional[dict], fid: Optional[dict], has
         f"| generator | `{s['generator']}` |",
         f"| data | `{s['data']}` |",
         f"| mode | {mode} |",
-        f"| hat network | {s.get('hat') or 'default for the image size'} (width {s.get('hat_width') or 'default'}) |",
+        f"| hat network | {_hat_line(s)} |",
         f"| updates of H | {s['steps']} (batch {s['batch_size']}, Adam {s['lr']}, betas ({s.get('adam_beta1', 0.9)}, 0.999)) |",
         f"| Langevin steps K (train / sample) | {s['langevin_steps']} / {s.get('langevin_steps_test') or s['langevin_steps']} |",
         f"| eps_y / eps_z / noise | {s['eps_y']} / {s['eps_z'] if s['mode'] == 'joint' else '-'} / {s['noise']} |",

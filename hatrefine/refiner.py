@@ -19,8 +19,8 @@ from .config import FitConfig
 from .energy import HatEnergy
 from .errors import HatrefineError
 from .generator import Generator
-from .hat import create_hat, default_hat
-from .registry import is_known_spec, load_generator
+from .hat import create_hat, default_hat, hat_from_discriminator
+from .registry import is_known_spec, load_generator, resolve_discriminator
 from .distributed import Shard
 from .sampler import LangevinResult, LangevinSampler
 
@@ -40,6 +40,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_hat(config: FitConfig, generator: Generator) -> nn.Module:
+    """The hat network ``config`` names; ``discriminator``: the GAN's own, starting from its weights."""
+    if config.hat == "discriminator":
+        return hat_from_discriminator(resolve_discriminator(config.discriminator or config.generator, config.generator))
     return create_hat(config.hat or default_hat(generator.image_shape), generator.image_shape, config.hat_width)
 
 

@@ -110,3 +110,12 @@ def load_discriminator(spec: str, checkpoint: Optional[str] = None) -> nn.Module
     d = scheme.discriminator(name, checkpoint)
     d.requires_grad_(False)
     return d.eval()
+
+
+def resolve_discriminator(value: str, generator_spec: str) -> nn.Module:
+    """A discriminator from a spec (``builtin:mnist``) or a weights file for ``generator_spec``'s architecture."""
+    if is_known_spec(value):
+        return load_discriminator(value)
+    if Path(value).is_file():
+        return load_discriminator(generator_spec, value)
+    raise HatrefineError(f"--discriminator {value!r} is neither a known spec (`hatrefine list`) nor an existing weights file")

@@ -106,6 +106,8 @@ class Trainer:
             raise HatrefineError("a new fit needs its settings (a FitConfig)")
         if config.checkpoint:
             config.checkpoint = str(Path(config.checkpoint).resolve())
+        if config.discriminator and Path(config.discriminator).is_file():  # a weights file, not a spec
+            config.discriminator = str(Path(config.discriminator).resolve())
         if generator is not None:
             config.generator = generator.name  # a registry spec, or the name of a Python object
         self.config = c = config

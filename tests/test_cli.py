@@ -132,6 +132,34 @@ def test_ddls_bad_discriminator_is_one_line(tmp_path):
     one_line_error(run("ddls", "--discriminator", "nope.pth", "--out", tmp_path / "d.npz"), "nope.pth", "neither a known spec")
 
 
+def test_fit_with_the_discriminator_as_hat_starts_from_its_weights(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import save_file
+
+    from hatrefine import HatRefiner
+    from hatrefine.registry import load_discriminator
+
+    d = load_discriminator("builtin:mnist")
+    with torch.no_grad():  # a discriminator of our own: the shipped one with its last layer doubled
+        d.net[-1].weight.mul_(2)
+    save_file(d.state_dict(), tmp_path / "netD.safetensors")
+    monkeypatch.chdir(tmp_path)  # a relative weights path is stored absolute
+    tiny = ["--steps", "1", "--langevin-steps", "1", "--batch-size", "4", "--eval-samples", "0", "--lr", "1e-12", "--quiet"]
+    result = run("fit", "--hat", "discriminator", "--discriminator", "netD.safetensors", "--out", "run", *tiny)
+    assert result.exit_code == 0, result.output
+    refiner = HatRefiner.from_pretrained(tmp_path / "run", device="cpu")
+    assert refiner.config.discriminator == str(tmp_path / "netD.safetensors")
+    x = torch.rand(6, 1, 32, 32) * 2 - 1
+    with torch.no_grad():  # one update at lr 1e-12 leaves H = -d(x)
+        torch.testing.assert_close(refiner.hat(x), -d(x).flatten(), rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(refiner.hat(x), -load_discriminator("builtin:mnist")(x).flatten(), atol=1e-2)
+    one_line_error(run("push", "--run", "run", "--repo", "me/x"), "local discriminator file", "--discriminator hf:ORG/NAME")
+    one_line_error(run("fit", "--hat", "discriminator", "--hat-width", 8, "--out", "r2"), "--hat discriminator", "leave --hat-width out")
+    one_line_error(run("fit", "--discriminator", "builtin:mnist", "--out", "r2"), "--discriminator only applies to --hat discriminator")
+    one_line_error(run("fit", "--hat", "discriminator", "--discriminator", "nope.pth", "--out", "r2"), "nope.pth", "neither a known spec")
+    assert not (tmp_path / "r2").exists()
+
+
 def test_eval_without_inception_weights_is_one_line(tmp_path, monkeypatch):
     import torch
 

@@ -5,7 +5,8 @@ import torch
 
 from hatrefine import HatrefineError
 from hatrefine.energy import HatEnergy
-from hatrefine.hat import create_hat, default_hat
+from hatrefine.hat import create_hat, default_hat, hat_from_discriminator
+from hatrefine.resblocks import ResNetDiscriminator
 from hatrefine.sampler import JointLangevin
 
 
@@ -27,6 +28,23 @@ def test_sngan_hats_have_no_spectral_norm_and_a_bias_free_head():
     keys = hat.state_dict().keys()
     assert not any("weight_orig" in k for k in keys)
     assert "l5.weight" in keys and "l5.bias" not in keys
+
+
+def test_hat_from_a_spectral_norm_discriminator_starts_as_its_negated_logit_and_trains():
+    d = ResNetDiscriminator(3, 16, [(16, True), (16, False)], spectral_norm=True, pool="sum")  # Mimicry's hook-based SN
+    d.train()
+    for _ in range(3):  # power iterations move u and v away from their init
+        d(torch.randn(2, 3, 32, 32))
+    x = torch.randn(4, 3, 32, 32)
+    logit = d.eval()(x).flatten().detach()
+    hat = hat_from_discriminator(d)
+    assert torch.allclose(hat(x), -logit, atol=1e-5)
+    assert hat(x).shape == (4,) and hat.training
+    assert not any("weight_orig" in k or "weight_u" in k for k in hat.state_dict())
+    params = list(hat.parameters())
+    assert params and all(p.requires_grad for p in params)
+    hat(x).sum().backward()  # trainable: a gradient reaches every weight
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params if p.dim() > 1)
 
 
 def test_hat_errors():

@@ -51,7 +51,7 @@ def test_push_then_load_offline_from_the_hub_cache(tmp_path, fake_hub, monkeypat
     uploaded = fake_hub / "me" / "mnist-hat"
     assert {p.name for p in uploaded.iterdir()} == {"config.json", "hat.safetensors", "README.md", "samples.png"}
     card = (uploaded / "README.md").read_text()
-    for fact in ("builtin:mnist", "FID 12.500", "quality (Frechet distance", "hf:me/mnist-hat", "![samples](samples.png)", "| Langevin steps K"):
+    for fact in ("builtin:mnist", "FID 12.500", "quality (Frechet distance", "hf:me/mnist-hat", "![samples](samples.png)", "| Langevin steps K", "| hat network | default for the image size (width 4) |"):
         assert fact in card, fact
 
     cache = tmp_path / "hub_cache"
@@ -100,3 +100,11 @@ def test_an_unreachable_hub_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", offline)
     result = invoke("push", "--run", tmp_path / "run", "--repo", "me/x")
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "could not reach the Hub" in result.output
+
+
+def test_model_card_names_a_discriminator_hat():
+    from hatrefine.config import FitConfig
+    from hatrefine.hub import model_card
+
+    card = model_card(FitConfig(hat="discriminator", discriminator="/models/netD.pth").to_dict(), None, None, has_grid=False)
+    assert "| hat network | the discriminator of `/models/netD.pth`, negated, trained from its weights |" in card
