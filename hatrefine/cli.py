@@ -217,7 +217,7 @@ def _make_trainer(ctx: click.Context, trainer_class, config_class, out: str, res
     On --resume, options repeated with their saved values are fine; only --steps may change."""
     if resume:
         from .checkpoint import read_json
-        from .registry import absolute_spec
+        from .registry import absolute_source, absolute_spec
 
         cfg = read_json(Path(out) / "config.json") if (Path(out) / "config.json").is_file() else {}
         saved = cfg.get("hatrefine") or cfg.get("autoencoder") or {}
@@ -226,6 +226,8 @@ def _make_trainer(ctx: click.Context, trainer_class, config_class, out: str, res
             given["generator"] = absolute_spec(given["generator"])
         if given.get("checkpoint"):
             given["checkpoint"] = str(Path(given["checkpoint"]).resolve())
+        if given.get("discriminator"):
+            given["discriminator"] = absolute_source(given["discriminator"])
         changed = [k for k, v in given.items() if k != "steps" and k in saved and saved[k] != v]
         if changed:
             flags = ", ".join(f"--{k.replace('_', '-')} ({saved[k]} -> {given[k]})" for k in changed)

@@ -96,6 +96,11 @@ def absolute_spec(spec: str) -> str:
     return spec
 
 
+def absolute_source(value: str) -> str:
+    """A spec or weights file as a run records it: a file by its absolute path, a spec by ``absolute_spec``."""
+    return str(Path(value).resolve()) if Path(value).is_file() else absolute_spec(value)
+
+
 def load_generator(spec: str, checkpoint: Optional[str] = None) -> Generator:
     """Resolve a spec to a frozen ``Generator``; ``checkpoint`` is a local weights file."""
     scheme, name = _split(spec)

@@ -49,7 +49,7 @@ from .data import DataStream, open_dataset
 from .errors import HatrefineError
 from .generator import Generator
 from .refiner import CONFIG, HAT_WEIGHTS, HatRefiner, build_hat, resolve_device
-from .registry import absolute_spec, load_generator
+from .registry import absolute_source, absolute_spec, load_generator
 
 GROWTH_WINDOW = 50  # updates per window of the energy-growth check (--max-energy-growth)
 LOG_FIELDS = ["step", "loss", "energy_data", "energy_samples", "lr", "eps_y", "eps_z", "residual_norm", "seconds_per_step"]
@@ -106,8 +106,8 @@ class Trainer:
             raise HatrefineError("a new fit needs its settings (a FitConfig)")
         if config.checkpoint:
             config.checkpoint = str(Path(config.checkpoint).resolve())
-        if config.discriminator and Path(config.discriminator).is_file():  # a weights file, not a spec
-            config.discriminator = str(Path(config.discriminator).resolve())
+        if config.discriminator:
+            config.discriminator = absolute_source(config.discriminator)
         if generator is not None:
             config.generator = generator.name  # a registry spec, or the name of a Python object
         self.config = c = config

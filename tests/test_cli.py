@@ -153,6 +153,8 @@ def test_fit_with_the_discriminator_as_hat_starts_from_its_weights(tmp_path, mon
     with torch.no_grad():  # one update at lr 1e-12 leaves H = -d(x)
         torch.testing.assert_close(refiner.hat(x), -d(x).flatten(), rtol=1e-4, atol=1e-4)
         assert not torch.allclose(refiner.hat(x), -load_discriminator("builtin:mnist")(x).flatten(), atol=1e-2)
+    resumed = run("fit", "--out", "run", "--resume", "--hat", "discriminator", "--discriminator", "netD.safetensors", "--quiet")
+    assert resumed.exit_code == 0, resumed.output  # the relative path repeated is the recorded one
     one_line_error(run("push", "--run", "run", "--repo", "me/x"), "local discriminator file", "--discriminator hf:ORG/NAME")
     one_line_error(run("fit", "--hat", "discriminator", "--hat-width", 8, "--out", "r2"), "--hat discriminator", "leave --hat-width out")
     one_line_error(run("fit", "--discriminator", "builtin:mnist", "--out", "r2"), "--discriminator only applies to --hat discriminator")
