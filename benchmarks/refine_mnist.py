@@ -12,8 +12,9 @@ Prints a markdown table and writes it with every setting to JSON.
 The Hat EBM fit defaults to the GAN's own discriminator as the hat (``hat``
 "discriminator"), 900 updates, K = 20, simultaneous Y and Z updates, Adam 1e-4, sampled at
 half the training temperature (``temperature_test`` 5e-4; the rest: ``FitConfig``'s
-defaults), which fits in the 20-minute budget on 2 CPU cores (about 8 minutes). When the run samples at a temperature other than its
-training one, the Hat EBM is also sampled at the training temperature, as a row of its own.
+defaults), which fits in the 20-minute budget on 2 CPU cores (about 8 minutes). When the
+run samples at a temperature other than its training one, the Hat EBM is also sampled at the
+training temperature, as a row of its own.
 
 ``--run DIR`` reuses a fitted run instead of fitting (fit_seconds is then taken from it).
 ``--no-ddls`` leaves out the DDLS rows, e.g. to measure the Hat EBM of other fit seeds on the
