@@ -45,7 +45,7 @@ def inception_fids(images: dict[str, torch.Tensor], data: str, inception: str, d
 
     net = load_inception(inception, device)
     shape = next(iter(images.values())).shape[1:]
-    ref, n_ref, _ = reference_stats(data, shape, net, split="train")
+    ref, n_ref, _, _ = reference_stats(data, shape, net, split="train")
     fids = {}
     for name, x in images.items():
         fids[name] = round(frechet_distance(feature_stats(net, x, batch_size=100, progress=True, desc=f"Inception features ({name})"), ref), 3)

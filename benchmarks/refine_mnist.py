@@ -10,14 +10,13 @@ Prints a markdown table and writes it with every setting to JSON.
     python benchmarks/refine_mnist.py --json benchmarks/results/refine_mnist.json
 
 The Hat EBM fit defaults to the GAN's own discriminator as the hat (``hat``
-"discriminator"), 900 updates, K = 20, simultaneous Y and Z updates, Adam 1e-4, sampled at
-the training temperature / 1.5 (``temperature_test`` 6.6667e-4; the rest: ``FitConfig``'s
-defaults), which fits in the 20-minute budget on 2 CPU cores (about 8 minutes). When the
-run samples at a temperature other than its training one, the Hat EBM is also sampled at the
-training temperature, as a row of its own.
+"discriminator"), 900 updates, K = 20, simultaneous Y and Z updates, Adam 1e-4 (the rest:
+``FitConfig``'s defaults); it samples at the T and K its calibration chose on the held-out
+digits (``hat_settings_chosen_by`` in the JSON), never at values set by hand. When that T is
+not the training one, the Hat EBM is also sampled at the training temperature, as a row of its own.
 
 ``--run DIR`` reuses a fitted run instead of fitting (fit_seconds is then taken from it);
-``--temperature T`` samples the Hat EBM at T instead of the run's ``temperature_test``.
+``--temperature T`` samples the Hat EBM at T instead of the run's calibrated one (recorded as such).
 ``--no-ddls`` leaves out the DDLS rows, e.g. to measure the Hat EBM of other fit seeds on the
 same latents: ``--no-ddls --fit '{..., "seed": 1}'`` (``--seed`` sets the latents and noise).
 """
@@ -43,8 +42,7 @@ from hatrefine.trainer import Trainer
 from common import header, inception_fids, measured, write_json
 
 DATA = GENERATOR = "builtin:mnist"
-FIT = ('{"steps": 900, "langevin_steps": 20, "lr": 1e-4, "temperature_test": 6.6667e-4, '
-       '"joint_update": "simultaneous", "hat": "discriminator"}')
+FIT = '{"steps": 900, "langevin_steps": 20, "lr": 1e-4, "joint_update": "simultaneous", "hat": "discriminator"}'
 
 
 def main() -> None:
@@ -60,7 +58,7 @@ def main() -> None:
     p.add_argument("--calibrate-n", type=int, default=1000, help="real digits (and as many generated) for DDLS's calibration")
     p.add_argument("--inception", default="auto")
     p.add_argument("--device", default="auto")
-    p.add_argument("--temperature", type=float, default=None, help="sample the Hat EBM at this T instead of the run's temperature_test")
+    p.add_argument("--temperature", type=float, default=None, help="sample the Hat EBM at this T instead of the run's calibrated one")
     p.add_argument("--batch-size", type=int, default=250, help="chains per chunk when sampling")
     p.add_argument("--no-ddls", action="store_true", help="only the generator and Hat EBM rows")
     p.add_argument("--json", default=None, help="write the result here")
@@ -83,8 +81,9 @@ def main() -> None:
         (run / "benchmark_fit.json").write_text(json.dumps(fit))
     result["fit_seconds"], result["fit"] = fit["seconds"], fit
     result["hat_settings"] = refiner.config.to_dict()
-    K = refiner.config.test_steps
+    K = refiner.sampling.langevin_steps
     result["langevin_steps"] = K
+    result["hat_settings_chosen_by"] = "--temperature" if args.temperature is not None else refiner.sampling.chosen_by
 
     # 2. samples from each method, from the same starting latents
     G = load_generator(GENERATOR).to(device)
@@ -111,7 +110,7 @@ def main() -> None:
         labels |= {"ddls": (f"DDLS (eps {args.ddls_eps}, T {args.ddls_temperature})", K, "-"),
                    "ddls_calibrated": (f"DDLS, calibrated (logit x {calibration.scale:.2f})", K, "-")}
     c = refiner.config
-    t = c.test_temperature if args.temperature is None else args.temperature
+    t = refiner.sampling.temperature if args.temperature is None else args.temperature
     result["hat_sampling_temperature"] = t
     methods["hat"] = lambda: chains(refiner.sampler(temperature=t))
     if t != c.temperature:

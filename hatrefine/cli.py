@@ -1,4 +1,4 @@
-"""The ``hatrefine`` command line: generate, fit, sample, refine, pretrain-ae, synthesize, ood, ddls, eval, push, list.
+"""The ``hatrefine`` command line: generate, fit, calibrate, sample, refine, pretrain-ae, synthesize, ood, ddls, eval, push, list.
 
 Problems a user can fix end in one line on stderr and exit code 1 (``--debug`` shows the
 traceback). No command overwrites an existing file or run without ``--overwrite``.
@@ -48,6 +48,7 @@ FIT_HELP = {
     "lr_schedule": "constant or cosine.",
     "adam_beta1": "Adam's beta1 (momentum) for H; beta2 is 0.999.",
     "grad_clip": "Clip the gradient norm of H (off by default).",
+    "grad_penalty": "Weight of the penalty on H's input-gradient scale at data, mean ||grad_x H(data)||^2 / T like the loss (R1; 0 = off): holds the Langevin chains' drift-to-noise ratio for long fits.",
     "ema": "EMA decay of H's weights, capped by (1 + step) / (10 + step) early on; sampling uses the EMA.",
     "seed": "Random seed.",
     "device": "auto, cpu, cuda or cuda:N.",
@@ -58,6 +59,8 @@ FIT_HELP = {
     "sample_every": "Save a sample grid every N steps.",
     "save_every": "Save a checkpoint every N steps.",
     "eval_samples": "Samples for the before/after quality line at the end (0 = skip).",
+    "calibrate": "At the end, choose the test-time T and K on the data's held-out split (quick metric, recall and coverage kept); sample/refine use them.",
+    "calibration_samples": "Samples per setting for --calibrate.",
     "max_residual_rms": "Divergence guard: a step whose residual Y has a larger per-pixel RMS is rolled back.",
     "max_energy_growth": "Divergence guard: roll back when the median |E_data - E_samples| of 50 updates exceeds this many times the 50 before (inf = off).",
     "backoff": "After a rollback (non-finite energy, gradient or weights; exploding Y or energy gap): factor on lr and Langevin steps.",
@@ -300,8 +303,10 @@ def _run_options(f):
     f = click.option("--png", default=None, help="Also save a grid of the first 64 results.")(f)
     f = click.option("--device", default=None, help="Default: the run's device setting.")(f)
     f = click.option("--batch-size", type=int, default=256, show_default=True, help="Chains per chunk (bounds memory).")(f)
-    f = click.option("--temperature", type=float, default=None, help="T, the energy is H / T (default: the run's test-time T).")(f)
-    f = click.option("--langevin-steps", type=int, default=None, help="K (default: the run's test-time K).")(f)
+    f = click.option("--eps-z", type=float, default=None, help="Step size on Z (default: the one training ended with, in the run's sampling.json).")(f)
+    f = click.option("--eps-y", type=float, default=None, help="Step size on Y (default: the one training ended with, in the run's sampling.json).")(f)
+    f = click.option("--temperature", type=float, default=None, help="T, the energy is H / T (default: the run's, in sampling.json: calibrated or the config's test-time T).")(f)
+    f = click.option("--langevin-steps", type=int, default=None, help="K (default: the run's, in sampling.json: calibrated or the config's test-time K).")(f)
     f = click.option("--seed", type=int, default=0, show_default=True)(f)
     f = click.option("--run", "run_dir", required=True, help="Run directory of `hatrefine fit`, or hf:ORG/NAME.")(f)
     return f
@@ -311,7 +316,7 @@ def _run_options(f):
 @_run_options
 @click.option("--n", "n", type=int, default=64, show_default=True, help="Number of samples.")
 @click.option("--out", required=True, help="Output .npz with x, z, y and g = G(z) (float32 NCHW, [-1, 1]).")
-def sample(run_dir, seed, langevin_steps, temperature, batch_size, device, png, overwrite, n, out) -> None:
+def sample(run_dir, seed, langevin_steps, temperature, eps_y, eps_z, batch_size, device, png, overwrite, n, out) -> None:
     """Draw refined samples from a fitted Hat EBM, streamed to disk in chunks.
 
     The same --seed and --batch-size give the same samples, on any number of processes
@@ -333,7 +338,7 @@ def sample(run_dir, seed, langevin_steps, temperature, batch_size, device, png, 
     mine = sum(m for i, m in enumerate(sizes) if i % shard.world == shard.rank)
     target = out if shard.world == 1 else f"{out}.rank{shard.rank}.npz"
     with NpzWriter(target, mine, shapes) as w:
-        for res in refiner.iter_samples(n, seed=seed, batch_size=batch_size, n_steps=langevin_steps, shard=shard, temperature=temperature):
+        for res in refiner.iter_samples(n, seed=seed, batch_size=batch_size, n_steps=langevin_steps, shard=shard, temperature=temperature, eps_y=eps_y, eps_z=eps_z):
             w.write(x=res.x, z=res.z, y=res.y, g=res.g)
             first = res.x if first is None else first
     shard.barrier()
@@ -351,7 +356,7 @@ def sample(run_dir, seed, langevin_steps, temperature, batch_size, device, png, 
 @click.option("--out", required=True, help="Output .npz with x, z, y and g.")
 @click.option("--pixel-only", is_flag=True, help="Refine the residual Y only; Z stays fixed.")
 @click.option("--invert-steps", type=int, default=200, show_default=True, help="Adam steps of latent inversion (images only).")
-def refine(run_dir, seed, langevin_steps, temperature, batch_size, device, png, overwrite, input_path, out, pixel_only, invert_steps) -> None:
+def refine(run_dir, seed, langevin_steps, temperature, eps_y, eps_z, batch_size, device, png, overwrite, input_path, out, pixel_only, invert_steps) -> None:
     """Improve samples you already have: from their latents, or from images alone (by inversion)."""
     from .io import read_npz, save_npz
     from .refiner import HatRefiner
@@ -363,11 +368,40 @@ def refine(run_dir, seed, langevin_steps, temperature, batch_size, device, png, 
         raise HatrefineError(f"{input_path} holds neither 'x' (images) nor 'z' (latents); write at least one of them")
     refiner = HatRefiner.from_pretrained(run_dir, device=device)
     res = refiner.refine(
-        z=arrays.get("z"), x=arrays.get("x"), pixel_only=pixel_only, n_steps=langevin_steps, seed=seed, batch_size=batch_size, invert_steps=invert_steps, temperature=temperature
+        z=arrays.get("z"), x=arrays.get("x"), pixel_only=pixel_only, n_steps=langevin_steps, seed=seed, batch_size=batch_size, invert_steps=invert_steps,
+        temperature=temperature, eps_y=eps_y, eps_z=eps_z,
     )
     save_npz(out, x=res.x, z=res.z, y=res.y, g=res.g)
     click.echo(f"wrote {len(res.x)} refined samples to {out}")
     _write_png(res.x, png)
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, help="Run directory of `hatrefine fit` / `synthesize`.")
+@click.option("--n", "n", type=int, default=None, help="Samples per setting (default: the run's --calibration-samples).")
+@click.option("--device", default=None, help="Default: the run's device setting.")
+def calibrate(run_dir, n, device) -> None:
+    """Choose a fitted run's test-time temperature and K on held-out data (what `fit` does at its end).
+
+    Writes the choice to RUN/sampling.json (what sample and refine use) and the grid and scores under
+    `calibration` in RUN/quality.json."""
+    from .calibration import calibrate as run_calibration
+    from .checkpoint import read_json, save_json
+    from .refiner import SAMPLING, HatRefiner
+
+    refiner = HatRefiner.from_pretrained(run_dir, device=device)
+    c = refiner.config
+    record = run_calibration(refiner, c.data, c.data_root, n=n or c.calibration_samples, seed=c.seed)
+    sampling = refiner.sampling.calibrated(record)
+    quality_path = Path(run_dir) / "quality.json"
+    quality = read_json(quality_path) if quality_path.is_file() else {}
+    save_json(Path(run_dir) / SAMPLING, sampling.to_dict())
+    save_json(quality_path, quality | {"calibration": record})
+    for row in record["grid"]:
+        click.echo(f"T {row['temperature']:.4g}  K {row['langevin_steps']:>4}  {record['metric']} FD {row['fd']:.3f}  recall {row['recall']:.3f}  coverage {row['coverage']:.3f}")
+    g = record["generator"]
+    click.echo(f"generator: FD {g['fd']:.3f}  recall {g['recall']:.3f}  coverage {g['coverage']:.3f}")
+    click.echo(f"chosen: T {sampling.temperature:.4g}, K {sampling.langevin_steps}" + ("" if record["keeps_recall"] else " (no setting kept the generator's recall and coverage)") + f"; wrote {Path(run_dir) / SAMPLING}")
 
 
 @main.command()
@@ -494,9 +528,11 @@ def push(run_dir, repo, fid_json, private, token, message) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--overwrite", is_flag=True, help="Replace --json if it exists.")
 def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, batch_size, device, quiet, overwrite) -> None:
-    """FID between samples and data (pytorch-fid's Inception and Frechet distance).
+    """FID between samples and data (pytorch-fid's Inception and Frechet distance), with precision, recall,
+    density and coverage in the same features; for 1x32x32 digits also the LeNet distance and class histogram.
 
-    The data's statistics are cached in $HATREFINE_CACHE or ~/.cache/hatrefine/fid."""
+    The data's statistics (and the features of its first 5,000 images) are cached in $HATREFINE_CACHE or
+    ~/.cache/hatrefine/fid."""
     from .checkpoint import save_json
     from .evaluation import fid
     from .inception import load_inception
@@ -524,6 +560,15 @@ def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, bat
         return
     result["samples"] = samples
     click.echo(f"FID {result['fid']:.3f}  ({result['n_samples']} samples vs {result['n_reference']} {data} {split} images; Inception from {result['inception']})")
+    click.echo("precision {precision:.3f}  recall {recall:.3f}  density {density:.3f}  coverage {coverage:.3f}  (Inception features, k = 5, ".format(**result) + f"against {result['n_prdc_reference']} data images)")
+    if tuple(x.shape[1:]) == (1, 32, 32):
+        from .data import load_images
+        from .evaluation import class_histogram, lenet_fd, load_lenet
+
+        lenet = load_lenet()
+        result["lenet_fd"] = lenet_fd(x, load_images(data, (1, 32, 32), split=split, root=data_root, limit=n_ref), lenet)
+        result["lenet_classes"] = class_histogram(x, lenet)
+        click.echo(f"LeNet distance {result['lenet_fd']:.3f}; LeNet classes {result['lenet_classes']['frequencies']} (label entropy {result['lenet_classes']['label_entropy']}, confidence {result['lenet_classes']['confidence']})")
     if json_out:
         save_json(json_out, result)
         click.echo(f"wrote {json_out}")

@@ -1,10 +1,11 @@
 """Every setting of a fit, in one dataclass that is saved as the run's ``config.json``
-(``SynthesisConfig`` adds the generator that tandem synthesis learns)."""
+(``SynthesisConfig`` adds the generator that tandem synthesis learns), and the settings a
+run samples with (``SamplingSettings``, the run's ``sampling.json``)."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from .errors import HatrefineError
@@ -48,6 +49,7 @@ class FitConfig:
     lr_schedule: str = "constant"  # constant | cosine
     adam_beta1: float = 0.9  # Adam's momentum for H (beta2 is 0.999)
     grad_clip: Optional[float] = None
+    grad_penalty: float = 0.0  # weight of mean ||grad_x H(data)||^2 / T in H's loss (trainer.data_gradient)
     ema: float = 0.999
     seed: int = 0
     device: str = "auto"
@@ -58,6 +60,8 @@ class FitConfig:
     sample_every: int = 100
     save_every: int = 100
     eval_samples: int = 1000  # for the before/after quality line at the end of a fit
+    calibrate: bool = True  # choose the test-time T and K on held-out data at the end (hatrefine.calibration)
+    calibration_samples: int = 500
     max_residual_rms: float = 2.0  # divergence guard: per-pixel RMS of a sample's residual Y
     max_energy_growth: float = 10.0  # divergence guard: growth of the energy gap from one 50-update window to the next
     backoff: float = 0.5  # after a divergence: factor on the learning rate and the Langevin steps
@@ -73,6 +77,8 @@ class FitConfig:
         for name in ("steps", "batch_size", "log_every", "sample_every", "save_every"):
             if getattr(self, name) <= 0:
                 raise HatrefineError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.calibration_samples < 10:
+            raise HatrefineError(f"--calibration-samples must be at least 10, got {self.calibration_samples}")
         for name in ("langevin_steps", "eval_samples"):
             if getattr(self, name) < 0:
                 raise HatrefineError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
@@ -87,6 +93,8 @@ class FitConfig:
             raise HatrefineError("--max-residual-rms must be positive, --backoff in (0, 1), --max-rollbacks >= 0")
         if not self.max_energy_growth > 1:
             raise HatrefineError(f"--max-energy-growth must be above 1 (inf turns the check off), got {self.max_energy_growth}")
+        if not self.grad_penalty >= 0:
+            raise HatrefineError(f"--grad-penalty must be >= 0 (0 = off), got {self.grad_penalty}")
         if not 0.0 <= self.adam_beta1 < 1.0:
             raise HatrefineError(f"--adam-beta1 must be in [0, 1), got {self.adam_beta1}")
         if not 0.0 <= self.ema < 1.0:
@@ -115,6 +123,57 @@ class FitConfig:
     def from_dict(cls, d: dict) -> "FitConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+SAMPLING_FORMAT = 1
+
+
+@dataclass
+class SamplingSettings:
+    """What ``sample``, ``refine`` and the report use unless told otherwise, saved as a run's
+    ``sampling.json``: the Langevin step sizes training ended with (after any rollback's
+    ``--backoff``), and K and T (the config's test-time values, or what calibration chose).
+
+    ``chosen_by``: ``config`` or ``calibration``; ``step_size_history``: one entry per change
+    of the step sizes during the fit (``step``, ``eps_y``, ``eps_z``, ``reason``).
+    """
+
+    langevin_steps: int
+    temperature: float
+    eps_y: float
+    eps_z: float
+    chosen_by: str = "config"
+    step_size_history: list = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, c: FitConfig) -> "SamplingSettings":
+        eps_z = c.eps_z if c.mode == "joint" else 0.0
+        return cls(c.test_steps, c.test_temperature, c.eps_y, eps_z, "config", [{"step": 0, "eps_y": c.eps_y, "eps_z": eps_z, "reason": "start"}])
+
+    def calibrated(self, record: dict) -> "SamplingSettings":
+        """These settings with the temperature and K that calibration chose (``hatrefine.calibration``)."""
+        pick = record["chosen"]
+        return dataclasses.replace(self, temperature=pick["temperature"], langevin_steps=pick["langevin_steps"], chosen_by="calibration")
+
+    def to_dict(self) -> dict:
+        return {"format_version": SAMPLING_FORMAT, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "sampling.json") -> "SamplingSettings":
+        """Validated: a wrong type, a missing or unknown field, or a newer format is a one-line error."""
+        version = d.get("format_version")
+        if not isinstance(version, int) or version > SAMPLING_FORMAT:
+            raise HatrefineError(f"{source}: format_version {version!r} is not one this hatrefine reads (up to {SAMPLING_FORMAT}); upgrade hatrefine or delete the file to sample with the config's settings")
+        kinds = {"langevin_steps": int, "temperature": (int, float), "eps_y": (int, float), "eps_z": (int, float), "chosen_by": str, "step_size_history": list}
+        unknown = sorted(set(d) - set(kinds) - {"format_version"})
+        if unknown:
+            raise HatrefineError(f"{source}: unknown field {unknown[0]!r}; remove it (fields: {', '.join(kinds)})")
+        for name, kind in kinds.items():
+            if name not in d:
+                raise HatrefineError(f"{source}: field {name!r} is missing; add it or delete the file to sample with the config's settings")
+            if not isinstance(d[name], kind) or isinstance(d[name], bool):
+                raise HatrefineError(f"{source}: field {name!r} is {d[name]!r}; expected a {getattr(kind, '__name__', 'number')}")
+        return cls(**{k: d[k] for k in kinds})
 
 
 @dataclass

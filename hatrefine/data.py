@@ -7,6 +7,7 @@ Specs:
   ``PATH.npz``             an array ``x`` (or ``images``): uint8 in [0, 255] or float in [-1, 1];
                            NHW, NHWC or NCHW
   ``DIR``                  a folder of images (searched recursively)
+                           (these two hold out every tenth image as their ``test`` split)
   ``sklearn:digits``       scikit-learn's 1,797 8x8 digits (needs scikit-learn), upscaled
   ``noise:gaussian``, ``noise:uniform``
                            1,000 seeded noise images (N(0, 0.5^2) clipped, or U(-1, 1))
@@ -77,6 +78,16 @@ def fit_to_shape(x: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
     if tuple(x.shape[2:]) != (h, w):
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True).clamp_(-1, 1)
     return x.contiguous()
+
+
+def held_out(x: torch.Tensor, split: str) -> torch.Tensor:
+    """The ``test`` split of a data set without one: every tenth image (indices 9, 19, ...); ``train``: the rest.
+
+    A set of fewer than 10 images has no held-out part: both splits are the whole set."""
+    if len(x) < 10:
+        return x
+    test = torch.arange(len(x)) % 10 == 9
+    return x[test] if split == "test" else x[~test]
 
 
 def _load_npz(path: Path) -> torch.Tensor:
@@ -154,7 +165,8 @@ def open_dataset(
     """Open a data spec as a dataset of ``(image,)`` items, each (C, H, W) float32 in [-1, 1].
 
     ``split`` is ``train`` or ``test``; the embedded MNIST subset holds out its last 50
-    digits of each class as ``test``. ``limit`` keeps the first N images.
+    digits of each class as ``test``, a .npz file or an image folder every tenth image
+    (``held_out``). ``limit`` keeps the first N images.
     """
     if split not in ("train", "test"):
         raise HatrefineError(f"unknown split {split!r}; use 'train' or 'test'")
@@ -190,9 +202,9 @@ def open_dataset(
         path = Path(spec)
         if not path.is_file():
             raise HatrefineError(f"data file {spec} does not exist; pass an existing .npz with an array 'x'")
-        x = fit_to_shape(_load_npz(path), image_shape)
+        x = held_out(fit_to_shape(_load_npz(path), image_shape), split)
     elif Path(spec).is_dir():
-        x = fit_to_shape(_load_folder(Path(spec)), image_shape)
+        x = held_out(fit_to_shape(_load_folder(Path(spec)), image_shape), split)
     else:
         raise HatrefineError(
             f"unknown data spec {spec!r}; use builtin:mnist, one of {', '.join(TORCHVISION_DATASETS)}, "

@@ -4,22 +4,29 @@
 Frechet distance; the data's statistics are computed once per (data, split, N, image
 shape, Inception source) and cached (``reference_stats``).
 
+``prdc``: precision and recall (Kynkaanniemi et al. 2019), density and coverage (Naeem et
+al. 2020) of samples against data in the same features, by the ``prdc`` package: what a
+Frechet distance folds into one number, split into fidelity (precision, density) and
+diversity (recall, coverage).
+
 The quick quality figure for the embedded MNIST setting is the Frechet distance in the
 feature space of a small LeNet classifier trained on the embedded digits (shipped as
 ``assets/mnist_lenet.safetensors``), the usual "FID for MNIST" stand-in: seconds on a
-CPU instead of minutes with Inception.
+CPU instead of minutes with Inception; ``class_histogram`` gives its labels of samples.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -76,16 +83,29 @@ def _batches(images: torch.Tensor | Dataset, batch_size: int) -> Iterator[torch.
 
 
 @torch.no_grad()
-def partial_stats(net: nn.Module, images: torch.Tensor | Dataset, batch_size: int = 500, progress: bool = False, desc: str = "features", shard: Shard = Shard()) -> torch.Tensor:
+def partial_stats(
+    net: nn.Module,
+    images: torch.Tensor | Dataset,
+    batch_size: int = 500,
+    progress: bool = False,
+    desc: str = "features",
+    shard: Shard = Shard(),
+    sink: Optional[Callable[[int, torch.Tensor], None]] = None,
+) -> torch.Tensor:
     """Sufficient statistics of this shard's block of ``images``: [count, sum of features, sum of
-    their outer products] packed in one float64 vector (so that ranks can add them up)."""
+    their outer products] packed in one float64 vector (so that ranks can add them up).
+
+    ``sink(index, features)``, if given, also receives each batch's features and the index of its first image."""
     lo, hi = len(images) * shard.rank // shard.world, len(images) * (shard.rank + 1) // shard.world
     part = images[lo:hi] if isinstance(images, torch.Tensor) else Subset(images, range(lo, hi))
     device = next(net.parameters()).device
     bar = tqdm(total=len(part), desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
-    total = None
+    total, start = None, lo
     for batch in _batches(part, batch_size):
         f = net.features(batch.to(device)).double()
+        if sink is not None:
+            sink(start, f)
+        start += len(f)
         stats = torch.cat([torch.tensor([len(f)], dtype=torch.float64, device=device), f.sum(0), (f.T @ f).flatten()])
         total = stats if total is None else total + stats
         bar.update(len(batch))
@@ -94,6 +114,27 @@ def partial_stats(net: nn.Module, images: torch.Tensor | Dataset, batch_size: in
         d = net.features(next(_batches(images, 1)).to(device)).shape[1]
         total = torch.zeros(1 + d + d * d, dtype=torch.float64, device=device)
     return total
+
+
+def stats_and_features(
+    net: nn.Module, images: torch.Tensor | Dataset, keep: int, batch_size: int = 500, progress: bool = False, desc: str = "features", shard: Shard = Shard()
+) -> tuple[tuple[np.ndarray, np.ndarray], torch.Tensor]:
+    """``feature_stats`` of all ``images`` and, in the same pass, the features (float32, CPU) of the
+    first ``keep`` of them, gathered over ranks (for precision, recall, density and coverage)."""
+    if len(images) < 2:
+        raise HatrefineError(f"a Frechet distance needs at least 2 images, got {len(images)}")
+    kept: list[tuple[int, torch.Tensor]] = []
+
+    def sink(i: int, f: torch.Tensor) -> None:
+        if i < keep:
+            kept.append((i, f[: keep - i].float()))
+
+    total = partial_stats(net, images, batch_size, progress and shard.main, desc, shard, sink)
+    d = int(round((-1 + (1 + 4 * (len(total) - 1)) ** 0.5) / 2))
+    block = torch.zeros(min(keep, len(images)), d, device=total.device)  # this rank's rows, zeros elsewhere: summing gathers
+    for i, f in kept:
+        block[i : i + len(f)] = f
+    return stats_from_sums(shard.sum(total).cpu()), shard.sum(block).cpu()
 
 
 def feature_stats(net: nn.Module, images: torch.Tensor | Dataset, batch_size: int = 500, progress: bool = False, desc: str = "features", shard: Shard = Shard()) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +164,12 @@ def frechet_distance(stats_a: tuple[np.ndarray, np.ndarray], stats_b: tuple[np.n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LinAlgWarning)
         warnings.simplefilter("ignore", DeprecationWarning)  # scipy's sqrtm(disp=...) inside pytorch-fid
-        return float(calculate_frechet_distance(stats_a[0], stats_a[1], stats_b[0], stats_b[1]))
+        try:
+            return float(calculate_frechet_distance(stats_a[0], stats_a[1], stats_b[0], stats_b[1]))
+        except ValueError:  # sqrtm's imaginary residue on a degenerate covariance (collapsed samples)
+            (mu1, s1), (mu2, s2) = stats_a, stats_b
+            trace_sqrt = np.sqrt(np.clip(np.linalg.eigvals(s1 @ s2).real, 0, None)).sum()
+            return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt)
 
 
 def lenet_fd(images: torch.Tensor, reference: torch.Tensor, net: nn.Module | None = None) -> float:
@@ -132,6 +178,40 @@ def lenet_fd(images: torch.Tensor, reference: torch.Tensor, net: nn.Module | Non
         raise HatrefineError(f"the LeNet distance works on (N, 1, 32, 32) images, got {tuple(images.shape)}; use FID for other data")
     net = net or load_lenet()
     return frechet_distance(feature_stats(net, images), feature_stats(net, reference))
+
+
+PRDC_REFERENCE = 5000  # reference images whose features are kept for precision, recall, density and coverage
+PRDC_K = 5  # nearest neighbours for precision, recall, density and coverage (Naeem et al.'s default)
+
+
+def prdc(real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray, k: int = PRDC_K) -> dict[str, float]:
+    """Precision, recall, density and coverage of ``fake`` features against ``real`` ones (N, D), with k-NN balls."""
+    from prdc import compute_prdc
+
+    real, fake = (np.asarray(torch.as_tensor(f).double().cpu(), dtype=np.float32) for f in (real, fake))
+    if min(len(real), len(fake)) <= k:
+        raise HatrefineError(f"precision and recall with {k} neighbours need more than {k} images in each set, got {len(real)} and {len(fake)}")
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints the set sizes
+        out = compute_prdc(real_features=real, fake_features=fake, nearest_k=k)
+    return {name: float(v) for name, v in out.items()}
+
+
+@torch.no_grad()
+def features(net: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """``net.features`` of ``images``, in batches, on CPU."""
+    device = next(net.parameters()).device
+    return torch.cat([net.features(b.to(device)).float().cpu() for b in images.split(batch_size)])
+
+
+@torch.no_grad()
+def class_histogram(images: torch.Tensor, net: LeNet | None = None) -> dict:
+    """The shipped LeNet's labels of (N, 1, 32, 32) digits: frequency of each class, label entropy (nats), mean confidence."""
+    net = net or load_lenet()
+    device = next(net.parameters()).device
+    probs = torch.cat([net(b.to(device)).softmax(1).cpu() for b in images.split(500)])
+    freq = torch.bincount(probs.argmax(1), minlength=10).double() / len(probs)
+    entropy = -(freq[freq > 0] * freq[freq > 0].log()).sum()
+    return {"frequencies": [round(v, 4) for v in freq.tolist()], "label_entropy": round(entropy.item(), 4), "confidence": round(probs.max(1).values.mean().item(), 4)}
 
 
 def cache_dir() -> Path:
@@ -163,23 +243,23 @@ def reference_stats(
     progress: bool = True,
     cache: Optional[Path] = None,
     shard: Shard = Shard(),
-) -> tuple[tuple[np.ndarray, np.ndarray], int, bool]:
+) -> tuple[tuple[np.ndarray, np.ndarray], int, bool, torch.Tensor]:
     """Inception statistics of the first ``n`` images (all if None) of a data spec, fitted to ``image_shape``.
 
-    Returns ``((mean, cov), number of images, whether they came from the cache)``. Under
-    torchrun the ranks share the work and rank 0 writes the cache.
+    Returns ``((mean, cov), number of images, whether they came from the cache, the features of
+    the first PRDC_REFERENCE images)``. Under torchrun the ranks share the work and rank 0 writes the cache.
     """
-    key = {"data": data, "split": split, "n": n, "shape": list(image_shape), "inception": inception.source, "file": _data_fingerprint(data)}
+    key = {"data": data, "split": split, "n": n, "shape": list(image_shape), "inception": inception.source, "file": _data_fingerprint(data), "kept": PRDC_REFERENCE}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = (cache or cache_dir()) / f"{re.sub(r'[^A-Za-z0-9]+', '_', Path(data).name or data)}-{split}-{digest}.safetensors"
     if path.is_file():
         stats = read_state_dict(path)
-        return (stats["mu"].numpy(), stats["sigma"].numpy()), int(stats["n"]), True
+        return (stats["mu"].numpy(), stats["sigma"].numpy()), int(stats["n"]), True, stats["features"]
     dataset = open_dataset(data, image_shape, split=split, root=data_root, limit=n)
-    mu, sigma = feature_stats(inception, dataset, batch_size, progress, desc=f"Inception features of {data} ({split})", shard=shard)
+    (mu, sigma), kept = stats_and_features(inception, dataset, PRDC_REFERENCE, batch_size, progress, desc=f"Inception features of {data} ({split})", shard=shard)
     if shard.main:
-        save_tensors(path, {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": torch.tensor(len(dataset))})
-    return (mu, sigma), len(dataset), False
+        save_tensors(path, {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": torch.tensor(len(dataset)), "features": kept})
+    return (mu, sigma), len(dataset), False, kept
 
 
 def fid(
@@ -198,14 +278,18 @@ def fid(
 
     Under torchrun (``shard``) each rank extracts the features of its block of images.
 
-    Returns ``fid``, ``n_samples``, ``n_reference``, ``split``, ``data``, ``inception`` and ``reference_cached``.
+    Returns ``fid``, ``precision``, ``recall``, ``density``, ``coverage`` (against the first
+    PRDC_REFERENCE reference images, ``n_prdc_reference``), ``n_samples``, ``n_reference``,
+    ``split``, ``data``, ``inception`` and ``reference_cached``.
     """
     if samples.dim() != 4:
         raise HatrefineError(f"samples must be (N, C, H, W) images, got shape {tuple(samples.shape)}")
-    ref, n_ref, cached = reference_stats(data, samples.shape[1:], inception, split, n_reference, data_root, batch_size, progress, cache, shard)
-    stats = feature_stats(inception, samples, batch_size, progress, desc="Inception features of the samples", shard=shard)
+    ref, n_ref, cached, ref_features = reference_stats(data, samples.shape[1:], inception, split, n_reference, data_root, batch_size, progress, cache, shard)
+    stats, sample_features = stats_and_features(inception, samples, len(samples), batch_size, progress, desc="Inception features of the samples", shard=shard)
     return {
         "fid": frechet_distance(stats, ref),
+        **prdc(ref_features, sample_features),
+        "n_prdc_reference": len(ref_features),
         "n_samples": len(samples),
         "n_reference": n_ref,
         "data": data,

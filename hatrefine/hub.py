@@ -16,7 +16,7 @@ from typing import Optional
 
 from .checkpoint import read_json, save_json
 from .errors import HatrefineError
-from .refiner import CONFIG, HAT_WEIGHTS
+from .refiner import CONFIG, HAT_WEIGHTS, SAMPLING
 
 GRID = "samples.png"
 
@@ -49,6 +49,8 @@ def stage(run: str | Path, folder: str | Path, fid: Optional[dict] = None) -> Pa
     settings = cfg["hatrefine"]
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(run / HAT_WEIGHTS, folder / HAT_WEIGHTS)
+    if (run / SAMPLING).is_file():
+        shutil.copy2(run / SAMPLING, folder / SAMPLING)
     generator_dir = _local_generator_dir(settings["generator"], run)
     if generator_dir is not None:
         if not (generator_dir / CONFIG).is_file():

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load_strict, read_json, read_state_dict, save_json, save_tensors
-from .config import FitConfig
+from .config import FitConfig, SamplingSettings
 from .energy import HatEnergy
 from .errors import HatrefineError
 from .generator import Generator
@@ -24,7 +24,7 @@ from .registry import is_known_spec, load_generator, resolve_discriminator
 from .distributed import Shard
 from .sampler import LangevinResult, LangevinSampler
 
-CONFIG, HAT_WEIGHTS = "config.json", "hat.safetensors"
+CONFIG, HAT_WEIGHTS, SAMPLING = "config.json", "hat.safetensors", "sampling.json"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,31 +46,41 @@ def build_hat(config: FitConfig, generator: Generator) -> nn.Module:
     return create_hat(config.hat or default_hat(generator.image_shape), generator.image_shape, config.hat_width)
 
 
-class HatRefiner(nn.Module):
-    """A Hat EBM ready to sample: ``generator`` (frozen), ``hat`` (the weights sampling uses), ``config``."""
+def read_sampling(directory: Path) -> Optional[SamplingSettings]:
+    """A run's ``sampling.json`` (None for runs written before it existed)."""
+    path = directory / SAMPLING
+    return SamplingSettings.from_dict(read_json(path), str(path)) if path.is_file() else None
 
-    def __init__(self, generator: Generator, hat: nn.Module, config: FitConfig):
+
+class HatRefiner(nn.Module):
+    """A Hat EBM ready to sample: ``generator`` (frozen), ``hat`` (the weights sampling uses),
+    ``config``, and ``sampling``: the K, T and step sizes it samples with (default: the config's)."""
+
+    def __init__(self, generator: Generator, hat: nn.Module, config: FitConfig, sampling: Optional[SamplingSettings] = None):
         super().__init__()
         if config.mode == "conditional":
             generator.require_prior()
         self.generator, self.hat, self.config = generator, hat, config
+        self.sampling = sampling or SamplingSettings.from_config(config)
         self.energy = HatEnergy(hat, generator, config.temperature, config.z_prior_weight, config.y_sigma, config.channels_last)
 
     @property
     def device(self) -> torch.device:
         return next(self.hat.parameters()).device
 
-    def sampler(self, n_steps: Optional[int] = None, pixel_only: bool = False, temperature: Optional[float] = None) -> LangevinSampler:
-        """The configured sampler; ``n_steps`` and ``temperature`` default to the test-time K and T."""
-        c = self.config
+    def sampler(
+        self, n_steps: Optional[int] = None, pixel_only: bool = False, temperature: Optional[float] = None, eps_y: Optional[float] = None, eps_z: Optional[float] = None
+    ) -> LangevinSampler:
+        """The run's sampler: K, T and the step sizes from ``self.sampling`` unless given here."""
+        c, s = self.config, self.sampling
         joint = c.mode == "joint" and not pixel_only
-        t = c.test_temperature if temperature is None else temperature
+        t = s.temperature if temperature is None else temperature
         energy = self.energy if t == c.temperature else HatEnergy(self.hat, self.generator, t, c.z_prior_weight, c.y_sigma, c.channels_last)
         return LangevinSampler(
             energy,
-            c.test_steps if n_steps is None else n_steps,
-            eps_y=c.eps_y,
-            eps_z=c.eps_z if joint else None,
+            s.langevin_steps if n_steps is None else n_steps,
+            eps_y=s.eps_y if eps_y is None else eps_y,
+            eps_z=(s.eps_z if eps_z is None else eps_z) if joint else None,
             noise=c.noise,
             y_clip=c.y_clip,
             step_schedule=c.schedule(),
@@ -79,16 +89,15 @@ class HatRefiner(nn.Module):
         )
 
     # -- sampling -----------------------------------------------------------------------
-    def iter_samples(
-        self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None, shard: Shard = Shard(), temperature: Optional[float] = None
-    ) -> Iterator[LangevinResult]:
+    def iter_samples(self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None, shard: Shard = Shard(), **overrides) -> Iterator[LangevinResult]:
         """Refined samples in chunks of ``batch_size`` (bounded memory for any ``n``); with
-        ``shard``, this process's chunks only (see ``LangevinSampler.chains``)."""
-        return self.sampler(n_steps, temperature=temperature).chains(n, seed, batch_size, shard)
+        ``shard``, this process's chunks only (see ``LangevinSampler.chains``). ``overrides``:
+        ``temperature``, ``eps_y``, ``eps_z`` (see ``sampler``)."""
+        return self.sampler(n_steps, **overrides).chains(n, seed, batch_size, shard)
 
-    def sample(self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None, temperature: Optional[float] = None) -> LangevinResult:
+    def sample(self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None, **overrides) -> LangevinResult:
         """``n`` refined samples: ``.x`` images, ``.z`` latents, ``.y`` residuals, ``.g`` = G(z)."""
-        return LangevinResult.cat(list(self.iter_samples(n, seed, batch_size, n_steps, temperature=temperature)))
+        return LangevinResult.cat(list(self.iter_samples(n, seed, batch_size, n_steps, **overrides)))
 
     # -- refining what a user already has ------------------------------------------------
     def invert(self, x: torch.Tensor, steps: int = 200, lr: float = 0.05, prior_weight: float = 1e-3, seed: int = 0) -> torch.Tensor:
@@ -113,12 +122,13 @@ class HatRefiner(nn.Module):
         seed: int = 0,
         batch_size: int = 256,
         invert_steps: int = 200,
-        temperature: Optional[float] = None,
+        **overrides,
     ) -> LangevinResult:
         """Improve samples a user has: from latents ``z``, images ``x``, or both.
 
         With ``x``, chains start at Y = x - G(z) so the starting image is the input itself;
         with only ``x``, ``z`` is found first by inversion. ``pixel_only`` updates Y alone.
+        ``overrides``: ``temperature``, ``eps_y``, ``eps_z`` (see ``sampler``).
         """
         if z is None and x is None:
             raise HatrefineError("refine needs latents z, images x, or both")
@@ -133,7 +143,7 @@ class HatRefiner(nn.Module):
             if x is not None and len(x) != len(z):
                 raise HatrefineError(f"input holds {len(x)} images but {len(z)} latents; they must pair up")
         rng = torch.Generator(dev).manual_seed(seed)
-        sampler = self.sampler(n_steps, pixel_only=pixel_only, temperature=temperature)
+        sampler = self.sampler(n_steps, pixel_only=pixel_only, **overrides)
         parts = []
         n = len(z) if z is not None else len(x)
         for s in range(0, n, batch_size):
@@ -153,10 +163,11 @@ class HatRefiner(nn.Module):
 
     # -- persistence ----------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json`` and ``hat.safetensors``; the generator is referenced by its spec."""
+        """Write ``config.json``, ``sampling.json`` and ``hat.safetensors``; the generator is referenced by its spec."""
         directory = Path(directory)
         save_tensors(directory / HAT_WEIGHTS, self.hat.state_dict())
         save_json(directory / CONFIG, {"hatrefine": self.config.to_dict()})
+        save_json(directory / SAMPLING, self.sampling.to_dict())
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: Optional[str] = None, generator: Optional[Generator] = None) -> "HatRefiner":
@@ -168,7 +179,7 @@ class HatRefiner(nn.Module):
         if path.startswith("hf:"):
             from .adapters.hub import resolve_hub_dir
 
-            directory = resolve_hub_dir(path[3:], [CONFIG, HAT_WEIGHTS, "generator/*"])
+            directory = resolve_hub_dir(path[3:], [CONFIG, HAT_WEIGHTS, SAMPLING, "generator/*"])
         else:
             directory = Path(path)
             if not (directory / CONFIG).is_file():
@@ -190,7 +201,7 @@ class HatRefiner(nn.Module):
         if not (directory / HAT_WEIGHTS).is_file():
             raise HatrefineError(f"{directory} has no {HAT_WEIGHTS} yet; let the fit save a checkpoint first")
         load_strict(hat, read_state_dict(directory / HAT_WEIGHTS), str(directory / HAT_WEIGHTS))
-        return cls(generator, hat.to(dev), config)
+        return cls(generator, hat.to(dev), config, read_sampling(directory))
 
     @classmethod
     def fit(cls, out: str | Path, generator: Optional[Generator] = None, resume: bool = False, overwrite: bool = False, progress: bool = True, **settings) -> "HatRefiner":

@@ -84,11 +84,12 @@ def training_curve(log_csv: str | Path, out: str | Path) -> None:
     plt.close(fig)
 
 
-def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int) -> dict:
+def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibration: dict | None = None) -> dict:
     """Compare the generator alone with the Hat EBM on the same starting latents; write
-    ``before_after.png``, ``langevin_path.png`` and ``quality.json``, print the quality line."""
+    ``before_after.png``, ``langevin_path.png`` and ``quality.json`` (with ``calibration``, if
+    given), print the quality line: the LeNet distance with recall and coverage for digits."""
     from .data import load_images
-    from .evaluation import lenet_fd, load_lenet
+    from .evaluation import features, lenet_fd, load_lenet, prdc
 
     c, G = refiner.config, refiner.generator
     rng = torch.Generator(refiner.device).manual_seed(seed + 1)
@@ -105,19 +106,24 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int) -> dict:
     with torch.no_grad():
         before = torch.cat([G(z0[s : s + 250]) for s in range(0, n, 250)])
 
-    frame_steps = sorted({round(i * c.test_steps / 7) for i in range(8)})
+    K = refiner.sampling.langevin_steps
+    frame_steps = sorted({round(i * K / 7) for i in range(8)})
     path_figure(first.path, out / "langevin_path.png", frame_steps)
 
-    result = {"n_samples": n, "langevin_steps": c.test_steps, "sample_seconds": round(sample_seconds, 2), "seed": seed}
+    result = {"n_samples": n, "langevin_steps": K, "temperature": refiner.sampling.temperature, "sample_seconds": round(sample_seconds, 2), "seed": seed}
     if tuple(G.image_shape) == (1, 32, 32):
         reference = load_images(c.data, G.image_shape, split="train", root=c.data_root)
         net = load_lenet().to(refiner.device)
         fd_before = lenet_fd(before, reference.to(refiner.device), net)
         fd_after = lenet_fd(after, reference.to(refiner.device), net)
-        result |= {"metric": "frechet_distance_lenet", "n_reference": len(reference), "generator": round(fd_before, 3), "hat": round(fd_after, 3)}
+        real = features(net, reference)
+        pr_before, pr_after = prdc(real, features(net, before)), prdc(real, features(net, after))
+        result |= {"metric": "frechet_distance_lenet", "n_reference": len(reference), "generator": round(fd_before, 3), "hat": round(fd_after, 3),
+                   "prdc_generator": pr_before, "prdc_hat": pr_after}
         line = (
             f"quality (Frechet distance in LeNet features, {n} samples vs {len(reference)} data images, lower is better): "
-            f"generator {fd_before:.3f} -> Hat EBM {fd_after:.3f} ({100 * (fd_after / fd_before - 1):+.1f}%)"
+            f"generator {fd_before:.3f} -> Hat EBM {fd_after:.3f} ({100 * (fd_after / fd_before - 1):+.1f}%); "
+            f"recall {pr_before['recall']:.3f} -> {pr_after['recall']:.3f}, coverage {pr_before['coverage']:.3f} -> {pr_after['coverage']:.3f}"
         )
     else:
         line = "quality: the quick LeNet distance applies to 1x32x32 digits; run `hatrefine eval` on sampled images for FID"
@@ -130,6 +136,8 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int) -> dict:
         ax.axis("off")
     fig.savefig(out / "before_after.png", dpi=120)
     plt.close(fig)
+    if calibration is not None:
+        result["calibration"] = calibration
     save_json(out / "quality.json", result)
     print(line)
     return result

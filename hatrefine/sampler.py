@@ -62,7 +62,9 @@ class LangevinResult:
     """End state of a batch of chains: ``x = g + y`` with ``g = G(z)``.
 
     ``energies``: mean U per step (when recorded); ``path``: dict of ``x``, ``g``, ``y`` frames,
-    each (frames, n, C, H, W), for the first few chains (when requested).
+    each (frames, n, C, H, W), for the first few chains (when requested); ``drift``: for each
+    variable that moved, the mean over steps and chains of ||drift|| / ||noise|| (how far the
+    chain is from a random walk: far above 1, it is gradient descent), when recorded.
     """
 
     x: torch.Tensor
@@ -71,6 +73,7 @@ class LangevinResult:
     g: torch.Tensor
     energies: Optional[torch.Tensor] = None
     path: Optional[dict[str, torch.Tensor]] = None
+    drift: Optional[dict[str, float]] = None
 
     @classmethod
     def cat(cls, parts: list["LangevinResult"]) -> "LangevinResult":
@@ -140,17 +143,24 @@ class LangevinSampler:
         with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=self.amp):
             return self.energy(y, g, z).float()
 
-    def _move_z(self, z: torch.Tensor, grad: torch.Tensor, s: float, n: float, generator, shard: Shard) -> torch.Tensor:
+    def _move_z(self, z: torch.Tensor, grad: torch.Tensor, s: float, n: float, generator, shard: Shard, drift: Optional[list]) -> torch.Tensor:
         eps = self.eps_z * s
-        return (z.detach() - 0.5 * eps**2 * grad + n * eps * self._noise(z, generator, shard)).requires_grad_(True)
+        return self._move(z, 0.5 * eps**2 * grad, n * eps * self._noise(z, generator, shard), drift).requires_grad_(True)
 
-    def _move_y(self, y: torch.Tensor, grad: torch.Tensor, s: float, n: float, generator, shard: Shard) -> torch.Tensor:
+    def _move_y(self, y: torch.Tensor, grad: torch.Tensor, s: float, n: float, generator, shard: Shard, drift: Optional[list]) -> torch.Tensor:
         eps = self.eps_y * s
         step = 0.5 * eps**2 * grad
         if self.y_clip is not None:
             norm = step.flatten(1).norm(dim=1).clamp_min(1e-12)
             step = step * (self.y_clip / norm).clamp(max=1.0).view(-1, *[1] * (step.dim() - 1))
-        return (y.detach() - step + n * eps * self._noise(y, generator, shard)).detach()
+        return self._move(y, step, n * eps * self._noise(y, generator, shard), drift)
+
+    @staticmethod
+    def _move(v: torch.Tensor, step: torch.Tensor, noise: torch.Tensor, drift: Optional[list]) -> torch.Tensor:
+        """``v - step + noise``; appends the mean ||step|| / ||noise|| over chains to ``drift`` (if a list)."""
+        if drift is not None:
+            drift.append((step.flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1).clamp_min(1e-30)).mean())
+        return (v.detach() - step + noise).detach()
 
     @staticmethod
     def _noise(like: torch.Tensor, generator: Optional[torch.Generator], shard: Shard) -> torch.Tensor:
@@ -167,12 +177,14 @@ class LangevinSampler:
         path_frames: int = 0,
         path_chains: int = 8,
         shard: Shard = Shard(),
+        record_drift: bool = False,
     ) -> LangevinResult:
         """Run K steps from latents ``z`` and residuals ``y`` (default 0).
 
         ``path_frames`` > 0 keeps that many evenly spaced frames (first and last included)
         of the first ``path_chains`` chains. ``shard``: these chains are one process's part
         of a batch ``shard.world`` times larger (the noise is drawn as for the whole batch).
+        ``record_drift`` fills ``LangevinResult.drift``.
         """
         G = self.energy.generator
         G.check_latent(z)
@@ -181,6 +193,7 @@ class LangevinSampler:
         frames = sorted({round(i * K / max(1, path_frames - 1)) for i in range(path_frames)}) if path_frames else []
         path: dict[str, list[torch.Tensor]] = {"x": [], "g": [], "y": []}
         energies = []
+        drift: dict[str, Optional[list]] = {"z": [] if record_drift and update_z else None, "y": [] if record_drift and update_y else None}
 
         with frozen(self.energy):
             z = z.detach().clone().requires_grad_(update_z)
@@ -199,20 +212,20 @@ class LangevinSampler:
                 if update_z and update_y and self.joint_update == "simultaneous":
                     u = self._energy(y.requires_grad_(True), g, z)
                     grad_z, grad_y = torch.autograd.grad(u.sum(), (z, y))
-                    z = self._move_z(z, grad_z, s, n, generator, shard)
-                    y = self._move_y(y, grad_y, s, n, generator, shard)
+                    z = self._move_z(z, grad_z, s, n, generator, shard, drift["z"])
+                    y = self._move_y(y, grad_y, s, n, generator, shard, drift["y"])
                     g = G(z)
                 else:
                     if update_z:
                         u = self._energy(y, g, z)
                         (grad,) = torch.autograd.grad(u.sum(), z)
-                        z = self._move_z(z, grad, s, n, generator, shard)
+                        z = self._move_z(z, grad, s, n, generator, shard, drift["z"])
                         g = G(z)
                     if update_y:
                         y.requires_grad_(True)
                         u = self._energy(y, g.detach(), z.detach())
                         (grad,) = torch.autograd.grad(u.sum(), y)
-                        y = self._move_y(y, grad, s, n, generator, shard)
+                        y = self._move_y(y, grad, s, n, generator, shard, drift["y"])
                 if record_energy and (update_y or update_z):
                     energies.append(u.detach().mean())
 
@@ -224,6 +237,7 @@ class LangevinSampler:
             g=g,
             energies=torch.stack(energies).cpu() if energies else None,
             path={k: torch.stack(v) for k, v in path.items()} if frames else None,
+            drift={k: torch.stack(v).mean().item() for k, v in drift.items() if v} if record_drift else None,
         )
 
     def chains(self, n: int, seed: int = 0, batch_size: int = 256, shard: Shard = Shard()) -> Iterator[LangevinResult]:

@@ -9,6 +9,7 @@ A run directory holds everything::
 
     config.json          every setting, generator and data spec, seed, library versions
     hat.safetensors      the EMA weights of H: what sampling and evaluation use
+    sampling.json        K, T and the step sizes sampling uses (those training ended with)
     checkpoint/          H, EMA, optimizer and RNG state for --resume (replaced atomically)
     log.csv              step, loss, energies of data and samples, lr, step sizes, residual norm
     samples/             sample grids over time
@@ -44,15 +45,18 @@ from .checkpoint import (
     start_run_dir,
     subdict,
 )
-from .config import FitConfig
+from .config import FitConfig, SamplingSettings
 from .data import DataStream, open_dataset
 from .errors import HatrefineError
 from .generator import Generator
-from .refiner import CONFIG, HAT_WEIGHTS, HatRefiner, build_hat, resolve_device
+from .refiner import CONFIG, HAT_WEIGHTS, SAMPLING, HatRefiner, build_hat, resolve_device
 from .registry import absolute_source, absolute_spec, load_generator
 
 GROWTH_WINDOW = 50  # updates per window of the energy-growth check (--max-energy-growth)
-LOG_FIELDS = ["step", "loss", "energy_data", "energy_samples", "lr", "eps_y", "eps_z", "residual_norm", "seconds_per_step"]
+LOG_FIELDS = [
+    "step", "loss", "energy_data", "energy_samples", "lr", "eps_y", "eps_z", "residual_norm",
+    "grad_data", "grad_samples", "drift_z", "drift_y", "weight_norm", "seconds_per_step",
+]  # fmt: skip
 
 
 def energy_gap_growth(gaps: list[float], n: int, window: int = GROWTH_WINDOW) -> Optional[float]:
@@ -67,6 +71,16 @@ def energy_gap_growth(gaps: list[float], n: int, window: int = GROWTH_WINDOW) ->
 
 class Divergence(Exception):
     """A training step produced non-finite or exploding values (handled by rolling back)."""
+
+
+def data_gradient(energies: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """grad_x U at each of the first ``len(energies)`` images, flattened, kept in the graph: the
+    input gradient that ``--grad-penalty`` holds down (a zero-centred penalty at data, R1 of
+    Mescheder et al. 2018, on H and divided by T like the loss, so that its weight does not
+    depend on T). Without it H's input-gradient scale grows unchecked and the
+    Langevin chains cool until Y's drift outgrows its noise (docs/experiments.md)."""
+    (grad,) = torch.autograd.grad(energies.sum(), images, create_graph=True)
+    return grad[: len(energies)].flatten(1)
 
 
 def versions() -> dict:
@@ -132,6 +146,7 @@ class Trainer:
         self.rng = torch.Generator(self.device).manual_seed(c.seed)
         self.log = RunLog(self.out / "log.csv", self.log_fields)
         self.step, self.backoff, self.rollbacks = 0, 1.0, []
+        self.calibration: Optional[dict] = None  # set at the end of run() when --calibrate
         self.energy_gaps: list[float] = []  # |E_data - E_samples| of the last 2 growth windows
         self.resumed = resume and has_checkpoint(self.out)
         if self.resumed:
@@ -170,23 +185,34 @@ class Trainer:
         data = self.data.batch(self.step)[part].to(self.device)  # this rank's slice of the global batch
         data = data + c.data_noise * torch.randn((c.batch_size, *data.shape[1:]), generator=self.rng, device=self.device)[part]
         z = self.generator.sample_latent(c.batch_size, generator=self.rng)[part]
-        samples = self.sampler.sample(z, generator=self.rng, shard=self.shard)
+        samples = self.sampler.sample(z, generator=self.rng, shard=self.shard, record_drift=True)
 
         lr = self.lr_at(self.step)
         for group in self.opt.param_groups:
             group["lr"] = lr
         images = torch.cat([data, samples.x]).contiguous(memory_format=self.refiner_train.energy.memory_format)
+        images.requires_grad_(True)  # for the input-gradient norms of the log (one extra layer of backward)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.amp):
             energies = self.hat_ddp(images).float().reshape(-1) / c.temperature  # one pass: DDP syncs once
-        energy_data, energy_samples = energies[: len(data)].mean(), energies[len(data) :].mean()
+        n = len(data)
+        energy_data, energy_samples = energies[:n].mean(), energies[n:].mean()
         loss = energy_data - energy_samples
+        if c.grad_penalty:
+            grad_at_data = data_gradient(energies[:n], images)
+            penalty = c.grad_penalty * c.temperature * grad_at_data.square().sum(dim=1).mean()  # = weight * ||grad_x H||^2 / T
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + penalty if c.grad_penalty else loss).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.hat.parameters(), c.grad_clip or math.inf)
         self._guard(loss, grad_norm, samples.y)  # before the update: a bad step never reaches the weights
         self.opt.step()
         self._update_ema()
-        stats = self.shard.mean(torch.stack([loss, energy_data, energy_samples, samples.y.flatten(1).norm(dim=1).mean()]))
+        # ||grad_x U|| per image: the loss's input gradient is that of U divided by the batch half's size
+        grad_x = images.grad.flatten(1).norm(dim=1) * n
+        if c.grad_penalty:  # the data half of images.grad now holds the penalty's gradient too
+            grad_x = torch.cat([grad_at_data.detach().norm(dim=1), grad_x[n:]])
+        with torch.no_grad():
+            weight_norm = torch.sqrt(sum(p.square().sum() for p in self.hat.parameters()))
+        stats = self.shard.mean(torch.stack([loss, energy_data, energy_samples, samples.y.flatten(1).norm(dim=1).mean(), grad_x[:n].mean(), grad_x[n:].mean()]))
         self._check_growth(stats[0].item())  # after the update: a rollback undoes it
         self.step += 1
         self.last_samples = samples
@@ -199,6 +225,11 @@ class Trainer:
             "eps_y": self.sampler.eps_y,
             "eps_z": self.sampler.eps_z,
             "residual_norm": stats[3].item(),
+            "grad_data": stats[4].item(),
+            "grad_samples": stats[5].item(),
+            "drift_z": samples.drift.get("z", 0.0),
+            "drift_y": samples.drift.get("y", 0.0),
+            "weight_norm": weight_norm.item(),
             "seconds_per_step": time.perf_counter() - t0,
         }
         return self.last_row
@@ -294,12 +325,46 @@ class Trainer:
         if not main:
             return
         report.training_curve(self.out / "log.csv", self.out / "training_curve.png")
+        self.calibration = self.calibrate(self.refiner()) if c.calibrate else None
         if c.eval_samples:
-            report.before_after(self.refiner(), self.out, n=c.eval_samples, seed=c.seed)
+            report.before_after(self.refiner(), self.out, n=c.eval_samples, seed=c.seed, calibration=self.calibration)
+        elif self.calibration is not None:
+            save_json(self.out / "quality.json", {"calibration": self.calibration})
+
+    def calibrate(self, refiner: HatRefiner) -> dict:
+        """Choose the test-time T and K on held-out data (``hatrefine.calibration``) and write them to
+        ``sampling.json``; ``refiner()`` samples with them from then on. Without a quick metric (no Inception weights on
+        disk for non-digit images) say so and keep the config's values."""
+        from .calibration import calibrate, quick_metric_net
+
+        c = self.config
+        try:
+            quick_metric_net(self.generator.image_shape, self.device, inception_on_cpu=False)
+        except HatrefineError as e:
+            tqdm.write(f"calibration skipped ({e}); sampling keeps the config's T and K")
+            return {"skipped": str(e)}
+        record = calibrate(refiner, c.data, c.data_root, n=c.calibration_samples, seed=c.seed)
+        save_json(self.out / SAMPLING, refiner.sampling.calibrated(record).to_dict())
+        pick = record["chosen"]
+        tqdm.write(f"calibration: sampling at T {pick['temperature']:.4g} (training T x {pick['temperature'] / c.temperature:.3g}), K {pick['langevin_steps']}"
+                   + ("" if record["keeps_recall"] else "; no setting kept the generator's recall and coverage: chose the one losing least"))
+        return record
 
     def refiner(self) -> HatRefiner:
-        """The fitted model with the EMA weights (what sampling uses)."""
-        return HatRefiner(self.generator, self.ema, self.config)
+        """The fitted model with the EMA weights, the step sizes training ended with and, once the
+        fit has calibrated, the chosen T and K: what sampling uses."""
+        sampling = self.sampling_settings()
+        if self.calibration and "chosen" in self.calibration:
+            sampling = sampling.calibrated(self.calibration)
+        return HatRefiner(self.generator, self.ema, self.config, sampling)
+
+    def sampling_settings(self) -> SamplingSettings:
+        """The config's test-time K and T with the step sizes as training left them (after every ``--backoff``)."""
+        c, s = self.config, SamplingSettings.from_config(self.config)
+        s.eps_y, s.eps_z = self.sampler.eps_y, self.sampler.eps_z
+        for r in self.rollbacks:
+            s.step_size_history.append({"step": r["step"], "eps_y": c.eps_y * r["backoff"], "eps_z": s.step_size_history[0]["eps_z"] * r["backoff"], "reason": r["reason"]})
+        return s
 
     # -- persistence ----------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -320,6 +385,7 @@ class Trainer:
         if self.shard.main:
             save_checkpoint(self.out, tensors, self.checkpoint_meta())
             save_tensors(self.out / HAT_WEIGHTS, self.ema.state_dict())
+            save_json(self.out / SAMPLING, self.sampling_settings().to_dict())
         self.shard.barrier()
 
     def checkpoint_meta(self) -> dict:

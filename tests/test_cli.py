@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from hatrefine.cli import main
 
-TINY_FIT = ["--steps", "2", "--langevin-steps", "2", "--batch-size", "8", "--eval-samples", "16", "--hat-width", "4", "--quiet"]
+TINY_FIT = ["--steps", "2", "--langevin-steps", "2", "--batch-size", "8", "--eval-samples", "16", "--calibration-samples", "20", "--hat-width", "4", "--quiet"]
 
 
 def run(*args):
@@ -209,7 +209,7 @@ def test_pretrain_ae_then_retrofit_then_ood(tmp_path):
 
 def test_synthesize_then_generate_from_its_generator(tmp_path):
     run_dir = tmp_path / "syn"
-    args = ["--steps", 2, "--langevin-steps", 2, "--batch-size", 8, "--bank-size", 16, "--hat-width", 4, "--generator-width", 8, "--eval-samples", 0, "--quiet"]
+    args = ["--steps", 2, "--langevin-steps", 2, "--batch-size", 8, "--bank-size", 16, "--hat-width", 4, "--generator-width", 8, "--eval-samples", 0, "--no-calibrate", "--quiet"]
     result = run("synthesize", "--out", run_dir, *args)
     assert result.exit_code == 0, result.output
     assert (run_dir / "generator" / "model.safetensors").is_file()

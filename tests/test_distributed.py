@@ -10,7 +10,7 @@ import torch
 
 from hatrefine.checkpoint import read_state_dict
 
-FIT = ["--steps", "3", "--batch-size", "8", "--langevin-steps", "3", "--hat-width", "4", "--eval-samples", "0", "--device", "cpu", "--quiet"]
+FIT = ["--steps", "3", "--batch-size", "8", "--langevin-steps", "3", "--hat-width", "4", "--eval-samples", "0", "--no-calibrate", "--device", "cpu", "--quiet"]
 ENV = os.environ | {"OMP_NUM_THREADS": "1"}
 
 

@@ -30,12 +30,12 @@ def stand_in(source="pytorch-fid"):
 
 @pytest.fixture
 def digits(tmp_path):
-    """60 random 'images' in [-1, 1] saved as a data .npz."""
+    """60 random 'images' in [-1, 1] saved as a data .npz; returns the 54 of its train split (every tenth is held out)."""
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(60, 1, 16, 16, generator=g) * 2 - 1) * torch.linspace(0.2, 1, 16)
     path = tmp_path / "data.npz"
     np.savez(path, x=x.numpy())
-    return x, str(path)
+    return x[torch.arange(60) % 10 != 9], str(path)
 
 
 def test_frechet_distance_matches_a_direct_numpy_computation():
@@ -50,6 +50,16 @@ def test_frechet_distance_matches_a_direct_numpy_computation():
     assert frechet_distance((mu1, s1), (mu2, s2)) == pytest.approx(direct, rel=1e-8)
     assert frechet_distance((mu1, s1), (mu1, s1)) == pytest.approx(0.0, abs=1e-8)
     assert direct > 1.0  # the two sets really differ
+
+
+def test_frechet_distance_of_collapsed_samples_is_the_mean_shift_plus_the_other_spread():
+    # all samples identical: zero covariance, where sqrtm can leave an imaginary residue
+    rng = np.random.default_rng(1)
+    b = rng.normal(size=(300, 64)) * 0.2 - 0.3
+    mu2, s2 = b.mean(0), np.cov(b, rowvar=False)
+    mu1, s1 = -np.ones(64), np.zeros((64, 64))
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s2)
+    assert frechet_distance((mu1, s1), (mu2, s2)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_fid_of_a_set_with_itself_is_zero_and_grows_with_a_shift(digits, tmp_path):
@@ -67,13 +77,13 @@ def test_reference_statistics_are_cached_and_follow_the_file(digits, tmp_path):
     first = fid(x[:30], path, net, progress=False, cache=cache)
     again = fid(x[:30], path, net, progress=False, cache=cache)
     assert not first["reference_cached"] and again["reference_cached"]
-    assert again["fid"] == pytest.approx(first["fid"], abs=1e-9) and again["n_reference"] == 60
+    assert again["fid"] == pytest.approx(first["fid"], abs=1e-9) and again["n_reference"] == 54
     assert len(list(cache.iterdir())) == 1
     fewer = fid(x[:30], path, net, n_reference=40, progress=False, cache=cache)  # another N: other stats
     assert not fewer["reference_cached"] and fewer["n_reference"] == 40
     np.savez(path, x=(x.flip(0)[:50] * 0.5).numpy())  # the data changed on disk: not served stale
     changed = fid(x[:30], path, net, progress=False, cache=cache)
-    assert not changed["reference_cached"] and changed["n_reference"] == 50
+    assert not changed["reference_cached"] and changed["n_reference"] == 45  # 50 minus every tenth
 
 
 def test_input_mapping_quantises_repeats_gray_and_scales_per_source():
@@ -162,3 +172,38 @@ def test_per_rank_statistics_add_up_to_the_whole_set():
     f = net.features(x).double().numpy()
     np.testing.assert_allclose(mu, f.mean(0), atol=1e-12)
     np.testing.assert_allclose(cov, np.cov(f, rowvar=False), atol=1e-10)
+
+
+def test_precision_recall_density_coverage_on_sets_with_known_answers():
+    from hatrefine.evaluation import prdc
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(100, 8, generator=g), torch.randn(100, 8, generator=g) + 50.0  # two far-apart clusters
+    real = torch.cat([a, b])
+    same = prdc(real, real)
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0
+    assert same["density"] == pytest.approx(1.0, abs=0.25)
+    half = prdc(real, a)  # samples from one of the data's two modes, exactly on its points
+    assert half["precision"] == 1.0 and half["recall"] == 0.5 and half["coverage"] == 0.5
+    far = prdc(real, a + 1000.0)
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+    with pytest.raises(HatrefineError, match="more than 5 images"):
+        prdc(real, a[:5])
+
+
+def test_fid_reports_precision_and_recall_of_a_half_covering_set(digits, tmp_path):
+    x, path = digits
+    bright = fid(x, path, stand_in(), progress=False, cache=tmp_path / "cache")
+    assert bright["precision"] == bright["recall"] == bright["coverage"] == 1.0 and bright["n_prdc_reference"] == 54
+
+
+def test_the_lenet_class_histogram_names_the_digit_it_is_shown():
+    from hatrefine.data import embedded_mnist, fit_to_shape, to_tensor
+    from hatrefine.evaluation import class_histogram
+
+    images, labels = embedded_mnist()
+    threes = fit_to_shape(to_tensor(images[labels == 3][:100]), (1, 32, 32))
+    h = class_histogram(threes)
+    assert h["frequencies"][3] > 0.9 and h["label_entropy"] < 0.5 and sum(h["frequencies"]) == pytest.approx(1.0, abs=1e-3)
+    mixed = class_histogram(fit_to_shape(to_tensor(images[::10]), (1, 32, 32)))
+    assert mixed["label_entropy"] > 2.2  # ten classes, about equally often: log(10) = 2.30

@@ -44,12 +44,12 @@ def fake_hub(monkeypatch, tmp_path):
 
 def test_push_then_load_offline_from_the_hub_cache(tmp_path, fake_hub, monkeypatch):
     run = tmp_path / "run"
-    assert invoke("fit", "--out", run, "--steps", 2, "--langevin-steps", 2, "--batch-size", 8, "--hat-width", 4, "--eval-samples", 16, "--quiet").exit_code == 0
+    assert invoke("fit", "--out", run, "--steps", 2, "--langevin-steps", 2, "--batch-size", 8, "--hat-width", 4, "--eval-samples", 16, "--calibration-samples", 20, "--quiet").exit_code == 0
     (tmp_path / "fid.json").write_text('{"fid": 12.5, "n_samples": 2000, "n_reference": 4500, "data": "builtin:mnist", "inception": "fid-helper"}')
     result = invoke("push", "--run", run, "--repo", "me/mnist-hat", "--fid", tmp_path / "fid.json")
     assert result.exit_code == 0, result.output
     uploaded = fake_hub / "me" / "mnist-hat"
-    assert {p.name for p in uploaded.iterdir()} == {"config.json", "hat.safetensors", "README.md", "samples.png"}
+    assert {p.name for p in uploaded.iterdir()} == {"config.json", "hat.safetensors", "sampling.json", "README.md", "samples.png"}
     card = (uploaded / "README.md").read_text()
     for fact in ("builtin:mnist", "FID 12.500", "quality (Frechet distance", "hf:me/mnist-hat", "![samples](samples.png)", "| Langevin steps K", "| hat network | default for the image size (width 4) |"):
         assert fact in card, fact
@@ -64,6 +64,7 @@ def test_push_then_load_offline_from_the_hub_cache(tmp_path, fake_hub, monkeypat
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
     local, hub = HatRefiner.from_pretrained(run), HatRefiner.from_pretrained("hf:me/mnist-hat")
     a, b = local.sample(6, seed=3), hub.sample(6, seed=3)
+    assert hub.sampling == local.sampling and local.sampling.chosen_by == "calibration"  # the calibrated T and K travel with the model
     assert torch.equal(a.x, b.x)
     result = invoke("sample", "--run", "hf:me/mnist-hat", "--n", 4, "--out", tmp_path / "s.npz")
     assert result.exit_code == 0, result.output
@@ -92,7 +93,7 @@ def test_push_errors_are_one_line(tmp_path, monkeypatch):
 def test_an_unreachable_hub_is_one_line(tmp_path, monkeypatch):
     import huggingface_hub
 
-    assert invoke("fit", "--out", tmp_path / "run", "--steps", 1, "--langevin-steps", 1, "--batch-size", 4, "--hat-width", 4, "--eval-samples", 0, "--quiet").exit_code == 0
+    assert invoke("fit", "--out", tmp_path / "run", "--steps", 1, "--langevin-steps", 1, "--batch-size", 4, "--hat-width", 4, "--eval-samples", 0, "--no-calibrate", "--quiet").exit_code == 0
 
     def offline(self, *a, **k):
         raise ConnectionError("Name or service not known")

@@ -26,7 +26,7 @@ def squares(tmp_path):
 def tiny(data, **kw):
     base = dict(
         data=data, hat_width=4, generator_width=8, latent_dim=8, steps=4, batch_size=8, bank_size=32, langevin_steps=3,
-        log_every=1, save_every=2, sample_every=2, eval_samples=0, device="cpu", generator_lr=1e-2,
+        log_every=1, save_every=2, sample_every=2, eval_samples=0, device="cpu", generator_lr=1e-2, calibrate=False,
     )  # fmt: skip
     return SynthesisConfig(**{**base, **kw})
 

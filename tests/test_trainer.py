@@ -25,7 +25,7 @@ def blobs(tmp_path):
 def tiny(data, **kw):
     base = dict(
         data=data, hat="small", hat_width=8, steps=6, batch_size=16, langevin_steps=4, eps_y=1e-2, eps_z=5e-2,
-        temperature=1e-2, lr=1e-3, log_every=1, save_every=3, sample_every=3, eval_samples=8, device="cpu",
+        temperature=1e-2, lr=1e-3, log_every=1, save_every=3, sample_every=3, eval_samples=8, device="cpu", calibrate=False,
     )  # fmt: skip
     return FitConfig(**{**base, **kw})
 
@@ -171,6 +171,21 @@ def test_a_nan_rolls_back_to_the_last_checkpoint_with_smaller_steps(tmp_path, ti
     assert resumed.backoff == 0.5 and resumed.sampler.eps_y == 5e-3 and len(resumed.rollbacks) == 1
 
 
+def test_a_rolled_back_run_samples_with_the_step_sizes_training_ended_with(tmp_path, tiny_generator, blobs):
+    trainer = Trainer(tiny(blobs, steps=8, save_every=3, eval_samples=0), tmp_path / "run", generator=tiny_generator)
+    _poison(trainer, at_step=4)
+    trainer.run(progress=False)
+    assert trainer.refiner().sampler().eps_y == 5e-3  # the end-of-fit report's sampler
+    reloaded = HatRefiner.from_pretrained(tmp_path / "run", generator=tiny_generator)
+    sampler = reloaded.sampler()
+    assert (sampler.eps_y, sampler.eps_z) == (5e-3, 2.5e-2)  # tiny(): 1e-2 and 5e-2, halved once
+    history = reloaded.sampling.step_size_history
+    assert [(h["step"], h["eps_y"]) for h in history] == [(0, 1e-2), (5, 5e-3)] and "non-finite" in history[1]["reason"]
+    assert reloaded.sampler(eps_y=1e-2).eps_y == 1e-2  # an explicit value still wins
+    reloaded.save_pretrained(tmp_path / "copy")
+    assert HatRefiner.from_pretrained(tmp_path / "copy", generator=tiny_generator).sampler().eps_z == 2.5e-2
+
+
 def test_non_finite_weights_are_never_saved(tmp_path, tiny_generator, blobs):
     from hatrefine.trainer import Divergence
 
@@ -282,3 +297,34 @@ def test_sampling_temperature_changes_sampling_only(tmp_path, tiny_generator, bl
     torch.testing.assert_close(cold_x, plain.refiner().sample(8, seed=1, temperature=2.5e-3).x)
     with pytest.raises(HatrefineError, match="--temperature-test must be positive"):
         tiny(blobs, temperature_test=0.0)
+
+
+def test_data_gradient_is_the_input_gradient_of_u_at_the_data_half():
+    from hatrefine.trainer import data_gradient
+
+    w, temperature = torch.randn(1, 4, 4, requires_grad=True), 0.1
+    images = torch.randn(6, 1, 4, 4, requires_grad=True)
+    energies = (images * w).flatten(1).sum(1) / temperature  # U = H / T of a linear hat
+    grad = data_gradient(energies[:2], images)
+    assert grad.shape == (2, 16)
+    assert torch.allclose(grad, (w / temperature).flatten().expand(2, 16))
+    assert grad.requires_grad  # kept in the graph: the penalty trains H through it
+
+
+def _log_column(run, name):
+    import csv
+
+    with open(run / "log.csv") as f:
+        return [float(r[name]) for r in csv.DictReader(f)]
+
+
+def test_grad_penalty_holds_down_the_input_gradient_scale_that_a_plain_fit_grows(tmp_path, tiny_generator, blobs):
+    runs = {}
+    for weight in (0.0, 1.0):
+        run = tmp_path / f"gp{weight}"
+        Trainer(tiny(blobs, steps=30, lr=1e-2, grad_penalty=weight, eval_samples=0), run, generator=tiny_generator).run(progress=False)
+        runs[weight] = _log_column(run, "grad_data")
+    plain, held = runs[0.0], runs[1.0]
+    assert plain[0] == pytest.approx(held[0], rel=0.05)  # same start: same seed and first weights
+    assert np.mean(plain[-5:]) > 3 * plain[0]  # without the penalty the scale grows
+    assert np.mean(held[-5:]) < np.mean(plain[-5:]) / 3

@@ -1,0 +1,130 @@
+"""Sampling settings chosen by the fit: the test-time temperature and K, picked on held-out data.
+
+For each temperature (the training T times ``TEMPERATURE_FACTORS``) and each K around the
+training K (``STEP_FACTORS``), chains start from the same latents; their samples are scored
+against the data's held-out split (``test``: never trained on) with the quick metric — the
+shipped LeNet's features for 1x32x32 digits, Inception's otherwise — as a Frechet distance,
+precision, recall, density and coverage (``evaluation``).
+
+The criterion counts fidelity and diversity: the lowest Frechet distance among the settings
+whose recall and coverage are both at least the generator's own minus ``SLACK``; when no
+setting keeps them, the one that loses least of them (the largest of the two shortfalls, smallest).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import load_images
+from .errors import HatrefineError
+from .evaluation import features, frechet_distance, load_lenet, prdc
+from .sampler import LangevinSampler
+
+if TYPE_CHECKING:
+    from .refiner import HatRefiner
+
+TEMPERATURE_FACTORS = (1.0, 1 / 1.5, 1 / 2, 1 / 3)  # test T = training T x factor
+STEP_FACTORS = (0.5, 1.0, 1.5)
+SLACK = 0.02  # recall and coverage may fall this far below the generator's (about their sampling noise at 500 images)
+
+
+def quick_metric_net(image_shape, device: torch.device, inception_on_cpu: bool = True) -> tuple[nn.Module, str]:
+    """The product's quick metric: the shipped LeNet for 1x32x32 digits, else the FID Inception
+    (refused on a CPU unless ``inception_on_cpu``: there the grid takes about 10 minutes)."""
+    if tuple(image_shape) == (1, 32, 32):
+        return load_lenet().to(device), "lenet"
+    if device.type == "cpu" and not inception_on_cpu:
+        raise HatrefineError("for images other than 1x32x32 digits calibration scores Inception features, about 10 minutes on a CPU; run `hatrefine calibrate --run RUN` when that suits")
+    from .inception import load_inception
+
+    return load_inception("auto", device), "inception"
+
+
+def scores(net: nn.Module, real: torch.Tensor, images: torch.Tensor) -> dict[str, float]:
+    """Frechet distance, precision, recall, density and coverage of ``images`` against ``real`` features."""
+    fake = features(net, images).double().numpy()
+    ref = real.double().numpy()
+    fd = frechet_distance((ref.mean(0), np.cov(ref, rowvar=False)), (fake.mean(0), np.cov(fake, rowvar=False)))
+    return {"fd": round(fd, 4), **{k: round(v, 4) for k, v in prdc(real, torch.from_numpy(fake)).items()}}
+
+
+def choose(grid: list[dict], generator: dict, slack: float = SLACK) -> tuple[dict, bool]:
+    """The criterion of the module docstring; returns (chosen row, whether it keeps recall and coverage)."""
+    shortfall = [max(generator["recall"] - g["recall"], generator["coverage"] - g["coverage"]) for g in grid]
+    keep = [g for g, s in zip(grid, shortfall) if s <= slack]
+    if keep:
+        return min(keep, key=lambda g: g["fd"]), True
+    return grid[int(np.argmin(shortfall))], False
+
+
+@torch.no_grad()
+def _generator_images(refiner: "HatRefiner", z: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([refiner.generator(z[s : s + batch_size]) for s in range(0, len(z), batch_size)])
+
+
+def _chain_ends(sampler: LangevinSampler, z0: torch.Tensor, steps: list[int], seed: int, batch_size: int) -> dict[int, torch.Tensor]:
+    """The end states of K-step chains from ``z0`` for each K in ``steps``. With a constant schedule
+    one chain per chunk is continued from K to K (its state after K steps is a K-step chain's end
+    state, noise included); otherwise each K runs its own chains."""
+    constant = sampler.step_schedule.kind == "constant" and sampler.noise_schedule.kind == "constant"
+    ends: dict[int, list[torch.Tensor]] = {K: [] for K in steps}
+    for s in range(0, len(z0), batch_size):
+        rng = torch.Generator(z0.device).manual_seed(seed + s)
+        z, y, done = z0[s : s + batch_size], None, 0
+        for K in steps:
+            if not constant:
+                rng, z, y, done = torch.Generator(z0.device).manual_seed(seed + s), z0[s : s + batch_size], None, 0
+            sampler.n_steps = K - done
+            res = sampler.sample(z, y, generator=rng)
+            z, y, done = res.z, res.y, K
+            ends[K].append(res.x)
+    return {K: torch.cat(v) for K, v in ends.items()}
+
+
+def calibrate(
+    refiner: "HatRefiner",
+    data: str,
+    data_root: Optional[str] = None,
+    n: int = 500,
+    seed: int = 0,
+    batch_size: int = 250,
+    net: Optional[nn.Module] = None,
+    temperature_factors=TEMPERATURE_FACTORS,
+    step_factors=STEP_FACTORS,
+) -> dict:
+    """Score the grid on ``data``'s held-out split and choose (see the module docstring).
+
+    Returns a JSON-ready record: ``metric``, ``criterion``, ``n_samples``, ``n_reference``,
+    ``generator`` (its scores), ``grid`` (one row per temperature and K), ``chosen``
+    (``temperature``, ``langevin_steps``) and ``keeps_recall``. ``net``: the feature network
+    (default: the quick metric's)."""
+    c, G, dev = refiner.config, refiner.generator, refiner.device
+    metric = "given"
+    if net is None:
+        net, metric = quick_metric_net(G.image_shape, dev)
+    held = load_images(data, G.image_shape, split="test", root=data_root)
+    real = features(net, held)
+    z0 = G.sample_latent(n, generator=torch.Generator(dev).manual_seed(seed + 2))
+    generator = scores(net, real, _generator_images(refiner, z0, batch_size))
+    steps = sorted({max(1, round(c.langevin_steps * f)) for f in step_factors})
+    grid = []
+    for factor in temperature_factors:
+        t = c.temperature * factor
+        images = _chain_ends(refiner.sampler(steps[-1], temperature=t), z0, steps, seed, batch_size)
+        grid += [{"temperature": t, "temperature_factor": round(factor, 4), "langevin_steps": K, **scores(net, real, images[K])} for K in steps]
+    chosen, kept = choose(grid, generator)
+    return {
+        "metric": metric,
+        "criterion": f"lowest Frechet distance among settings whose recall and coverage are at least the generator's minus {SLACK}",
+        "data": f"{data} (held-out split)",
+        "n_samples": n,
+        "n_reference": len(held),
+        "generator": generator,
+        "grid": grid,
+        "chosen": {"temperature": chosen["temperature"], "langevin_steps": chosen["langevin_steps"]},
+        "keeps_recall": kept,
+    }
