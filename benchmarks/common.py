@@ -38,19 +38,20 @@ def measured(record: dict):
             record["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
 
 
-def inception_fids(images: dict[str, torch.Tensor], data: str, inception: str, device: torch.device) -> tuple[dict[str, float], dict]:
-    """FID of each image set against the same cached reference statistics of ``data`` (train split)."""
-    from hatrefine.evaluation import feature_stats, frechet_distance, reference_stats
+def inception_fids(images: dict[str, torch.Tensor], data: str, inception: str, device: torch.device) -> tuple[dict[str, dict], dict]:
+    """FID, precision, recall, density and coverage of each image set against the same cached
+    reference (``data``'s train split; ``hatrefine.evaluation.fid``): ({name: scores}, reference info)."""
+    from hatrefine.evaluation import fid
     from hatrefine.inception import load_inception
 
     net = load_inception(inception, device)
-    shape = next(iter(images.values())).shape[1:]
-    ref, n_ref, _, _ = reference_stats(data, shape, net, split="train")
-    fids = {}
+    scores, info = {}, {}
     for name, x in images.items():
-        fids[name] = round(frechet_distance(feature_stats(net, x, batch_size=100, progress=True, desc=f"Inception features ({name})"), ref), 3)
-        print(f"{name:12s} FID {fids[name]:.3f}", flush=True)
-    return fids, {"reference": f"{data} train split", "n_reference": n_ref, "inception": net.source}
+        r = fid(x, data, net, split="train", progress=True)
+        scores[name] = {"fid": round(r["fid"], 3), **{k: round(r[k], 4) for k in ("precision", "recall", "density", "coverage")}}
+        info = {"reference": f"{data} train split", "n_reference": r["n_reference"], "n_prdc_reference": r["n_prdc_reference"], "inception": r["inception"]}
+        print(f"{name:12s} " + ", ".join(f"{k} {v}" for k, v in scores[name].items()), flush=True)
+    return scores, info
 
 
 def command_line() -> str:

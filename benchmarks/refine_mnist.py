@@ -11,7 +11,7 @@ Prints a markdown table and writes it with every setting to JSON.
 
 The Hat EBM fit defaults to the GAN's own discriminator as the hat (``hat``
 "discriminator"), 900 updates, K = 20, simultaneous Y and Z updates, Adam 1e-4 (the rest:
-``FitConfig``'s defaults); it samples at the T and K its calibration chose on the held-out
+``FitConfig``'s defaults, the input-gradient penalty included; the JSON records every setting); it samples at the T and K its calibration chose on the held-out
 digits (``hat_settings_chosen_by`` in the JSON), never at values set by hand. When that T is
 not the training one, the Hat EBM is also sampled at the training temperature, as a row of its own.
 
@@ -124,11 +124,12 @@ def main() -> None:
         rows[name] = {"sample_seconds": record["seconds"], "sample_peak_rss_mib": record["peak_rss_mib"]}
 
     # 3. FID of each against the same reference statistics
-    fids, reference = inception_fids(images, DATA, args.inception, device)
+    scores, reference = inception_fids(images, DATA, args.inception, device)
     result |= reference
     n_ref = reference["n_reference"]
     for name in images:
-        rows[name]["fid"] = result[f"fid_{name}"] = fids[name]
+        rows[name] |= scores[name]
+        result[f"fid_{name}"] = scores[name]["fid"]
     result["rows"] = rows
     result["peak_rss_mib_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
@@ -139,12 +140,13 @@ def main() -> None:
         "hat_train_temperature": (f"Hat EBM, {mode}, sampling T {c.temperature:g} (as trained)", K, "same fit"),
     }
     g = rows["generator"]["fid"]
-    lines = [f"| method | FID ({args.n} samples vs {n_ref} digits) | vs generator | Langevin steps | sampling s | fit s |", "|---|---|---|---|---|---|"]
+    lines = [f"| method | FID ({args.n} samples vs {n_ref} digits) | vs generator | precision | recall | density | coverage | Langevin steps | sampling s | fit s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, (label, steps, fit_s) in labels.items():
         if name not in rows:
             continue
         r = rows[name]
-        lines.append(f"| {label} | {r['fid']:.2f} | {r['fid'] / g:.2f}x | {steps} | {r['sample_seconds']} | {fit_s} |")
+        lines.append(f"| {label} | {r['fid']:.2f} | {r['fid'] / g:.2f}x | {r['precision']:.3f} | {r['recall']:.3f} | {r['density']:.3f} | {r['coverage']:.3f} | {steps} | {r['sample_seconds']} | {fit_s} |")
     result["table"] = "\n".join(lines)
     print(result["table"])
     print(f"peak memory: fit {fit.get('peak_rss_mib')} MiB RSS; process {result['peak_rss_mib_process']} MiB")

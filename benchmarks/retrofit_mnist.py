@@ -29,7 +29,7 @@ from hatrefine.trainer import Trainer
 from common import header, inception_fids, measured, write_json
 
 DATA = "builtin:mnist"
-FIT = '{"steps": 400, "langevin_steps": 30, "eps_y": 5e-4, "eps_z": 2e-2, "y_sigma": 0.1, "lr": 1e-4}'
+FIT = '{"steps": 400, "langevin_steps": 30, "eps_y": 5e-4, "eps_z": 2e-2, "y_sigma": 0.1, "lr": 1e-4, "joint_update": "alternate", "grad_penalty": 0, "calibrate": false}'
 
 
 def main() -> None:
@@ -90,10 +90,11 @@ def main() -> None:
     save_grid(images["retrofit"], Path(args.run_dir) / "retrofit_samples.png")
 
     # 4. FID against the same reference
-    fids, reference = inception_fids(images, DATA, args.inception, device)
+    scores, reference = inception_fids(images, DATA, args.inception, device)
+    fids = {name: s["fid"] for name, s in scores.items()}
     result |= reference | {"fid_decoder": fids["decoder"], "fid_retrofit": fids["retrofit"], "improvement": round(fids["decoder"] / fids["retrofit"], 2)}
     for name in images:
-        rows[name]["fid"] = fids[name]
+        rows[name] |= scores[name]
     result["rows"] = rows
     lines = [
         f"| sampler | FID ({args.n} samples vs {reference['n_reference']} digits) | Langevin steps | sampling s | fit s |",

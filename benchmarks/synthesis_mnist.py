@@ -61,7 +61,7 @@ def main() -> None:
     device = resolve_device(args.device)
     result = header(args, device)
 
-    config = SynthesisConfig(**{"seed": args.seed, "device": args.device, "eval_samples": 0, **json.loads(args.fit)})
+    config = SynthesisConfig(**{"seed": args.seed, "device": args.device, "eval_samples": 0, "calibrate": False, **json.loads(args.fit)})  # sampled at the config's K and T
     trainer = SynthesisTrainer(config, args.run_dir, overwrite=True)
     result |= {"settings": config.to_dict(), "langevin_steps": config.test_steps}
     reference, net = load_images(DATA, trainer.generator.image_shape, split="train").to(device), load_lenet().to(device)
@@ -89,8 +89,9 @@ def main() -> None:
     result["sample_seconds"] = record["seconds"]
     save_grid(g, Path(args.run_dir) / "generator_samples.png")
     save_grid(x, Path(args.run_dir) / "hat_samples.png")
-    fids, reference_info = inception_fids({"generator": g, "hat": x}, DATA, args.inception, device)
-    result |= reference_info | {"fid_generator": fids["generator"], "fid_hat": fids["hat"]}
+    scores, reference_info = inception_fids({"generator": g, "hat": x}, DATA, args.inception, device)
+    fids = {name: s["fid"] for name, s in scores.items()}
+    result |= reference_info | {"fid_generator": fids["generator"], "fid_hat": fids["hat"], "prdc_generator": scores["generator"], "prdc_hat": scores["hat"]}
     def along(key: str) -> str:
         return ", ".join(f"{c['step']}: {c[key]:.1f}" for c in curve)
 

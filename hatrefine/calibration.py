@@ -1,7 +1,8 @@
 """Sampling settings chosen by the fit: the test-time temperature and K, picked on held-out data.
 
-For each temperature (the training T times ``TEMPERATURE_FACTORS``) and each K around the
-training K (``STEP_FACTORS``), chains start from the same latents; their samples are scored
+For each temperature (the run's test-time T, which is the training T unless
+``--temperature-test`` set it, times ``TEMPERATURE_FACTORS``) and each K around the test-time K
+(``STEP_FACTORS``), chains start from the same latents; their samples are scored
 against the data's held-out split (``test``: never trained on) with the quick metric — the
 shipped LeNet's features for 1x32x32 digits, Inception's otherwise — as a Frechet distance,
 precision, recall, density and coverage (``evaluation``).
@@ -13,6 +14,7 @@ setting keeps them, the one that loses least of them (the largest of the two sho
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
@@ -27,7 +29,7 @@ from .sampler import LangevinSampler
 if TYPE_CHECKING:
     from .refiner import HatRefiner
 
-TEMPERATURE_FACTORS = (1.0, 1 / 1.5, 1 / 2, 1 / 3)  # test T = training T x factor
+TEMPERATURE_FACTORS = (1.0, 1 / 1.5, 1 / 2, 1 / 3)  # x the config's test-time T
 STEP_FACTORS = (0.5, 1.0, 1.5)
 SLACK = 0.02  # recall and coverage may fall this far below the generator's (about their sampling noise at 500 images)
 
@@ -66,23 +68,27 @@ def _generator_images(refiner: "HatRefiner", z: torch.Tensor, batch_size: int) -
     return torch.cat([refiner.generator(z[s : s + batch_size]) for s in range(0, len(z), batch_size)])
 
 
-def _chain_ends(sampler: LangevinSampler, z0: torch.Tensor, steps: list[int], seed: int, batch_size: int) -> dict[int, torch.Tensor]:
-    """The end states of K-step chains from ``z0`` for each K in ``steps``. With a constant schedule
-    one chain per chunk is continued from K to K (its state after K steps is a K-step chain's end
-    state, noise included); otherwise each K runs its own chains."""
+def chain_ends(sampler: LangevinSampler, z0: torch.Tensor, steps: list[int], seed: int, batch_size: int) -> tuple[dict[int, torch.Tensor], dict[int, float]]:
+    """The end states of K-step chains from ``z0`` for each K in ``steps``, and the wall seconds
+    a K-step run of all chains took. With a constant schedule one chain per chunk is continued
+    from K to K (its state after K steps is a K-step chain's end state, noise included; its
+    seconds are those up to K); otherwise each K runs its own chains."""
     constant = sampler.step_schedule.kind == "constant" and sampler.noise_schedule.kind == "constant"
     ends: dict[int, list[torch.Tensor]] = {K: [] for K in steps}
+    seconds = dict.fromkeys(steps, 0.0)
     for s in range(0, len(z0), batch_size):
         rng = torch.Generator(z0.device).manual_seed(seed + s)
-        z, y, done = z0[s : s + batch_size], None, 0
+        z, y, done, elapsed = z0[s : s + batch_size], None, 0, 0.0
         for K in steps:
             if not constant:
-                rng, z, y, done = torch.Generator(z0.device).manual_seed(seed + s), z0[s : s + batch_size], None, 0
+                rng, z, y, done, elapsed = torch.Generator(z0.device).manual_seed(seed + s), z0[s : s + batch_size], None, 0, 0.0
             sampler.n_steps = K - done
+            t0 = time.perf_counter()
             res = sampler.sample(z, y, generator=rng)
-            z, y, done = res.z, res.y, K
+            z, y, done, elapsed = res.z, res.y, K, elapsed + time.perf_counter() - t0
             ends[K].append(res.x)
-    return {K: torch.cat(v) for K, v in ends.items()}
+            seconds[K] += elapsed
+    return {K: torch.cat(v) for K, v in ends.items()}, seconds
 
 
 def calibrate(
@@ -110,11 +116,11 @@ def calibrate(
     real = features(net, held)
     z0 = G.sample_latent(n, generator=torch.Generator(dev).manual_seed(seed + 2))
     generator = scores(net, real, _generator_images(refiner, z0, batch_size))
-    steps = sorted({max(1, round(c.langevin_steps * f)) for f in step_factors})
+    steps = sorted({max(1, round(c.test_steps * f)) for f in step_factors})
     grid = []
     for factor in temperature_factors:
-        t = c.temperature * factor
-        images = _chain_ends(refiner.sampler(steps[-1], temperature=t), z0, steps, seed, batch_size)
+        t = c.test_temperature * factor
+        images, _ = chain_ends(refiner.sampler(steps[-1], temperature=t), z0, steps, seed, batch_size)
         grid += [{"temperature": t, "temperature_factor": round(factor, 4), "langevin_steps": K, **scores(net, real, images[K])} for K in steps]
     chosen, kept = choose(grid, generator)
     return {

@@ -203,9 +203,14 @@ class RunLog:
         self.path, self.fields = path, fields
 
     def append(self, rows: list[dict]) -> None:
+        """Append rows; a file written by an older version keeps its own columns (new ones are left out)."""
         new = not self.path.exists()
+        fields = self.fields
+        if not new:
+            with open(self.path, newline="") as f:
+                fields = next(csv.reader(f), None) or self.fields
         with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.fields)
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             if new:
                 w.writeheader()
             w.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)

@@ -25,13 +25,13 @@ FIT_HELP = {
     "data": "Data spec: builtin:mnist, cifar10/mnist/svhn/celeba, a .npz, or an image folder.",
     "data_root": "Where torchvision datasets are (or get downloaded).",
     "mode": "joint: Langevin on (Y, Z); conditional: Y only, Z from the prior.",
-    "hat": "Hat network: small, sngan32, sngan64, sngan128, timm:MODEL, or discriminator (the GAN's own, negated, trained from its weights; see --discriminator) (default: by image size).",
+    "hat": "Hat network: small, sngan32, sngan64, sngan128, timm:MODEL, or discriminator (the GAN's own, negated, trained from its weights; see --discriminator); auto: discriminator for builtin:mnist (unless --hat-width is given), else by image size.",
     "hat_width": "Width of the hat network.",
     "discriminator": "For --hat discriminator: a discriminator spec or a weights file for the generator's architecture (default: the generator spec's own, e.g. builtin:mnist).",
     "steps": "Number of updates of H.",
     "batch_size": "Batch size (data and Langevin chains).",
     "langevin_steps": "K, Langevin steps per chain during training.",
-    "langevin_steps_test": "K for sampling and refining (default: same as training).",
+    "langevin_steps_test": "K for sampling and refining (default: same as training); with --calibrate, the centre of the K grid calibration chooses from.",
     "eps_y": "Langevin step size on the residual Y.",
     "eps_z": "Langevin step size on the latent Z (joint mode).",
     "noise": "Scale of the Langevin noise (1 = exact Langevin).",
@@ -40,7 +40,7 @@ FIT_HELP = {
     "step_schedule": "Step-size schedule along a chain: constant, linear, cosine, exponential.",
     "step_schedule_end": "Step-size factor at the last Langevin step.",
     "temperature": "T: the energy is H / T.",
-    "temperature_test": "T for sampling and refining (default: same as training; a lower T sharpens samples).",
+    "temperature_test": "T for sampling and refining (default: same as training; a lower T sharpens samples); with --calibrate, the top of the T grid calibration chooses from.",
     "y_sigma": "Sigma of a Gaussian prior on Y (off by default; the paper used 0.1 for retrofit).",
     "z_prior_weight": "Weight of the N(0, I) prior term on Z (0 = off, as the authors ran it).",
     "data_noise": "Std of the Gaussian noise added to data images.",
@@ -59,7 +59,7 @@ FIT_HELP = {
     "sample_every": "Save a sample grid every N steps.",
     "save_every": "Save a checkpoint every N steps.",
     "eval_samples": "Samples for the before/after quality line at the end (0 = skip).",
-    "calibrate": "At the end, choose the test-time T and K on the data's held-out split (quick metric, recall and coverage kept); sample/refine use them.",
+    "calibrate": "At the end, choose the test-time T (x 1, 1/1.5, 1/2, 1/3) and K (x 0.5, 1, 1.5) on the data's held-out split (quick metric, recall and coverage kept); sample/refine use them.",
     "calibration_samples": "Samples per setting for --calibrate.",
     "max_residual_rms": "Divergence guard: a step whose residual Y has a larger per-pixel RMS is rolled back.",
     "max_energy_growth": "Divergence guard: roll back when the median |E_data - E_samples| of 50 updates exceeds this many times the 50 before (inf = off).",
@@ -380,7 +380,8 @@ def refine(run_dir, seed, langevin_steps, temperature, eps_y, eps_z, batch_size,
 @click.option("--run", "run_dir", required=True, help="Run directory of `hatrefine fit` / `synthesize`.")
 @click.option("--n", "n", type=int, default=None, help="Samples per setting (default: the run's --calibration-samples).")
 @click.option("--device", default=None, help="Default: the run's device setting.")
-def calibrate(run_dir, n, device) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace a calibration the run already has.")
+def calibrate(run_dir, n, device, overwrite) -> None:
     """Choose a fitted run's test-time temperature and K on held-out data (what `fit` does at its end).
 
     Writes the choice to RUN/sampling.json (what sample and refine use) and the grid and scores under
@@ -389,7 +390,11 @@ def calibrate(run_dir, n, device) -> None:
     from .checkpoint import read_json, save_json
     from .refiner import SAMPLING, HatRefiner
 
+    if not Path(run_dir).is_dir():
+        raise HatrefineError(f"--run {run_dir} is not a run directory; calibrate a local run (`hatrefine fit --out`), not a Hub model")
     refiner = HatRefiner.from_pretrained(run_dir, device=device)
+    if refiner.sampling.chosen_by == "calibration" and not overwrite:
+        raise HatrefineError(f"{run_dir} is already calibrated (T {refiner.sampling.temperature:.4g}, K {refiner.sampling.langevin_steps}); pass --overwrite to choose again")
     c = refiner.config
     record = run_calibration(refiner, c.data, c.data_root, n=n or c.calibration_samples, seed=c.seed)
     sampling = refiner.sampling.calibrated(record)

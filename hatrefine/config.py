@@ -12,24 +12,28 @@ from .errors import HatrefineError
 from .sampler import JOINT_UPDATES, Schedule
 
 MODES = ("joint", "conditional")
+EMBEDDED_GENERATOR = "builtin:mnist"
 GENERATOR_DIR = "generator"
 GENERATOR_ARCHS = ("dcgan", "sngan32", "sngan64", "sngan128")
 SNGAN_WIDTHS = {"sngan32": (256, 256, 256, 256), "sngan64": (1024, 512, 256, 128, 64), "sngan128": (1024, 1024, 512, 256, 128, 64)}
+
+
+LEGACY = {"joint_update": "alternate", "grad_penalty": 0.0, "calibrate": False, "hat": None}  # what runs saved before these settings existed did
 
 
 @dataclass
 class FitConfig:
     """Settings of a Hat EBM fit. Defaults are the embedded MNIST setting (the README's main job)."""
 
-    generator: str = "builtin:mnist"
+    generator: str = EMBEDDED_GENERATOR
     checkpoint: Optional[str] = None
     data: str = "builtin:mnist"
     data_root: Optional[str] = None
     mode: str = "joint"
-    hat: Optional[str] = None  # None: chosen from the image shape (hatrefine.hat.default_hat)
+    hat: Optional[str] = "auto"  # resolved in __post_init__; None: chosen from the image shape (hatrefine.hat.default_hat)
     hat_width: Optional[int] = None
     discriminator: Optional[str] = None  # for hat "discriminator"; None: the generator spec's own
-    steps: int = 300
+    steps: int = 700
     batch_size: int = 32
     langevin_steps: int = 20  # K during training
     langevin_steps_test: Optional[int] = None  # K for sample/refine; None: same as training
@@ -37,7 +41,7 @@ class FitConfig:
     eps_z: float = 5e-3
     noise: float = 1.0
     y_clip: Optional[float] = 2.5
-    joint_update: str = "alternate"  # alternate (paper eq. 6-7) | simultaneous (one pass of H per step)
+    joint_update: str = "simultaneous"  # simultaneous (one pass of H per step) | alternate (paper eq. 6-7, two passes)
     step_schedule: str = "constant"
     step_schedule_end: float = 1.0
     temperature: float = 1e-3
@@ -45,11 +49,11 @@ class FitConfig:
     y_sigma: Optional[float] = None
     z_prior_weight: float = 0.0
     data_noise: float = 1e-3
-    lr: float = 2e-4
+    lr: float = 1e-4
     lr_schedule: str = "constant"  # constant | cosine
     adam_beta1: float = 0.9  # Adam's momentum for H (beta2 is 0.999)
     grad_clip: Optional[float] = None
-    grad_penalty: float = 0.0  # weight of mean ||grad_x H(data)||^2 / T in H's loss (trainer.data_gradient)
+    grad_penalty: float = 1e-2  # weight of mean ||grad_x H(data)||^2 / T in H's loss (trainer.data_gradient)
     ema: float = 0.999
     seed: int = 0
     device: str = "auto"
@@ -105,6 +109,14 @@ class FitConfig:
             raise HatrefineError(f"unknown --lr-schedule {self.lr_schedule!r}; use constant or cosine")
         self.schedule()  # validates the step schedule
 
+    def resolve_hat(self) -> None:
+        """Settle ``hat="auto"`` once ``generator`` names the generator really used: the embedded
+        GAN's own discriminator for ``builtin:mnist`` with its own weights (the best hat measured
+        on it, docs/experiments.md) unless a ``hat_width`` asks for another; else None (by image size)."""
+        if self.hat == "auto":
+            embedded = self.generator == EMBEDDED_GENERATOR and self.checkpoint is None and self.hat_width is None
+            self.hat = "discriminator" if embedded else None
+
     def schedule(self) -> Schedule:
         return Schedule(self.step_schedule, self.step_schedule_end)
 
@@ -121,8 +133,9 @@ class FitConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FitConfig":
+        """Settings saved in a run; a setting the run predates takes the value it ran with (``LEGACY``)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{k: v for k, v in LEGACY.items() if k in names} | {k: v for k, v in d.items() if k in names})
 
 
 SAMPLING_FORMAT = 1
@@ -173,6 +186,8 @@ class SamplingSettings:
                 raise HatrefineError(f"{source}: field {name!r} is missing; add it or delete the file to sample with the config's settings")
             if not isinstance(d[name], kind) or isinstance(d[name], bool):
                 raise HatrefineError(f"{source}: field {name!r} is {d[name]!r}; expected a {getattr(kind, '__name__', 'number')}")
+        if d["langevin_steps"] < 0 or not d["temperature"] > 0 or d["eps_y"] < 0 or d["eps_z"] < 0:
+            raise HatrefineError(f"{source}: langevin_steps, eps_y and eps_z must be >= 0 and temperature > 0; fix the file or delete it to sample with the config's settings")
         return cls(**{k: d[k] for k in kinds})
 
 
@@ -188,6 +203,7 @@ class SynthesisConfig(FitConfig):
     generator_width: Optional[int] = None
     generator_lr: float = 1e-4
     generator_loss_weight: float = 1000.0
+    grad_penalty: float = 0.0  # off: not measured for tandem synthesis
     bank_size: int = 10000
     langevin_steps: int = 30
     eps_y: float = 5e-4

@@ -164,6 +164,7 @@ def frechet_distance(stats_a: tuple[np.ndarray, np.ndarray], stats_b: tuple[np.n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LinAlgWarning)
         warnings.simplefilter("ignore", DeprecationWarning)  # scipy's sqrtm(disp=...) inside pytorch-fid
+        warnings.simplefilter("ignore", RuntimeWarning)  # sqrtm on a degenerate covariance: handled below
         try:
             return float(calculate_frechet_distance(stats_a[0], stats_a[1], stats_b[0], stats_b[1]))
         except ValueError:  # sqrtm's imaginary residue on a degenerate covariance (collapsed samples)
@@ -204,11 +205,16 @@ def features(net: nn.Module, images: torch.Tensor, batch_size: int = 500) -> tor
 
 
 @torch.no_grad()
-def class_histogram(images: torch.Tensor, net: LeNet | None = None) -> dict:
-    """The shipped LeNet's labels of (N, 1, 32, 32) digits: frequency of each class, label entropy (nats), mean confidence."""
+def class_probabilities(images: torch.Tensor, net: LeNet | None = None) -> torch.Tensor:
+    """The shipped LeNet's class probabilities (N, 10) of (N, 1, 32, 32) digits."""
     net = net or load_lenet()
     device = next(net.parameters()).device
-    probs = torch.cat([net(b.to(device)).softmax(1).cpu() for b in images.split(500)])
+    return torch.cat([net(b.to(device)).softmax(1).cpu() for b in images.split(500)])
+
+
+def class_histogram(images: torch.Tensor, net: LeNet | None = None) -> dict:
+    """The shipped LeNet's labels of (N, 1, 32, 32) digits: frequency of each class, label entropy (nats), mean confidence."""
+    probs = class_probabilities(images, net)
     freq = torch.bincount(probs.argmax(1), minlength=10).double() / len(probs)
     entropy = -(freq[freq > 0] * freq[freq > 0].log()).sum()
     return {"frequencies": [round(v, 4) for v in freq.tolist()], "label_entropy": round(entropy.item(), 4), "confidence": round(probs.max(1).values.mean().item(), 4)}

@@ -16,7 +16,8 @@ from typing import Optional
 
 from .checkpoint import read_json, save_json
 from .errors import HatrefineError
-from .refiner import CONFIG, HAT_WEIGHTS, SAMPLING
+from .config import FitConfig, SamplingSettings
+from .refiner import CONFIG, HAT_WEIGHTS, SAMPLING, read_sampling
 
 GRID = "samples.png"
 
@@ -69,13 +70,16 @@ def stage(run: str | Path, folder: str | Path, fid: Optional[dict] = None) -> Pa
     if grid is not None:
         shutil.copy2(grid, folder / GRID)
     quality = read_json(run / "quality.json") if (run / "quality.json").is_file() else None
-    (folder / "README.md").write_text(model_card(settings, quality, fid, grid is not None))
+    sampling = read_sampling(run) or SamplingSettings.from_config(FitConfig.from_dict(settings))
+    (folder / "README.md").write_text(model_card(settings, quality, fid, grid is not None, sampling))
     return folder
 
 
-def model_card(settings: dict, quality: Optional[dict], fid: Optional[dict], has_grid: bool) -> str:
-    """The repository's README.md: what the model is, how it was fitted, what was measured."""
+def model_card(settings: dict, quality: Optional[dict], fid: Optional[dict], has_grid: bool, sampling: Optional[SamplingSettings] = None) -> str:
+    """The repository's README.md: what the model is, how it was fitted, what it samples with
+    (``sampling``, default the settings' own), what was measured."""
     s = settings
+    sampling = sampling or SamplingSettings.from_config(FitConfig.from_dict(settings))
     mode = "conditional (Langevin on Y, Z from the prior)" if s["mode"] == "conditional" else "joint (Langevin on Z and Y)"
     lines = [
         "---",
@@ -95,9 +99,11 @@ def model_card(settings: dict, quality: Optional[dict], fid: Optional[dict], has
         f"| mode | {mode} |",
         f"| hat network | {_hat_line(s)} |",
         f"| updates of H | {s['steps']} (batch {s['batch_size']}, Adam {s['lr']}, betas ({s.get('adam_beta1', 0.9)}, 0.999)) |",
-        f"| Langevin steps K (train / sample) | {s['langevin_steps']} / {s.get('langevin_steps_test') or s['langevin_steps']} |",
-        f"| eps_y / eps_z / noise | {s['eps_y']} / {s['eps_z'] if s['mode'] == 'joint' else '-'} / {s['noise']} |",
-        f"| temperature T (train / sample) | {s['temperature']} / {s.get('temperature_test') or s['temperature']} |",
+        f"| Langevin steps K (train / sample) | {s['langevin_steps']} / {sampling.langevin_steps} |",
+        f"| eps_y / eps_z, train (noise {s['noise']}) | {s['eps_y']} / {s['eps_z'] if s['mode'] == 'joint' else '-'} |",
+        f"| eps_y / eps_z, sample (after any backoff) | {sampling.eps_y:g} / {f'{sampling.eps_z:g}' if s['mode'] == 'joint' else '-'} |",
+        f"| temperature T (train / sample) | {s['temperature']} / {sampling.temperature:.4g} |",
+        f"| sampling K and T chosen by | {sampling.chosen_by} |",
         "",
         "## Measured",
         "",

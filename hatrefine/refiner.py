@@ -41,6 +41,7 @@ def resolve_device(name: str) -> torch.device:
 
 def build_hat(config: FitConfig, generator: Generator) -> nn.Module:
     """The hat network ``config`` names; ``discriminator``: the GAN's own, starting from its weights."""
+    config.resolve_hat()
     if config.hat == "discriminator":
         return hat_from_discriminator(resolve_discriminator(config.discriminator or config.generator, config.generator))
     return create_hat(config.hat or default_hat(generator.image_shape), generator.image_shape, config.hat_width)

@@ -89,7 +89,7 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
     ``before_after.png``, ``langevin_path.png`` and ``quality.json`` (with ``calibration``, if
     given), print the quality line: the LeNet distance with recall and coverage for digits."""
     from .data import load_images
-    from .evaluation import features, lenet_fd, load_lenet, prdc
+    from .evaluation import class_probabilities, features, lenet_fd, load_lenet, prdc
 
     c, G = refiner.config, refiner.generator
     rng = torch.Generator(refiner.device).manual_seed(seed + 1)
@@ -118,12 +118,14 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
         fd_after = lenet_fd(after, reference.to(refiner.device), net)
         real = features(net, reference)
         pr_before, pr_after = prdc(real, features(net, before)), prdc(real, features(net, after))
+        changed = (class_probabilities(before, net).argmax(1) != class_probabilities(after, net).argmax(1)).double().mean().item()
         result |= {"metric": "frechet_distance_lenet", "n_reference": len(reference), "generator": round(fd_before, 3), "hat": round(fd_after, 3),
-                   "prdc_generator": pr_before, "prdc_hat": pr_after}
+                   "prdc_generator": pr_before, "prdc_hat": pr_after, "class_changed": round(changed, 4)}
         line = (
             f"quality (Frechet distance in LeNet features, {n} samples vs {len(reference)} data images, lower is better): "
             f"generator {fd_before:.3f} -> Hat EBM {fd_after:.3f} ({100 * (fd_after / fd_before - 1):+.1f}%); "
-            f"recall {pr_before['recall']:.3f} -> {pr_after['recall']:.3f}, coverage {pr_before['coverage']:.3f} -> {pr_after['coverage']:.3f}"
+            f"recall {pr_before['recall']:.3f} -> {pr_after['recall']:.3f}, coverage {pr_before['coverage']:.3f} -> {pr_after['coverage']:.3f}; "
+            f"{100 * changed:.1f}% of digits change class"
         )
     else:
         line = "quality: the quick LeNet distance applies to 1x32x32 digits; run `hatrefine eval` on sampled images for FID"

@@ -79,7 +79,11 @@ def data_gradient(energies: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     Mescheder et al. 2018, on H and divided by T like the loss, so that its weight does not
     depend on T). Without it H's input-gradient scale grows unchecked and the
     Langevin chains cool until Y's drift outgrows its noise (docs/experiments.md)."""
-    (grad,) = torch.autograd.grad(energies.sum(), images, create_graph=True)
+    try:
+        (grad,) = torch.autograd.grad(energies.sum(), images, create_graph=True)
+    except RuntimeError as e:  # e.g. fused attention kernels without a double backward
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HatrefineError(f"--grad-penalty needs the hat network's second derivative, which it does not provide ({first}); pass --grad-penalty 0") from None
     return grad[: len(energies)].flatten(1)
 
 
@@ -124,6 +128,7 @@ class Trainer:
             config.discriminator = absolute_source(config.discriminator)
         if generator is not None:
             config.generator = generator.name  # a registry spec, or the name of a Python object
+        config.resolve_hat()
         self.config = c = config
         self.device = resolve_device(device if self.shard.world > 1 else c.device)
         self.shard.slice(c.batch_size)  # the batch must split evenly over the processes

@@ -80,7 +80,7 @@ def test_a_fit_writes_its_calibration_to_the_run_and_sample_uses_it(tmp_path, ti
 
 
 def test_continued_chains_end_where_chains_of_each_length_end(tiny_generator):
-    from hatrefine.calibration import _chain_ends
+    from hatrefine.calibration import chain_ends
     from hatrefine.energy import HatEnergy
     from hatrefine.sampler import LangevinSampler, Schedule
 
@@ -88,7 +88,8 @@ def test_continued_chains_end_where_chains_of_each_length_end(tiny_generator):
     z0 = tiny_generator.sample_latent(6, generator=torch.Generator().manual_seed(0))
     for schedule in (Schedule(), Schedule("linear", 0.2)):
         sampler = LangevinSampler(HatEnergy(hat, tiny_generator, 0.1), 5, eps_y=0.05, eps_z=0.1, step_schedule=schedule)
-        ends = _chain_ends(sampler, z0, [2, 5], seed=3, batch_size=4)
+        ends, seconds = chain_ends(sampler, z0, [2, 5], seed=3, batch_size=4)
+        assert seconds[2] > 0 and (schedule.kind != "constant" or seconds[5] >= seconds[2])  # continued: cumulative
         for K in (2, 5):
             alone = LangevinSampler(HatEnergy(hat, tiny_generator, 0.1), K, eps_y=0.05, eps_z=0.1, step_schedule=schedule)
             x = torch.cat([alone.sample(z0[s : s + 4], generator=torch.Generator().manual_seed(3 + s)).x for s in (0, 4)])

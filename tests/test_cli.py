@@ -52,13 +52,36 @@ def test_bad_inputs_get_one_line(tmp_path):
     assert not (tmp_path / "a.npz").exists() and not (tmp_path / "s.npz").exists()
 
 
+def _zero_steps_change_nothing(run_dir, out):
+    """The report's before/after line on chains of K = 0: the same images, no digit changes class."""
+    import dataclasses
+
+    from hatrefine import HatRefiner
+    from hatrefine.report import before_after
+
+    refiner = HatRefiner.from_pretrained(run_dir)
+    refiner.sampling = dataclasses.replace(refiner.sampling, langevin_steps=0)
+    out.mkdir()
+    r = before_after(refiner, out, n=16, seed=0)
+    assert r["class_changed"] == 0 and r["hat"] == r["generator"]
+    moved = before_after(HatRefiner.from_pretrained(run_dir), out, n=16, seed=0)
+    assert moved["hat"] != moved["generator"]
+
+
 def test_fit_sample_refine_end_to_end(tmp_path):
     run_dir = tmp_path / "run"
     result = run("fit", "--out", run_dir, *TINY_FIT)
     assert result.exit_code == 0, result.output
-    assert "quality (Frechet distance in LeNet features" in result.output
+    assert "quality (Frechet distance in LeNet features" in result.output and "of digits change class" in result.output
     for name in ("before_after.png", "langevin_path.png", "quality.json", "hat.safetensors"):
         assert (run_dir / name).is_file()
+    _zero_steps_change_nothing(run_dir, tmp_path / "k0")
+    before = (run_dir / "sampling.json").read_text()
+    one_line_error(run("calibrate", "--run", run_dir, "--n", 10), "already calibrated", "--overwrite")
+    assert (run_dir / "sampling.json").read_text() == before
+    one_line_error(run("calibrate", "--run", "hf:me/model"), "not a run directory")
+    again = run("calibrate", "--run", run_dir, "--n", 10, "--overwrite")
+    assert again.exit_code == 0 and "chosen: T" in again.output, again.output
 
     samples = tmp_path / "s.npz"
     result = run("sample", "--run", run_dir, "--n", 5, "--seed", 1, "--out", samples, "--batch-size", 2, "--png", tmp_path / "s.png")
@@ -92,7 +115,7 @@ def test_fit_sample_refine_end_to_end(tmp_path):
     result = run("fit", "--out", run_dir, "--resume", "--quiet")  # keeps the saved 2 steps
     assert result.exit_code == 0, result.output
     assert len((run_dir / "log.csv").read_text().splitlines()) == 3
-    one_line_error(run("fit", "--out", run_dir, "--resume", "--lr", "0.1"), "--lr (0.0002 -> 0.1) cannot change on --resume")
+    one_line_error(run("fit", "--out", run_dir, "--resume", "--lr", "0.1"), "--lr (0.0001 -> 0.1) cannot change on --resume")
     result = run("fit", "--out", run_dir, "--steps", 3, "--resume", "--quiet")
     assert result.exit_code == 0, result.output
     assert len((run_dir / "log.csv").read_text().splitlines()) == 4

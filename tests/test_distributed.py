@@ -10,7 +10,8 @@ import torch
 
 from hatrefine.checkpoint import read_state_dict
 
-FIT = ["--steps", "3", "--batch-size", "8", "--langevin-steps", "3", "--hat-width", "4", "--eval-samples", "0", "--no-calibrate", "--device", "cpu", "--quiet"]
+FIT = ["--steps", "3", "--batch-size", "8", "--langevin-steps", "3", "--hat-width", "4", "--eval-samples", "0", "--no-calibrate", "--device", "cpu", "--quiet",
+       "--lr", "2e-4", "--grad-penalty", "1e-2"]  # the penalty's double backward under DDP too
 ENV = os.environ | {"OMP_NUM_THREADS": "1"}
 
 

@@ -51,7 +51,8 @@ def test_push_then_load_offline_from_the_hub_cache(tmp_path, fake_hub, monkeypat
     uploaded = fake_hub / "me" / "mnist-hat"
     assert {p.name for p in uploaded.iterdir()} == {"config.json", "hat.safetensors", "sampling.json", "README.md", "samples.png"}
     card = (uploaded / "README.md").read_text()
-    for fact in ("builtin:mnist", "FID 12.500", "quality (Frechet distance", "hf:me/mnist-hat", "![samples](samples.png)", "| Langevin steps K", "| hat network | default for the image size (width 4) |"):
+    for fact in ("builtin:mnist", "FID 12.500", "quality (Frechet distance", "hf:me/mnist-hat", "![samples](samples.png)", "| Langevin steps K", "| hat network | default for the image size (width 4) |",
+                 "| sampling K and T chosen by | calibration |"):
         assert fact in card, fact
 
     cache = tmp_path / "hub_cache"

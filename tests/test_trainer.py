@@ -328,3 +328,45 @@ def test_grad_penalty_holds_down_the_input_gradient_scale_that_a_plain_fit_grows
     assert plain[0] == pytest.approx(held[0], rel=0.05)  # same start: same seed and first weights
     assert np.mean(plain[-5:]) > 3 * plain[0]  # without the penalty the scale grows
     assert np.mean(held[-5:]) < np.mean(plain[-5:]) / 3
+
+
+def test_the_default_hat_is_the_embedded_gans_discriminator_only_for_that_gan(tmp_path, tiny_generator, blobs):
+    def resolved(**kw):
+        c = FitConfig(**kw)
+        c.resolve_hat()
+        return c.hat
+
+    assert resolved() == "discriminator"
+    assert resolved(hat_width=8) is None  # a width asks for a hat by image size
+    assert resolved(checkpoint="other.safetensors") is None  # other weights: the shipped discriminator is not theirs
+    assert resolved(generator="mimicry:sngan_cifar10") is None
+    assert resolved(hat="small") == "small"
+    # a generator object given to the trainer decides, not the config's default spec
+    config = FitConfig(data=blobs, steps=1, batch_size=8, langevin_steps=1, eval_samples=0, calibrate=False, device="cpu")
+    assert Trainer(config, tmp_path / "run", generator=tiny_generator).config.hat is None
+
+
+def test_a_run_saved_before_new_settings_loads_and_resumes_as_it_ran(tmp_path, tiny_generator, blobs):
+    import json
+
+    run = tmp_path / "run"
+    Trainer(tiny(blobs, steps=3, eval_samples=0), run, generator=tiny_generator).run(progress=False)
+    saved = json.loads((run / "config.json").read_text())
+    for key in ("joint_update", "grad_penalty", "calibrate"):  # settings older runs did not have
+        del saved["hatrefine"][key]
+    saved["hatrefine"]["hat"] = None
+    (run / "config.json").write_text(json.dumps(saved))
+    (run / "sampling.json").unlink()
+    old_columns = ["step", "loss", "energy_data", "energy_samples", "lr", "eps_y", "eps_z", "residual_norm", "seconds_per_step"]
+    rows = [r.split(",") for r in (run / "log.csv").read_text().splitlines()]
+    keep = [rows[0].index(c) for c in old_columns]
+    (run / "log.csv").write_text("".join(",".join(r[i] for i in keep) + "\n" for r in rows))
+
+    refiner = HatRefiner.from_pretrained(run, generator=tiny_generator)
+    assert refiner.config.joint_update == "alternate" and refiner.config.grad_penalty == 0 and not refiner.config.calibrate
+    assert refiner.sampler().joint_update == "alternate" and refiner.sampling.chosen_by == "config"
+    resumed = Trainer(None, run, generator=tiny_generator, resume=True, steps=6)
+    resumed.run(progress=False)
+    assert resumed.config.grad_penalty == 0 and resumed.calibration is None
+    lines = (run / "log.csv").read_text().splitlines()
+    assert lines[0].split(",") == old_columns and len(lines) == 7 and all(len(r.split(",")) == len(old_columns) for r in lines)
