@@ -5,10 +5,10 @@
 
 import torch
 
-from hatrefine import HatRefiner, load_generator
+from hatrefine import HatRefiner, fit, load_generator
 
 G = load_generator("builtin:mnist")  # or mimicry:sngan_cifar10, hf:ORG/NAME, hatrefine.adapters.wrap(...)
-refiner = HatRefiner.fit(out="runs/quickstart", generator=G, data="builtin:mnist", steps=20, langevin_steps=10, eval_samples=0, overwrite=True)
+refiner = fit(out="runs/quickstart", generator=G, data="builtin:mnist", steps=20, langevin_steps=10, eval_samples=0, overwrite=True)
 
 out = refiner.sample(16, seed=0)  # out.x = out.g + out.y: refined images; out.z: latents
 with torch.no_grad():

@@ -1,9 +1,12 @@
 """hatrefine: a Hat EBM on top of any frozen pretrained image generator."""
 
+from importlib.metadata import version
+
 from .errors import HatrefineError
 from .generator import Generator
 from .refiner import HatRefiner
 from .registry import create_architecture, known_specs, load_discriminator, load_generator
+from .trainer import fit
 
-__version__ = "0.1.0"
-__all__ = ["HatrefineError", "Generator", "HatRefiner", "load_generator", "load_discriminator", "known_specs", "create_architecture"]
+__version__ = version("hatrefine")
+__all__ = ["HatrefineError", "Generator", "HatRefiner", "fit", "load_generator", "load_discriminator", "known_specs", "create_architecture"]

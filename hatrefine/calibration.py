@@ -15,7 +15,7 @@ setting keeps them, the one that loses least of them (the largest of the two sho
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -26,8 +26,6 @@ from .errors import HatrefineError
 from .evaluation import features, frechet_distance, load_lenet, prdc
 from .sampler import LangevinSampler
 
-if TYPE_CHECKING:
-    from .refiner import HatRefiner
 
 TEMPERATURE_FACTORS = (1.0, 1 / 1.5, 1 / 2, 1 / 3)  # x the config's test-time T
 STEP_FACTORS = (0.5, 1.0, 1.5)
@@ -64,7 +62,7 @@ def choose(grid: list[dict], generator: dict, slack: float = SLACK) -> tuple[dic
 
 
 @torch.no_grad()
-def _generator_images(refiner: "HatRefiner", z: torch.Tensor, batch_size: int) -> torch.Tensor:
+def _generator_images(refiner, z: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([refiner.generator(z[s : s + batch_size]) for s in range(0, len(z), batch_size)])
 
 
@@ -92,7 +90,7 @@ def chain_ends(sampler: LangevinSampler, z0: torch.Tensor, steps: list[int], see
 
 
 def calibrate(
-    refiner: "HatRefiner",
+    refiner,
     data: str,
     data_root: Optional[str] = None,
     n: int = 500,

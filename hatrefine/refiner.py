@@ -1,6 +1,6 @@
 """``HatRefiner``: a fitted Hat EBM (frozen generator + hat network + sampler settings).
 
-    refiner = HatRefiner.fit(generator="builtin:mnist", data="builtin:mnist", out="runs/mnist")
+    refiner = hatrefine.fit(generator=load_generator("builtin:mnist"), data="builtin:mnist", out="runs/mnist")
     out = refiner.sample(64, seed=0)             # out.x: refined images, out.z, out.y, out.g
     better = refiner.refine(x=my_images)          # images only: latents found by inversion
     refiner.save_pretrained("my_refiner");  HatRefiner.from_pretrained("my_refiner")
@@ -203,20 +203,3 @@ class HatRefiner(nn.Module):
             raise HatrefineError(f"{directory} has no {HAT_WEIGHTS} yet; let the fit save a checkpoint first")
         load_strict(hat, read_state_dict(directory / HAT_WEIGHTS), str(directory / HAT_WEIGHTS))
         return cls(generator, hat.to(dev), config, read_sampling(directory))
-
-    @classmethod
-    def fit(cls, out: str | Path, generator: Optional[Generator] = None, resume: bool = False, overwrite: bool = False, progress: bool = True, **settings) -> "HatRefiner":
-        """Fit a hat network (see ``FitConfig`` for ``settings``) into run directory ``out``.
-
-        With ``resume=True`` the saved run's settings are used; only ``steps`` may be given.
-        """
-        from .trainer import Trainer
-
-        if resume:
-            if set(settings) - {"steps"}:
-                raise HatrefineError(f"a resumed run keeps its saved settings; only steps may change, got {sorted(settings)}")
-            trainer = Trainer(None, out, generator=generator, resume=True, steps=settings.get("steps"))
-        else:
-            trainer = Trainer(FitConfig(**settings), out, generator=generator, overwrite=overwrite)
-        trainer.run(progress=progress)
-        return trainer.refiner()

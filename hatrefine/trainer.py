@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
-from . import __version__, distributed, report
+from . import distributed, report
 from .checkpoint import (
     RunLog,
     check_run_dir,
@@ -90,7 +90,9 @@ def data_gradient(energies: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 def versions() -> dict:
     import torchvision
 
-    return {"hatrefine": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version()}
+    from importlib.metadata import version
+
+    return {"hatrefine": version("hatrefine"), "torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version()}
 
 
 class Trainer:
@@ -417,3 +419,18 @@ class Trainer:
         self._apply_backoff()
         if self.shard.main:
             self.log.truncate(meta["log_rows"])
+
+
+def fit(out: str | Path, generator: Optional[Generator] = None, resume: bool = False, overwrite: bool = False, progress: bool = True, **settings) -> HatRefiner:
+    """Fit a hat network (see ``FitConfig`` for ``settings``) into run directory ``out``; returns the fitted ``HatRefiner``.
+
+    With ``resume=True`` the saved run's settings are used; only ``steps`` may be given.
+    """
+    if resume:
+        if set(settings) - {"steps"}:
+            raise HatrefineError(f"a resumed run keeps its saved settings; only steps may change, got {sorted(settings)}")
+        trainer = Trainer(None, out, generator=generator, resume=True, steps=settings.get("steps"))
+    else:
+        trainer = Trainer(FitConfig(**settings), out, generator=generator, overwrite=overwrite)
+    trainer.run(progress=progress)
+    return trainer.refiner()
