@@ -33,7 +33,7 @@ import torch
 from hatrefine.checkpoint import has_checkpoint, read_json, save_json
 from hatrefine.config import FitConfig
 from hatrefine.data import load_images
-from hatrefine.evaluation import features, frechet_distance, load_lenet, prdc
+from hatrefine.evaluation import feature_scores, features, load_lenet
 from hatrefine.refiner import resolve_device
 from hatrefine.trainer import Trainer
 
@@ -51,11 +51,8 @@ def last_log_row(run: Path) -> dict:
 
 
 def lenet_scores(net, real: torch.Tensor, images: torch.Tensor) -> dict:
-    fake = features(net, images).double()
-    ref = real.double()
-    fd = frechet_distance((ref.mean(0).numpy(), torch.cov(ref.T).numpy()), (fake.mean(0).numpy(), torch.cov(fake.T).numpy()))
-    scores = prdc(real, fake.float())
-    return {"lenet_fd": round(fd, 3), "recall": round(scores["recall"], 4), "coverage": round(scores["coverage"], 4)}
+    s = feature_scores(net, real, images)
+    return {"lenet_fd": round(s["fd"], 3), "recall": s["recall"], "coverage": s["coverage"]}
 
 
 def draw(sampler, z: torch.Tensor, seed: int, batch_size: int = 250) -> torch.Tensor:

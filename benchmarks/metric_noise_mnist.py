@@ -16,7 +16,8 @@ import argparse
 import numpy as np
 import torch
 
-from hatrefine.calibration import SLACK, scores
+from hatrefine.calibration import SLACK
+from hatrefine.evaluation import feature_scores
 from hatrefine.data import load_images
 from hatrefine.evaluation import features, load_lenet
 from hatrefine.registry import load_generator
@@ -39,7 +40,7 @@ def main() -> None:
         for i in range(args.sets):
             z = G.sample_latent(n, generator=torch.Generator().manual_seed(args.seed + i))
             with torch.no_grad():
-                rows.append(scores(net, real, torch.cat([G(z[s : s + 250]) for s in range(0, n, 250)])))
+                rows.append(feature_scores(net, real, torch.cat([G(z[s : s + 250]) for s in range(0, n, 250)])))
         result["scores"][str(n)] = {k: {"mean": round(float(np.mean([r[k] for r in rows])), 4), "std": round(float(np.std([r[k] for r in rows], ddof=1)), 4)} for k in rows[0]}
         print(n, result["scores"][str(n)], flush=True)
     write_json(args.json, result)

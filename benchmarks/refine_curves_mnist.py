@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from hatrefine import HatRefiner
-from hatrefine.calibration import chain_ends, choose, scores
+from hatrefine.calibration import chain_ends, choose
+from hatrefine.evaluation import feature_scores
 from hatrefine.data import load_images
 from hatrefine.ddls import DDLS, calibrate
 from hatrefine.evaluation import features, load_lenet
@@ -47,7 +48,7 @@ def select(make_sampler, temperatures, z, steps, lenet, real, generator_scores, 
     rows = []
     for t in temperatures:
         images, _ = chain_ends(make_sampler(t), z, list(steps), seed, batch_size)
-        rows += [{"temperature": t, "langevin_steps": K, **scores(lenet, real, images[K])} for K in steps]
+        rows += [{"temperature": t, "langevin_steps": K, **feature_scores(lenet, real, images[K])} for K in steps]
     chosen = {K: choose([r for r in rows if r["langevin_steps"] == K], generator_scores)[0]["temperature"] for K in steps}
     return chosen, rows
 
@@ -112,7 +113,7 @@ def main() -> None:
     real = features(lenet, load_images(DATA, G.image_shape, split="test"))
     z_select = G.sample_latent(args.n_select, generator=torch.Generator(device).manual_seed(args.seed + 101))
     with torch.no_grad():
-        generator_scores = scores(lenet, real, torch.cat([G(z_select[s : s + args.batch_size]) for s in range(0, args.n_select, args.batch_size)]))
+        generator_scores = feature_scores(lenet, real, torch.cat([G(z_select[s : s + args.batch_size]) for s in range(0, args.n_select, args.batch_size)]))
     chosen, selection = {}, {"generator": generator_scores}
     for name, make in makers.items():
         chosen[name], selection[name] = select(make, temperatures[name], z_select, steps, lenet, real, generator_scores, args.seed + 101, args.batch_size)

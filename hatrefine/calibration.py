@@ -23,7 +23,7 @@ from torch import nn
 
 from .data import load_images
 from .errors import HatrefineError
-from .evaluation import features, frechet_distance, load_lenet, prdc
+from .evaluation import feature_scores, features, load_lenet
 from .sampler import LangevinSampler
 
 
@@ -42,14 +42,6 @@ def quick_metric_net(image_shape, device: torch.device, inception_on_cpu: bool =
     from .inception import load_inception
 
     return load_inception("auto", device), "inception"
-
-
-def scores(net: nn.Module, real: torch.Tensor, images: torch.Tensor) -> dict[str, float]:
-    """Frechet distance, precision, recall, density and coverage of ``images`` against ``real`` features."""
-    fake = features(net, images).double().numpy()
-    ref = real.double().numpy()
-    fd = frechet_distance((ref.mean(0), np.cov(ref, rowvar=False)), (fake.mean(0), np.cov(fake, rowvar=False)))
-    return {"fd": round(fd, 4), **{k: round(v, 4) for k, v in prdc(real, torch.from_numpy(fake)).items()}}
 
 
 def choose(grid: list[dict], generator: dict, slack: float = SLACK) -> tuple[dict, bool]:
@@ -113,13 +105,13 @@ def calibrate(
     held = load_images(data, G.image_shape, split="test", root=data_root)
     real = features(net, held)
     z0 = G.sample_latent(n, generator=torch.Generator(dev).manual_seed(seed + 2))
-    generator = scores(net, real, _generator_images(refiner, z0, batch_size))
+    generator = feature_scores(net, real, _generator_images(refiner, z0, batch_size))
     steps = sorted({max(1, round(c.test_steps * f)) for f in step_factors})
     grid = []
     for factor in temperature_factors:
         t = c.test_temperature * factor
         images, _ = chain_ends(refiner.sampler(steps[-1], temperature=t), z0, steps, seed, batch_size)
-        grid += [{"temperature": t, "temperature_factor": round(factor, 4), "langevin_steps": K, **scores(net, real, images[K])} for K in steps]
+        grid += [{"temperature": t, "temperature_factor": round(factor, 4), "langevin_steps": K, **feature_scores(net, real, images[K])} for K in steps]
     chosen, kept = choose(grid, generator)
     return {
         "metric": metric,

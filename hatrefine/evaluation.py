@@ -204,6 +204,15 @@ def features(net: nn.Module, images: torch.Tensor, batch_size: int = 500) -> tor
     return torch.cat([net.features(b.to(device)).float().cpu() for b in images.split(batch_size)])
 
 
+def feature_scores(net: nn.Module, real: torch.Tensor, images: torch.Tensor) -> dict[str, float]:
+    """Frechet distance, precision, recall, density and coverage of ``images`` against ``real`` features."""
+    fake = features(net, images).double().numpy()
+    ref = real.double().numpy()
+    fd = frechet_distance((ref.mean(0), np.cov(ref, rowvar=False)), (fake.mean(0), np.cov(fake, rowvar=False)))
+    return {"fd": round(fd, 4), **{k: round(v, 4) for k, v in prdc(real, torch.from_numpy(fake)).items()}}
+
+
+
 @torch.no_grad()
 def class_probabilities(images: torch.Tensor, net: LeNet | None = None) -> torch.Tensor:
     """The shipped LeNet's class probabilities (N, 10) of (N, 1, 32, 32) digits."""

@@ -89,7 +89,7 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
     ``before_after.png``, ``langevin_path.png`` and ``quality.json`` (with ``calibration``, if
     given), print the quality line: the LeNet distance with recall and coverage for digits."""
     from .data import load_images
-    from .evaluation import class_probabilities, features, lenet_fd, load_lenet, prdc
+    from .evaluation import class_probabilities, feature_scores, features, load_lenet
 
     c, G = refiner.config, refiner.generator
     rng = torch.Generator(refiner.device).manual_seed(seed + 1)
@@ -114,10 +114,9 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
     if tuple(G.image_shape) == (1, 32, 32):
         reference = load_images(c.data, G.image_shape, split="train", root=c.data_root)
         net = load_lenet().to(refiner.device)
-        fd_before = lenet_fd(before, reference.to(refiner.device), net)
-        fd_after = lenet_fd(after, reference.to(refiner.device), net)
         real = features(net, reference)
-        pr_before, pr_after = prdc(real, features(net, before)), prdc(real, features(net, after))
+        pr_before, pr_after = feature_scores(net, real, before), feature_scores(net, real, after)
+        fd_before, fd_after = pr_before.pop("fd"), pr_after.pop("fd")
         changed = (class_probabilities(before, net).argmax(1) != class_probabilities(after, net).argmax(1)).double().mean().item()
         result |= {"metric": "frechet_distance_lenet", "n_reference": len(reference), "generator": round(fd_before, 3), "hat": round(fd_after, 3),
                    "prdc_generator": pr_before, "prdc_hat": pr_after, "class_changed": round(changed, 4)}
