@@ -34,11 +34,12 @@ from tqdm import tqdm
 from . import report
 from .checkpoint import (
     RunLog,
-    check_run_dir,
+    disk_errors,
     has_checkpoint,
     load_checkpoint,
     load_optimizer,
     load_strict,
+    opening_run_dir,
     optimizer_tensors,
     read_json,
     save_checkpoint,
@@ -49,7 +50,9 @@ from .checkpoint import (
 )
 from .data import DataStream, open_dataset
 from .errors import HatrefineError
+from .events import EventLog, require_tensorboard
 from .registry import register_architecture
+from .schema import FORMAT_VERSION, check_version, settings_from_dict
 
 CONFIG, DECODER_WEIGHTS, ENCODER_WEIGHTS = "config.json", "model.safetensors", "encoder.safetensors"
 
@@ -122,6 +125,7 @@ class AEConfig:
     device: str = "auto"
     log_every: int = 50
     save_every: int = 500
+    tensorboard: bool = False
 
     def __post_init__(self):
         self.image_shape, self.latent_shape = [int(s) for s in self.image_shape], [int(s) for s in self.latent_shape]
@@ -144,18 +148,25 @@ class AutoencoderTrainer:
     """Pretrains an autoencoder into ``out``; ``resume=True`` continues it exactly."""
 
     def __init__(self, config: Optional[AEConfig], out: str | Path, resume: bool = False, overwrite: bool = False, steps: Optional[int] = None):
+        self.out = Path(out)
+        with opening_run_dir(self.out, resume, overwrite, CONFIG):
+            self._open(config, resume, steps)
+
+    def _open(self, config: Optional[AEConfig], resume: bool, steps: Optional[int]) -> None:
         from .refiner import resolve_device
         from .trainer import versions
 
-        self.out = Path(out)
-        check_run_dir(self.out, resume, overwrite, CONFIG)
         if resume:
-            saved = read_json(self.out / CONFIG).get("autoencoder")
-            if saved is None:
+            source = self.out / CONFIG
+            saved = read_json(source)
+            check_version(saved, str(source), legacy={"tensorboard": False})
+            if not isinstance(saved.get("autoencoder"), dict):
                 raise HatrefineError(f"{self.out} is not an autoencoder directory (no 'autoencoder' in {CONFIG}); pass the --out of pretrain-ae")
-            config = AEConfig(**{**saved, **({"steps": steps} if steps is not None else {})})
+            config = settings_from_dict(AEConfig, {**saved["autoencoder"], **({"steps": steps} if steps is not None else {})}, str(source))
         elif config is None:
             raise HatrefineError("a new autoencoder needs its settings (an AEConfig)")
+        if config.tensorboard:
+            require_tensorboard()  # before anything is written
         self.config = c = config
         self.device = resolve_device(c.device)
         torch.manual_seed(c.seed)
@@ -169,14 +180,16 @@ class AutoencoderTrainer:
         if resume and has_checkpoint(self.out):
             self._load_state(*load_checkpoint(self.out))
         elif not resume:
-            start_run_dir(self.out)
-            save_json(self.out / CONFIG, self._directory_config(versions()))
+            with disk_errors(self.out):
+                start_run_dir(self.out)
+                save_json(self.out / CONFIG, self._directory_config(versions()))
+        self.events = EventLog(self.out, self.step + 1 if resume else None) if c.tensorboard else None
 
     def _directory_config(self, versions: dict) -> dict:
         c = self.config
         entry = lambda arch: {"architecture": arch, "kwargs": c.kwargs()}  # noqa: E731
         decoder = entry("ae_decoder") | {"latent_shape": c.latent_shape, "image_shape": c.image_shape, "prior": None, "value_range": [-1.0, 1.0]}
-        return {"generator": decoder, "encoder": entry("ae_encoder"), "autoencoder": dataclasses.asdict(c), "versions": versions}
+        return {"format_version": FORMAT_VERSION, "generator": decoder, "encoder": entry("ae_encoder"), "autoencoder": dataclasses.asdict(c), "versions": versions}
 
     def reconstruct(self, x: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
         z = self.encoder(x)
@@ -195,7 +208,12 @@ class AutoencoderTrainer:
         return {"step": self.step, "loss": loss.item(), "seconds_per_step": time.perf_counter() - t0}
 
     def run(self, progress: bool = True) -> None:
-        """Train to ``config.steps``; then write the reconstruction and prior-sample grids."""
+        """Train to ``config.steps``; then write the reconstruction and prior-sample grids (a full
+        disk or a permission error: one line, the last checkpoint intact)."""
+        with disk_errors(self.out):
+            self._run(progress)
+
+    def _run(self, progress: bool) -> None:
         c, rows = self.config, []
         bar = tqdm(total=c.steps, initial=self.step, disable=not progress, desc="pretrain-ae", unit="step", dynamic_ncols=True)
         while self.step < c.steps:
@@ -205,6 +223,8 @@ class AutoencoderTrainer:
             saving = self.step % c.save_every == 0 or self.step == c.steps
             if self.step % c.log_every == 0 or saving:
                 self.log.append(rows)
+                if self.events:
+                    self.events.rows(rows)
                 rows = []
             if saving:
                 self.save_checkpoint()
@@ -217,6 +237,9 @@ class AutoencoderTrainer:
         recon = self.reconstruct(x)
         pairs = torch.stack([x.view(-1, 8, *x.shape[1:]), recon.view(-1, 8, *x.shape[1:])], 1).flatten(0, 2)
         report.save_grid(pairs, self.out / "reconstructions.png")
+        if self.events:
+            self.events.image("reconstructions", report.grid(pairs), self.step)
+            self.events.close()
         z = torch.randn((64, *self.config.latent_shape), generator=torch.Generator().manual_seed(0)).to(self.device)
         report.save_grid(self.decoder(z), self.out / "prior_samples.png")
 

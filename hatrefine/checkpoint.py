@@ -6,10 +6,17 @@ Reading never executes code from a file: safetensors, or ``torch.load(weights_on
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
 import json
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -19,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import HatrefineError
+from .schema import FORMAT_VERSION, check_fields, check_version
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -108,6 +116,43 @@ def read_json(path: str | Path) -> Any:
 CKPT = "checkpoint"
 
 
+LOCK = ".lock"
+_held: dict[Path, int] = {}  # run directory -> descriptor of its lock file, kept open while the process lives
+
+
+def lock_run_dir(out: Path) -> None:
+    """Make this process the one writer of ``out``: an advisory lock on ``out/.lock``, held until
+    the process ends (the operating system drops it when the process dies, SIGKILL included).
+    A second writer gets a one-line error naming the directory and the process that holds it."""
+    out = Path(out).resolve()
+    if out in _held:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise
+        try:
+            holder = json.loads(path.read_text())
+            who = f"process {holder['pid']} on {holder['host']} ({holder['command']}, since {holder['since']})"
+        except (OSError, ValueError, KeyError):
+            who = "another process"
+        raise HatrefineError(f"{out} is in use by {who}; wait for it to finish, stop it, or pass another --out") from None
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200], "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(holder).encode())
+    _held[out] = fd
+
+
+def run_files(out: Path) -> list[Path]:
+    """What ``out`` holds, its lock file aside."""
+    return [p for p in out.iterdir() if p.name != LOCK] if out.is_dir() else []
+
+
 def check_run_dir(out: Path, resume: bool, overwrite: bool, marker: str = "config.json") -> None:
     """Refuse to start over a run that exists (unless ``overwrite``) or to resume nothing.
 
@@ -115,17 +160,78 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool, marker: str = "confi
     if resume:
         if not (out / marker).is_file():
             raise HatrefineError(f"nothing to resume in {out} (no {marker}); run without --resume to start it")
-    elif out.exists() and any(out.iterdir()) and not overwrite:
+    elif run_files(out) and not overwrite:
         if (stop := stopped_at(out, marker)) is not None:
             raise HatrefineError(f"{out} holds an unfinished run (stopped at step {stop[0]} of {stop[1]}); pass --resume to continue it, --overwrite to replace it, or another --out")
         raise HatrefineError(f"{out} already holds files; pass --resume to continue that run, --overwrite to replace it, or another --out")
 
 
+@contextmanager
+def opening_run_dir(out: Path, resume: bool, overwrite: bool, marker: str = "config.json", lock: bool = True):
+    """Take the run directory's lock (``lock_run_dir``; under torchrun rank 0 alone passes
+    ``lock``) and ``check_run_dir``, around a trainer's set-up: if that fails, a directory that
+    was made only to hold the lock is removed again, so a run that never started leaves nothing."""
+    existed = out.exists()
+    if lock:
+        lock_run_dir(out)
+    try:
+        check_run_dir(out, resume, overwrite, marker)
+        yield
+    except BaseException:
+        if lock and not existed and not run_files(out):
+            os.close(_held.pop(out.resolve()))
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def start_run_dir(out: Path) -> None:
-    """An empty ``out`` for a new run (what ``check_run_dir`` allowed to replace is removed now)."""
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    """An empty ``out`` for a new run (what ``check_run_dir`` allowed to replace is removed now; the lock stays)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for p in run_files(out):
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+DISK_CAUSES = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
+               errno.EPERM: "operation not permitted", errno.EROFS: "read-only file system"}  # fmt: skip
+
+
+def _errno(e: BaseException) -> int | None:
+    if isinstance(e, OSError):
+        return e.errno
+    m = re.search(r"os error (\d+)", str(e))  # safetensors reports I/O errors in its own exception type
+    return int(m.group(1)) if m else None
+
+
+def last_good_checkpoint(out: Path) -> int | None:
+    """The step of the checkpoint in ``out`` if it reads back whole (metadata and every tensor); else None."""
+    for name in (CKPT, CKPT + ".old"):
+        try:
+            step = json.loads((out / name / "state.json").read_text())["step"]
+            read_state_dict(out / name / "state.safetensors")
+            return step
+        except (HatrefineError, OSError, ValueError, KeyError):
+            continue
+    return None
+
+
+@contextmanager
+def disk_errors(out: Path):
+    """Out of space, or no permission, while writing a run: one line naming the directory and the
+    cause, and what ``--resume`` will continue from (the checkpoint is replaced atomically, so a
+    failed save leaves the previous one; this checks that it reads back)."""
+    try:
+        yield
+    except (OSError, SafetensorError) as e:
+        cause = DISK_CAUSES.get(_errno(e))
+        if cause is None:
+            raise
+        filename = getattr(e, "filename", None)
+        where = out if filename is None or out.resolve() in Path(filename).resolve().parents else Path(filename).parent
+        for name in (CKPT + ".tmp",):
+            shutil.rmtree(out / name, ignore_errors=True)  # the half-written new checkpoint
+        step = last_good_checkpoint(out)
+        kept = f"the last checkpoint (step {step}) is intact; fix that and pass --resume to continue from it" if step is not None else "no checkpoint was saved yet; fix that and start again with --overwrite"
+        raise HatrefineError(f"cannot write to {where}: {cause}; {kept}") from None
 
 
 def stopped_at(out: Path, marker: str = "config.json") -> Optional[tuple[int, int]]:
@@ -155,7 +261,7 @@ def save_checkpoint(out: Path, tensors: dict[str, torch.Tensor], meta: dict) -> 
     tmp, final, old = out / (CKPT + ".tmp"), out / CKPT, out / (CKPT + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     save_tensors(tmp / "state.safetensors", tensors)
-    save_json(tmp / "state.json", meta)
+    save_json(tmp / "state.json", {"format_version": FORMAT_VERSION, **meta})
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)  # left half-removed by a crash after the last swap
         os.replace(final, old)
@@ -163,12 +269,20 @@ def save_checkpoint(out: Path, tensors: dict[str, torch.Tensor], meta: dict) -> 
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(out: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """The tensors and metadata of the last complete checkpoint in ``out``."""
+META_FIELDS = {"step": int, "param_groups": list, "log_rows": int}  # what every trainer's state.json holds
+
+
+def load_checkpoint(out: Path, meta_fields: dict | None = None, optional: tuple[str, ...] = ()) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and metadata of the last complete checkpoint in ``out``; the metadata is checked
+    against ``meta_fields`` (name -> type; default ``META_FIELDS``), of which older runs may lack ``optional``."""
     ckpt = out / CKPT
     if not ckpt.is_dir() and (out / (CKPT + ".old")).is_dir():
         os.replace(out / (CKPT + ".old"), ckpt)  # crashed between the two renames
-    return read_state_dict(ckpt / "state.safetensors"), read_json(ckpt / "state.json")
+    source = str(ckpt / "state.json")
+    meta = read_json(ckpt / "state.json")
+    check_version(meta, source)
+    check_fields(meta, meta_fields or META_FIELDS, source, optional=optional)
+    return read_state_dict(ckpt / "state.safetensors"), meta
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], list]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +17,7 @@ import click
 import torch
 
 from .config import MODES, FitConfig, SynthesisConfig
-from .errors import HatrefineError
+from .errors import HatrefineError, HatrefineWarning
 from .sampler import JOINT_UPDATES
 
 FIT_HELP = {
@@ -56,6 +57,7 @@ FIT_HELP = {
     "channels_last": "Keep the hat network and its inputs in channels_last memory format (faster convolutions on recent GPUs).",
     "compile": "torch.compile the hat network (for GPUs: on CPU it measured slower).",
     "log_every": "Write log.csv every N steps.",
+    "tensorboard": "Also write every logged scalar (losses, energies and their gap, lr, step sizes, residual norm, seconds per step, rollbacks) and the sample grids to RUN/tensorboard for TensorBoard (pip install 'hatrefine[tensorboard]').",
     "sample_every": "Save a sample grid every N steps.",
     "save_every": "Save a checkpoint every N steps.",
     "eval_samples": "Samples for the before/after quality line at the end (0 = skip).",
@@ -109,6 +111,12 @@ def _check_new_files(overwrite: bool, *paths: Optional[str]) -> None:
             raise HatrefineError(f"{path} already exists; pass --overwrite to replace it or choose another path")
 
 
+def _done(out: str) -> None:
+    """The closing line of a training command: the run directory and what it holds now."""
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(out).iterdir() if not p.name.startswith((".", "checkpoint")))
+    click.echo(f"done: {out} ({', '.join(names)})")
+
+
 def _check_temperature(temperature: Optional[float]) -> None:
     if temperature is not None and temperature <= 0:
         raise HatrefineError(f"--temperature must be positive, got {temperature}; leave it out to use the run's own test-time T")
@@ -120,6 +128,17 @@ def _write_png(images: torch.Tensor, png: Optional[str]) -> None:
 
         save_grid(images, png)
         click.echo(f"wrote {png}")
+
+
+_show_warning = warnings.showwarning
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """hatrefine's own warnings as one line on stderr; others as Python prints them."""
+    if issubclass(category, HatrefineWarning):
+        click.echo(f"Warning: {message}", err=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
 
 
 class _Group(click.Group):
@@ -152,6 +171,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     autoencoders; learn a generator from scratch; score out-of-distribution images; compare with DDLS; measure FID;
     share on the Hub. Under torchrun: torchrun --nproc_per_node N --no-python -- hatrefine COMMAND ..."""
     ctx.meta["debug"] = debug
+    warnings.showwarning = _one_line_warning
 
 
 @main.command("list")
@@ -211,7 +231,7 @@ def fit(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
     trainer = _make_trainer(ctx, Trainer, FitConfig, out, resume, overwrite, settings)
     click.echo(f"fitting {trainer.config.mode} Hat EBM on {trainer.config.generator} with {trainer.config.data} into {out} (device {trainer.device})")
     trainer.run(progress=not quiet)
-    click.echo(f"done: {out} (hat.safetensors, log.csv, samples/, training_curve.png, before_after.png, langevin_path.png)")
+    _done(out)
 
 
 def _make_trainer(ctx: click.Context, trainer_class, config_class, out: str, resume: bool, overwrite: bool, settings: dict):
@@ -257,7 +277,7 @@ def synthesize(ctx: click.Context, out, resume, overwrite, quiet, **settings) ->
     trainer = _make_trainer(ctx, SynthesisTrainer, SynthesisConfig, out, resume, overwrite, settings)
     click.echo(f"tandem synthesis on {trainer.config.data} into {out} (device {trainer.device})")
     trainer.run(progress=not quiet)
-    click.echo(f"done: {out} (generator/, hat.safetensors, log.csv, samples/, training_curve.png, before_after.png)")
+    _done(out)
 
 
 def _shape(value: str, what: str) -> list[int]:
@@ -281,6 +301,7 @@ def _shape(value: str, what: str) -> list[int]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--save-every", type=int, default=500, show_default=True, help="Checkpoint every N steps.")
+@click.option("--tensorboard/--no-tensorboard", default=False, show_default=True, help="Also write the loss and the reconstruction grid to OUT/tensorboard for TensorBoard (pip install 'hatrefine[tensorboard]').")
 @click.option("--resume", is_flag=True, help="Continue the autoencoder in --out exactly (only --steps may change).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing directory in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -356,12 +377,15 @@ def sample(run_dir, seed, langevin_steps, temperature, eps_y, eps_z, batch_size,
 @click.option("--out", required=True, help="Output .npz with x, z, y and g.")
 @click.option("--pixel-only", is_flag=True, help="Refine the residual Y only; Z stays fixed.")
 @click.option("--invert-steps", type=int, default=200, show_default=True, help="Adam steps of latent inversion (images only).")
-def refine(run_dir, seed, langevin_steps, temperature, eps_y, eps_z, batch_size, device, png, overwrite, input_path, out, pixel_only, invert_steps) -> None:
+@click.option("--value-range", default=None, help="LOW,HIGH the input images are in, mapped to [-1, 1] (e.g. 0,1 or 0,255; default -1,1).")
+def refine(run_dir, seed, langevin_steps, temperature, eps_y, eps_z, batch_size, device, png, overwrite, input_path, out, pixel_only, invert_steps, value_range) -> None:
     """Improve samples you already have: from their latents, or from images alone (by inversion)."""
+    from .data import parse_value_range
     from .io import read_npz, save_npz
     from .refiner import HatRefiner
 
     _check_temperature(temperature)
+    value_range = parse_value_range(value_range)
     _check_new_files(overwrite, out, png)
     arrays = read_npz(input_path, optional=("x", "z"))
     if not arrays:
@@ -369,7 +393,7 @@ def refine(run_dir, seed, langevin_steps, temperature, eps_y, eps_z, batch_size,
     refiner = HatRefiner.from_pretrained(run_dir, device=device)
     res = refiner.refine(
         z=arrays.get("z"), x=arrays.get("x"), pixel_only=pixel_only, n_steps=langevin_steps, seed=seed, batch_size=batch_size, invert_steps=invert_steps,
-        temperature=temperature, eps_y=eps_y, eps_z=eps_z,
+        temperature=temperature, eps_y=eps_y, eps_z=eps_z, value_range=value_range,
     )
     save_npz(out, x=res.x, z=res.z, y=res.y, g=res.g)
     click.echo(f"wrote {len(res.x)} refined samples to {out}")
@@ -387,21 +411,22 @@ def calibrate(run_dir, n, device, overwrite) -> None:
     Writes the choice to RUN/sampling.json (what sample and refine use) and the grid and scores under
     `calibration` in RUN/quality.json."""
     from .calibration import calibrate as run_calibration
-    from .checkpoint import read_json, save_json
+    from .checkpoint import lock_run_dir, save_json
     from .refiner import SAMPLING, HatRefiner
+    from .report import read_quality, write_quality
 
     if not Path(run_dir).is_dir():
         raise HatrefineError(f"--run {run_dir} is not a run directory; calibrate a local run (`hatrefine fit --out`), not a Hub model")
+    lock_run_dir(Path(run_dir))  # it writes into the run: not while a fit does
     refiner = HatRefiner.from_pretrained(run_dir, device=device)
     if refiner.sampling.chosen_by == "calibration" and not overwrite:
         raise HatrefineError(f"{run_dir} is already calibrated (T {refiner.sampling.temperature:.4g}, K {refiner.sampling.langevin_steps}); pass --overwrite to choose again")
     c = refiner.config
     record = run_calibration(refiner, c.data, c.data_root, n=n or c.calibration_samples, seed=c.seed)
     sampling = refiner.sampling.calibrated(record)
-    quality_path = Path(run_dir) / "quality.json"
-    quality = read_json(quality_path) if quality_path.is_file() else {}
+    quality = read_quality(run_dir)
     save_json(Path(run_dir) / SAMPLING, sampling.to_dict())
-    save_json(quality_path, quality | {"calibration": record})
+    write_quality(run_dir, quality | {"calibration": record})
     for row in record["grid"]:
         click.echo(f"T {row['temperature']:.4g}  K {row['langevin_steps']:>4}  {record['metric']} FD {row['fd']:.3f}  recall {row['recall']:.3f}  coverage {row['coverage']:.3f}")
     g = record["generator"]
@@ -532,13 +557,15 @@ def push(run_dir, repo, fid_json, private, token, message) -> None:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--overwrite", is_flag=True, help="Replace --json if it exists.")
-def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, batch_size, device, quiet, overwrite) -> None:
+@click.option("--value-range", default=None, help="LOW,HIGH the sample images are in, mapped to [-1, 1] (e.g. 0,1 or 0,255; default -1,1).")
+def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, batch_size, device, quiet, overwrite, value_range) -> None:
     """FID between samples and data (pytorch-fid's Inception and Frechet distance), with precision, recall,
     density and coverage in the same features; for 1x32x32 digits also the LeNet distance and class histogram.
 
     The data's statistics (and the features of its first 5,000 images) are cached in $HATREFINE_CACHE or
     ~/.cache/hatrefine/fid."""
     from .checkpoint import save_json
+    from .data import parse_value_range, to_unit_range
     from .evaluation import fid
     from .inception import load_inception
     from .io import read_npz
@@ -555,10 +582,7 @@ def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, bat
     x = read_npz(samples, required=("x",))["x"]
     if x.dim() != 4:
         raise HatrefineError(f"{samples}: x has shape {tuple(x.shape)}; expected images (N, C, H, W)")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < -1.5 or hi > 1.5:
-        raise HatrefineError(f"{samples}: x has values in [{lo:.3g}, {hi:.3g}]; FID expects images in [-1, 1] (rescale them, e.g. x / 127.5 - 1)")
-    x = x[:n] if n else x
+    x = to_unit_range(x[:n] if n else x, f"the images in {samples}", parse_value_range(value_range), slack=0.5)  # refined samples overshoot
     net = load_inception(inception, resolve_device(device))
     result = fid(x, data, net, split=split, n_reference=n_ref, data_root=data_root, batch_size=batch_size, progress=not quiet, shard=shard)
     if not shard.main:

@@ -8,8 +8,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
+from pathlib import Path
+
+from .checkpoint import read_json
 from .errors import HatrefineError
 from .sampler import JOINT_UPDATES, Schedule
+from .schema import FORMAT_VERSION, NUMBER, check_fields, check_version, settings_from_dict
 
 MODES = ("joint", "conditional")
 EMBEDDED_GENERATOR = "builtin:mnist"
@@ -18,7 +22,7 @@ GENERATOR_ARCHS = ("dcgan", "sngan32", "sngan64", "sngan128")
 SNGAN_WIDTHS = {"sngan32": (256, 256, 256, 256), "sngan64": (1024, 512, 256, 128, 64), "sngan128": (1024, 1024, 512, 256, 128, 64)}
 
 
-LEGACY = {"joint_update": "alternate", "grad_penalty": 0.0, "calibrate": False, "hat": None}  # what runs saved before these settings existed did
+LEGACY = {"joint_update": "alternate", "grad_penalty": 0.0, "calibrate": False, "hat": None, "tensorboard": False}  # what runs saved before these settings existed did
 
 
 @dataclass
@@ -61,6 +65,7 @@ class FitConfig:
     channels_last: bool = False
     compile: bool = False
     log_every: int = 10
+    tensorboard: bool = False  # also write the log rows and sample grids to RUN/tensorboard (hatrefine.events)
     sample_every: int = 100
     save_every: int = 100
     eval_samples: int = 1000  # for the before/after quality line at the end of a fit
@@ -132,13 +137,33 @@ class FitConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FitConfig":
-        """Settings saved in a run; a setting the run predates takes the value it ran with (``LEGACY``)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in LEGACY.items() if k in names} | {k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d: dict, source: str = "config.json") -> "FitConfig":
+        """Settings saved in a run, validated (``hatrefine.schema``); a setting the run predates
+        takes the value it ran with (``LEGACY``)."""
+        return settings_from_dict(cls, d, source, LEGACY)
 
 
-SAMPLING_FORMAT = 1
+def read_settings(path: str | Path, steps: Optional[int] = None) -> "FitConfig":
+    """The settings of a run or saved model (its config.json's ``hatrefine`` entry), validated;
+    a ``SynthesisConfig`` for a tandem-synthesis run. ``steps`` replaces the saved length."""
+    path = Path(path)
+    saved = read_json(path)
+    check_version(saved, str(path))
+    entry = saved.get("hatrefine")
+    if not isinstance(entry, dict):
+        raise HatrefineError(f"{path} holds no 'hatrefine' settings; pass the --out directory of `hatrefine fit` or `synthesize`")
+    entry = entry | ({"steps": steps} if steps is not None else {})
+    return settings_class(entry).from_dict(entry, str(path))
+
+
+def settings_class(entry: dict) -> type:
+    """The settings class of a saved ``hatrefine`` entry: ``SynthesisConfig`` for tandem synthesis."""
+    return SynthesisConfig if "bank_size" in entry else FitConfig
+
+
+def run_config(config: "FitConfig", versions: Optional[dict] = None) -> dict:
+    """What a run's config.json holds: the format version, every setting (and the library versions)."""
+    return {"format_version": FORMAT_VERSION, "hatrefine": config.to_dict()} | ({"versions": versions} if versions is not None else {})
 
 
 @dataclass
@@ -169,23 +194,15 @@ class SamplingSettings:
         return dataclasses.replace(self, temperature=pick["temperature"], langevin_steps=pick["langevin_steps"], chosen_by="calibration")
 
     def to_dict(self) -> dict:
-        return {"format_version": SAMPLING_FORMAT, **dataclasses.asdict(self)}
+        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "sampling.json") -> "SamplingSettings":
         """Validated: a wrong type, a missing or unknown field, or a newer format is a one-line error."""
-        version = d.get("format_version")
-        if not isinstance(version, int) or version > SAMPLING_FORMAT:
-            raise HatrefineError(f"{source}: format_version {version!r} is not one this hatrefine reads (up to {SAMPLING_FORMAT}); upgrade hatrefine or delete the file to sample with the config's settings")
-        kinds = {"langevin_steps": int, "temperature": (int, float), "eps_y": (int, float), "eps_z": (int, float), "chosen_by": str, "step_size_history": list}
-        unknown = sorted(set(d) - set(kinds) - {"format_version"})
-        if unknown:
-            raise HatrefineError(f"{source}: unknown field {unknown[0]!r}; remove it (fields: {', '.join(kinds)})")
-        for name, kind in kinds.items():
-            if name not in d:
-                raise HatrefineError(f"{source}: field {name!r} is missing; add it or delete the file to sample with the config's settings")
-            if not isinstance(d[name], kind) or isinstance(d[name], bool):
-                raise HatrefineError(f"{source}: field {name!r} is {d[name]!r}; expected a {getattr(kind, '__name__', 'number')}")
+        if check_version(d, source, FORMAT_VERSION) < 1:
+            raise HatrefineError(f"{source}: no format_version; delete the file to sample with the config's settings")
+        kinds = {"langevin_steps": int, "temperature": NUMBER, "eps_y": NUMBER, "eps_z": NUMBER, "chosen_by": str, "step_size_history": list}
+        check_fields(d, kinds, source)
         if d["langevin_steps"] < 0 or not d["temperature"] > 0 or d["eps_y"] < 0 or d["eps_z"] < 0:
             raise HatrefineError(f"{source}: langevin_steps, eps_y and eps_z must be >= 0 and temperature > 0; fix the file or delete it to sample with the config's settings")
         return cls(**{k: d[k] for k in kinds})

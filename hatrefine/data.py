@@ -22,6 +22,7 @@ requested (C, H, W).
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
-from .errors import HatrefineError
+from .errors import HatrefineError, HatrefineWarning
 
 TORCHVISION_DATASETS = ("cifar10", "mnist", "svhn", "celeba")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -49,7 +50,51 @@ def embedded_mnist() -> tuple[np.ndarray, np.ndarray]:
             return f["x"], f["y"]
 
 
-def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+def parse_value_range(text: Optional[str]) -> Optional[tuple[float, float]]:
+    """``"0,1"`` -> (0.0, 1.0) for ``--value-range``; None stays None."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise HatrefineError(f"--value-range {text!r} is not LOW,HIGH (e.g. 0,1 or 0,255 or -1,1)") from None
+    if not hi > lo:
+        raise HatrefineError(f"--value-range {text!r}: HIGH must be above LOW")
+    return lo, hi
+
+
+def to_unit_range(x: torch.Tensor, what: str, value_range: Optional[tuple[float, float]] = None, flag: Optional[str] = "--value-range", slack: float = 1e-3) -> torch.Tensor:
+    """Images mapped from ``value_range`` onto hatrefine's [-1, 1] (None: they must already be in
+    it, give or take ``slack``: refined samples G(z) + Y may overshoot a little).
+    ``flag``: the option that declares the range, named in the messages (None: data files, which have none).
+
+    One-line errors for NaN or inf pixels (how many, in which images) and for values outside the
+    range (8-bit levels get the exact mapping); a warning when nothing was declared and every
+    value lies in [0, 1], the usual convention outside GAN code, which [-1, 1] would read as dark images."""
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        images = bad.flatten(1).any(dim=1).nonzero().flatten().tolist()
+        listed = ", ".join(map(str, images[:5])) + (f" (+{len(images) - 5} more)" if len(images) > 5 else "")
+        raise HatrefineError(f"{what} hold {int(bad.sum())} NaN or inf values, in {len(images)} of {len(x)} images (index {listed}); repair or drop those images")
+    lo, hi = float(x.min()), float(x.max())
+    if value_range is not None:
+        a, b = value_range
+        if lo < a - 1e-3 * (b - a) or hi > b + 1e-3 * (b - a):
+            raise HatrefineError(f"{what} have values in [{lo:.4g}, {hi:.4g}], outside the declared {flag} {a:g},{b:g}; declare the range they are in")
+        return ((x - a) * (2.0 / (b - a)) - 1.0).clamp_(-1.0, 1.0)
+    if lo < -1 - slack or hi > 1 + slack:
+        if lo >= 0 and hi <= 255 and bool((x == x.round()).all()):
+            fix = "they look like 8-bit levels: map them with x / 127.5 - 1, " + (f"or pass {flag} 0,255" if flag else "or save them as uint8")
+        else:
+            fix = "rescale them to [-1, 1]" + (f" or pass {flag} LOW,HIGH" if flag else "")
+        raise HatrefineError(f"{what} have values in [{lo:.4g}, {hi:.4g}]; hatrefine expects [-1, 1]: {fix}")
+    if lo >= 0 and hi > 0:
+        fix = f"pass {flag} 0,1 to map them, or {flag} -1,1 if [-1, 1] is meant" if flag else "map them with x * 2 - 1 (or save them as uint8)"
+        warnings.warn(f"{what} all lie in [0, 1] ([{lo:.3g}, {hi:.3g}]): if they are [0, 1] images they will be read as dark [-1, 1] images; {fix}", HatrefineWarning, stacklevel=2)
+    return x
+
+
+def to_tensor(images: np.ndarray | torch.Tensor, what: str = "images") -> torch.Tensor:
     """uint8 [0, 255] or float [-1, 1] arrays (NHW, NHWC or NCHW) -> float32 NCHW in [-1, 1]."""
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
     if x.dim() == 3:
@@ -60,7 +105,7 @@ def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
         raise HatrefineError(f"images have shape {tuple(x.shape)}; expected NHW, NHWC or NCHW")
     if x.dtype == torch.uint8:
         return x.float().div_(127.5).sub_(1.0).contiguous()
-    return x.float().contiguous()
+    return to_unit_range(x.float(), what, flag=None, slack=0.5).contiguous()  # data may carry some noise
 
 
 def fit_to_shape(x: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
@@ -96,7 +141,7 @@ def _load_npz(path: Path) -> torch.Tensor:
             key = next((k for k in ("x", "images") if k in f.files), None)
             if key is None:
                 raise HatrefineError(f"{path} has arrays {f.files}; put the images under the key 'x'")
-            return to_tensor(f[key])
+            return to_tensor(f[key], f"images in {path}")
     except HatrefineError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:

@@ -6,3 +6,8 @@ class HatrefineError(ValueError):
 
     The CLI prints it as a single line and exits non-zero (a traceback only with ``--debug``).
     """
+
+
+class HatrefineWarning(UserWarning):
+    """Input that is probably a mistake but may be meant (e.g. images that all lie in [0, 1]);
+    the CLI prints it as one line starting ``Warning:``."""

@@ -23,6 +23,7 @@ import io
 import json
 import os
 import re
+import sys
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -271,6 +272,11 @@ def reference_stats(
         stats = read_state_dict(path)
         return (stats["mu"].numpy(), stats["sigma"].numpy()), int(stats["n"]), True, stats["features"]
     dataset = open_dataset(data, image_shape, split=split, root=data_root, limit=n)
+    if progress and shard.main:  # say up front what the first call costs: minutes on a CPU
+        on_cpu = next(inception.parameters(), torch.empty(0)).device.type == "cpu"
+        cost = f", about {max(1, round(len(dataset) / 8 / 60))} min on 2 CPU cores" if on_cpu else ""
+        print(f"reference statistics of {data} ({split}) are not cached yet: extracting the Inception features of {len(dataset)} images once{cost} "
+              f"(--n-ref N uses fewer); cached in {path}", file=sys.stderr, flush=True)
     (mu, sigma), kept = stats_and_features(inception, dataset, PRDC_REFERENCE, batch_size, progress, desc=f"Inception features of {data} ({split})", shard=shard)
     if shard.main:
         save_tensors(path, {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": torch.tensor(len(dataset)), "features": kept})

@@ -16,8 +16,10 @@ from typing import Optional
 
 from .checkpoint import read_json, save_json
 from .errors import HatrefineError
-from .config import FitConfig, SamplingSettings
+from .config import SamplingSettings, read_settings, settings_class
+from .schema import FORMAT_VERSION
 from .refiner import CONFIG, HAT_WEIGHTS, SAMPLING, read_sampling
+from .report import read_quality
 
 GRID = "samples.png"
 
@@ -45,9 +47,8 @@ def stage(run: str | Path, folder: str | Path, fid: Optional[dict] = None) -> Pa
         if not (run / name).is_file():
             raise HatrefineError(f"{run} has no {name}; push the --out directory of a finished `hatrefine fit` or `synthesize`")
     cfg = read_json(run / CONFIG)
-    if "hatrefine" not in cfg:
-        raise HatrefineError(f"{run / CONFIG} was not written by hatrefine; pass a run directory")
-    settings = cfg["hatrefine"]
+    config = read_settings(run / CONFIG)  # validated
+    settings = config.to_dict()
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(run / HAT_WEIGHTS, folder / HAT_WEIGHTS)
     if (run / SAMPLING).is_file():
@@ -64,13 +65,13 @@ def stage(run: str | Path, folder: str | Path, fid: Optional[dict] = None) -> Pa
         raise HatrefineError(
             f"the run's hat starts from a local discriminator file ({settings['discriminator']}); publish it with its generator as a repository (hf:) and fit with --discriminator hf:ORG/NAME"
         )
-    save_json(folder / CONFIG, {"hatrefine": settings, "versions": cfg.get("versions", {})})
+    save_json(folder / CONFIG, {"format_version": FORMAT_VERSION, "hatrefine": settings, "versions": cfg.get("versions", {})})
     grids = sorted((run / "samples").glob("step_*.png"))
     grid = run / "before_after.png" if (run / "before_after.png").is_file() else (grids[-1] if grids else None)
     if grid is not None:
         shutil.copy2(grid, folder / GRID)
-    quality = read_json(run / "quality.json") if (run / "quality.json").is_file() else None
-    sampling = read_sampling(run) or SamplingSettings.from_config(FitConfig.from_dict(settings))
+    quality = read_quality(run) or None
+    sampling = read_sampling(run) or SamplingSettings.from_config(config)
     (folder / "README.md").write_text(model_card(settings, quality, fid, grid is not None, sampling))
     return folder
 
@@ -79,7 +80,7 @@ def model_card(settings: dict, quality: Optional[dict], fid: Optional[dict], has
     """The repository's README.md: what the model is, how it was fitted, what it samples with
     (``sampling``, default the settings' own), what was measured."""
     s = settings
-    sampling = sampling or SamplingSettings.from_config(FitConfig.from_dict(settings))
+    sampling = sampling or SamplingSettings.from_config(settings_class(settings).from_dict(settings))
     mode = "conditional (Langevin on Y, Z from the prior)" if s["mode"] == "conditional" else "joint (Langevin on Z and Y)"
     lines = [
         "---",

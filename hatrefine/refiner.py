@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from .checkpoint import load_strict, read_json, read_state_dict, save_json, save_tensors
-from .config import FitConfig, SamplingSettings
+from .config import FitConfig, SamplingSettings, read_settings, run_config
+from .data import to_unit_range
 from .energy import HatEnergy
 from .errors import HatrefineError
 from .generator import Generator
@@ -123,12 +124,14 @@ class HatRefiner(nn.Module):
         seed: int = 0,
         batch_size: int = 256,
         invert_steps: int = 200,
+        value_range: Optional[tuple[float, float]] = None,
         **overrides,
     ) -> LangevinResult:
         """Improve samples a user has: from latents ``z``, images ``x``, or both.
 
         With ``x``, chains start at Y = x - G(z) so the starting image is the input itself;
         with only ``x``, ``z`` is found first by inversion. ``pixel_only`` updates Y alone.
+        ``value_range``: the range ``x`` is in, e.g. (0, 1), mapped to [-1, 1] (default: [-1, 1]).
         ``overrides``: ``temperature``, ``eps_y``, ``eps_z`` (see ``sampler``).
         """
         if z is None and x is None:
@@ -136,8 +139,7 @@ class HatRefiner(nn.Module):
         G, dev = self.generator, self.device
         if x is not None:
             G.check_image(x, what="input images")
-            G.check_range(x, what="input images")
-            x = x.to(dev, G.dtype)
+            x = to_unit_range(x, "input images", value_range).to(dev, G.dtype)
         if z is not None:
             G.check_latent(z)
             z = z.to(dev, G.dtype)
@@ -167,7 +169,7 @@ class HatRefiner(nn.Module):
         """Write ``config.json``, ``sampling.json`` and ``hat.safetensors``; the generator is referenced by its spec."""
         directory = Path(directory)
         save_tensors(directory / HAT_WEIGHTS, self.hat.state_dict())
-        save_json(directory / CONFIG, {"hatrefine": self.config.to_dict()})
+        save_json(directory / CONFIG, run_config(self.config))
         save_json(directory / SAMPLING, self.sampling.to_dict())
 
     @classmethod
@@ -185,10 +187,7 @@ class HatRefiner(nn.Module):
             directory = Path(path)
             if not (directory / CONFIG).is_file():
                 raise HatrefineError(f"{directory} is not a hatrefine run (no {CONFIG}); pass the --out directory of `hatrefine fit`")
-        cfg = read_json(directory / CONFIG)
-        if "hatrefine" not in cfg:
-            raise HatrefineError(f"{directory / CONFIG} was not written by hatrefine; pass a run directory")
-        config = FitConfig.from_dict(cfg["hatrefine"])
+        config = read_settings(directory / CONFIG)
         dev = resolve_device(device or config.device)
         if generator is None and not is_known_spec(config.generator):
             raise HatrefineError(

@@ -15,12 +15,34 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid, save_image  # noqa: E402
 
-from .checkpoint import save_json  # noqa: E402
+from .checkpoint import atomic_write, read_json, save_json  # noqa: E402
+from .schema import FORMAT_VERSION, NUMBER, check_fields, check_version  # noqa: E402
 
 if TYPE_CHECKING:
     from .refiner import HatRefiner
 
 Y_MAGNIFY = 5.0  # residual images are magnified 5x in the path figure, as in the paper's Figure 3
+QUALITY = "quality.json"
+QUALITY_FIELDS = {
+    "n_samples": int, "langevin_steps": int, "temperature": NUMBER, "sample_seconds": NUMBER, "seed": int, "metric": str,
+    "n_reference": int, "generator": NUMBER, "hat": NUMBER, "prdc_generator": dict, "prdc_hat": dict, "class_changed": NUMBER,
+    "line": str, "calibration": dict,
+}  # fmt: skip
+
+
+def read_quality(run: str | Path) -> dict:
+    """A run's ``quality.json`` (the before/after record and the calibration), validated; {} if there is none."""
+    path = Path(run) / QUALITY
+    if not path.is_file():
+        return {}
+    record = read_json(path)
+    check_version(record, str(path))
+    check_fields(record, QUALITY_FIELDS, str(path), optional=QUALITY_FIELDS)
+    return {k: v for k, v in record.items() if k != "format_version"}
+
+
+def write_quality(run: str | Path, record: dict) -> None:
+    save_json(Path(run) / QUALITY, {"format_version": FORMAT_VERSION, **record})
 
 
 def grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
@@ -29,9 +51,14 @@ def grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid(images, nrow), str(path))
+    """A PNG grid of images in [-1, 1], written atomically (a reader never sees half a file)."""
+    atomic_write(path, lambda tmp: save_image(grid(images, nrow), tmp, format="png"))
+
+
+def save_figure(fig, path: str | Path, dpi: int) -> None:
+    """Write a matplotlib figure as PNG atomically, then close it."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    plt.close(fig)
 
 
 def path_figure(path: dict[str, torch.Tensor], out: str | Path, frame_steps: list[int]) -> None:
@@ -52,8 +79,7 @@ def path_figure(path: dict[str, torch.Tensor], out: str | Path, frame_steps: lis
     ax.set_xlabel("Langevin step")
     ax.set_title("Langevin paths from Y = 0")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out, 120)
 
 
 def training_curve(log_csv: str | Path, out: str | Path) -> None:
@@ -80,8 +106,7 @@ def training_curve(log_csv: str | Path, out: str | Path) -> None:
     for ax in (a, b, c):
         ax.set_xlabel("step")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, 110)
 
 
 def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibration: dict | None = None) -> dict:
@@ -135,11 +160,10 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
         ax.imshow(grid(imgs).permute(1, 2, 0).numpy())
         ax.set_title(title + (f"\nFD {result['generator' if imgs is before else 'hat']:.3f}" if "metric" in result else ""))
         ax.axis("off")
-    fig.savefig(out / "before_after.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "before_after.png", 120)
     if calibration is not None:
         result["calibration"] = calibration
-    save_json(out / "quality.json", result)
+    write_quality(out, result)
     print(line)
     return result
 
@@ -158,5 +182,4 @@ def energy_histogram(scores: dict[str, torch.Tensor], out: str | Path, aurocs: d
     ax.set_ylabel("density")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out, 120)

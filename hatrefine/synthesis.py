@@ -38,6 +38,7 @@ class SynthesisTrainer(Trainer):
     """Learns G and H in tandem into ``out``; ``resume=True`` continues exactly (bank included)."""
 
     config_class = SynthesisConfig
+    meta_fields = Trainer.meta_fields | {"g_param_groups": list}
     log_fields = LOG_FIELDS + ["generator_loss"]
 
     def __init__(self, config: Optional[SynthesisConfig], out: str | Path, resume: bool = False, overwrite: bool = False, steps: Optional[int] = None):

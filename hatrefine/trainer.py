@@ -30,24 +30,26 @@ from tqdm import tqdm
 
 from . import distributed, report
 from .checkpoint import (
-    RunLog,
-    check_run_dir,
     CKPT,
+    META_FIELDS,
+    RunLog,
+    disk_errors,
     has_checkpoint,
     load_checkpoint,
     load_optimizer,
     load_strict,
+    opening_run_dir,
     optimizer_tensors,
-    read_json,
     save_checkpoint,
     save_json,
     save_tensors,
     start_run_dir,
     subdict,
 )
-from .config import FitConfig, SamplingSettings
+from .config import FitConfig, SamplingSettings, read_settings, run_config
 from .data import DataStream, open_dataset
 from .errors import HatrefineError
+from .events import EventLog, require_tensorboard
 from .generator import Generator
 from .refiner import CONFIG, HAT_WEIGHTS, SAMPLING, HatRefiner, build_hat, resolve_device
 from .registry import absolute_source, absolute_spec, load_generator
@@ -100,6 +102,8 @@ class Trainer:
 
     config_class = FitConfig
     log_fields = LOG_FIELDS
+    meta_fields = META_FIELDS | {"backoff": (int, float), "rollbacks": list, "energy_gaps": list}  # checkpoint_meta's
+    meta_optional = ("backoff", "rollbacks", "energy_gaps")  # runs saved before the guard recorded them
 
     def __init__(
         self,
@@ -115,13 +119,17 @@ class Trainer:
         Under torchrun each process is one rank of a DistributedDataParallel run (``distributed``)."""
         self.out = Path(out)
         self.shard, device = distributed.setup(config.device if config is not None else "auto")
-        check_run_dir(self.out, resume, overwrite, CONFIG)
+        with opening_run_dir(self.out, resume, overwrite, CONFIG, lock=self.shard.main):  # rank 0 holds the run's lock
+            self._open(config, generator, resume, steps, device)
+
+    def _open(self, config: Optional[FitConfig], generator: Optional[Generator], resume: bool, steps: Optional[int], device: str) -> None:
+        """Settings, data, networks and state (saved or new) of the run in ``self.out``."""
         self.shard.barrier()  # every rank has checked before rank 0 writes anything
         if resume:
-            saved = read_json(self.out / CONFIG).get("hatrefine")
-            if saved is None:
-                raise HatrefineError(f"{self.out} is not a hatrefine run (no 'hatrefine' in {CONFIG}); pass the --out of fit or synthesize")
-            config = self.config_class.from_dict({**saved, **({"steps": steps} if steps is not None else {})})
+            config = read_settings(self.out / CONFIG, steps)
+            if type(config) is not self.config_class:
+                command = "synthesize" if self.config_class is FitConfig else "fit"
+                raise HatrefineError(f"{self.out} was not written by this command; resume it with `hatrefine {command} --resume`")
         elif config is None:
             raise HatrefineError("a new fit needs its settings (a FitConfig)")
         if config.checkpoint:
@@ -131,6 +139,8 @@ class Trainer:
         if generator is not None:
             config.generator = generator.name  # a registry spec, or the name of a Python object
         config.resolve_hat()
+        if config.tensorboard:
+            require_tensorboard()  # before anything is written
         self.config = c = config
         self.device = resolve_device(device if self.shard.world > 1 else c.device)
         self.shard.slice(c.batch_size)  # the batch must split evenly over the processes
@@ -157,12 +167,14 @@ class Trainer:
         self.energy_gaps: list[float] = []  # |E_data - E_samples| of the last 2 growth windows
         self.resumed = resume and has_checkpoint(self.out)
         if self.resumed:
-            self._load_state(*load_checkpoint(self.out))
+            self._load_state(*load_checkpoint(self.out, self.meta_fields, self.meta_optional))
         elif resume and self.shard.main:  # stopped before its first checkpoint: start again from step 0
             self.log.truncate(0)
         elif not resume and self.shard.main:
-            start_run_dir(self.out)
-            save_json(self.out / CONFIG, {"hatrefine": c.to_dict(), "versions": versions()})
+            with disk_errors(self.out):
+                start_run_dir(self.out)
+                save_json(self.out / CONFIG, run_config(c, versions()))
+        self.events = EventLog(self.out, self.step + 1 if resume else None) if c.tensorboard and self.shard.main else None
         self.shard.barrier()
 
     def _ddp(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -241,6 +253,13 @@ class Trainer:
         }
         return self.last_row
 
+    def _log(self, rows: list[dict]) -> None:
+        """Append rows to log.csv (and to the TensorBoard log with ``--tensorboard``), on rank 0."""
+        if self.shard.main:
+            self.log.append(rows)
+            if self.events:
+                self.events.rows(rows, len(self.rollbacks))
+
     def _guard(self, loss: torch.Tensor, grad_norm: torch.Tensor, y: torch.Tensor) -> None:
         """Raise ``Divergence`` (on every rank) on non-finite energies or gradients, or residuals past the bound."""
         rms = (y.flatten(1).norm(dim=1) / math.sqrt(y[0].numel())).max()
@@ -273,9 +292,11 @@ class Trainer:
                 f"training diverged {len(events) + 1} times (last at step {failed_at}: {reason}); "
                 f"lower --lr, --eps-y or --eps-z, or raise --temperature"
             )
-        self._load_state(*load_checkpoint(self.out))
+        self._load_state(*load_checkpoint(self.out, self.meta_fields, self.meta_optional))
         self.backoff, self.rollbacks = backoff, events + [{"step": failed_at, "reason": reason, "resumed_from": self.step, "backoff": backoff}]
         self._apply_backoff()
+        if self.events:
+            self.events.reopen(self.step + 1)  # the steps after the checkpoint will be logged again
         if self.shard.main:
             tqdm.write(f"step {failed_at}: {reason}; rolled back to step {self.step}, learning rate and Langevin steps now x{backoff:g}")
 
@@ -296,7 +317,12 @@ class Trainer:
         """Train to ``config.steps``, logging, saving grids and checkpoints; then write the report.
 
         A diverging step (``_guard``) rolls the run back to its last checkpoint with a smaller
-        learning rate and Langevin steps (``roll_back``)."""
+        learning rate and Langevin steps (``roll_back``); a full disk or a permission error ends
+        it with one line, the last checkpoint intact (``checkpoint.disk_errors``)."""
+        with disk_errors(self.out):
+            self._run(progress)
+
+    def _run(self, progress: bool) -> None:
         c = self.config
         main = self.shard.main
         bar = tqdm(total=c.steps, initial=self.step, disable=not (progress and main), desc="fit", unit="step", dynamic_ncols=True)
@@ -309,8 +335,7 @@ class Trainer:
             try:
                 pending.append(self.train_step())
                 if self.step % c.save_every == 0 or self.step == c.steps:
-                    if main:
-                        self.log.append(pending)
+                    self._log(pending)
                     pending = []
                     self.save_checkpoint()
             except Divergence as e:
@@ -323,12 +348,15 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(E_data=f"{row['energy_data']:.3g}", E_samples=f"{row['energy_samples']:.3g}", s_per_step=f"{row['seconds_per_step']:.2f}")
             if self.step % c.log_every == 0 and pending:
-                if main:
-                    self.log.append(pending)
+                self._log(pending)
                 pending = []
             if main and (self.step % c.sample_every == 0 or self.step == c.steps):
                 report.save_grid(self.last_samples.x, self.out / "samples" / f"step_{self.step:06d}.png")
+                if self.events:
+                    self.events.image("samples", report.grid(self.last_samples.x), self.step)
         bar.close()
+        if self.events:
+            self.events.close()
         if not main:
             return
         report.training_curve(self.out / "log.csv", self.out / "training_curve.png")
@@ -336,7 +364,7 @@ class Trainer:
         if c.eval_samples:
             report.before_after(self.refiner(), self.out, n=c.eval_samples, seed=c.seed, calibration=self.calibration)
         elif self.calibration is not None:
-            save_json(self.out / "quality.json", {"calibration": self.calibration})
+            report.write_quality(self.out, {"calibration": self.calibration})
 
     def calibrate(self, refiner: HatRefiner) -> dict:
         """Choose the test-time T and K on held-out data (``hatrefine.calibration``) and write them to

@@ -24,6 +24,11 @@ def world(tmp_path_factory):
     np.savez(d / "small.npz", x=np.zeros((2, 1, 16, 16), np.float32))
     np.savez(d / "bright.npz", x=np.full((2, 1, 32, 32), 3.0, np.float32))
     np.savez(d / "z10.npz", z=np.zeros((2, 10), np.float32))
+    np.savez(d / "wide.npz", x=np.linspace(-2.5, 2.5, 2 * 32 * 32, dtype=np.float32).reshape(2, 1, 32, 32))
+    nan = np.zeros((5, 1, 32, 32), np.float32)
+    nan[1, 0, 3, 3], nan[3, 0, 0, 0] = np.nan, np.inf
+    np.savez(d / "nan.npz", x=nan)
+    np.savez(d / "levels.npz", x=np.arange(2 * 32 * 32).reshape(2, 1, 32, 32).astype(np.float32) % 255)
     np.savez(d / "nokeys.npz", pictures=np.zeros((2, 1, 32, 32), np.float32))
     torch.save({"foo.weight": torch.zeros(3)}, d / "other_arch.pth")
     full = (d / "run" / "hat.safetensors").read_bytes()
@@ -41,7 +46,13 @@ def snapshot(d):
 CATALOGUE = {
     "wrong channel count": (["refine", "--run", "{d}/run", "--input", "{d}/rgb.npz", "--out", "{d}/o.npz"], ["3 channels", "works on 1"]),
     "wrong image size": (["refine", "--run", "{d}/run", "--input", "{d}/small.npz", "--out", "{d}/o.npz"], ["16x16", "32x32", "resize"]),
-    "values outside the declared range": (["refine", "--run", "{d}/run", "--input", "{d}/bright.npz", "--out", "{d}/o.npz"], ["[3, 3]", "expected [-1, 1]", "rescale"]),
+    "values outside the declared range": (["refine", "--run", "{d}/run", "--input", "{d}/bright.npz", "--out", "{d}/o.npz"], ["[3, 3]", "expects [-1, 1]", "x / 127.5 - 1", "--value-range 0,255"]),
+    "values outside [-1, 1], not 8-bit": (["refine", "--run", "{d}/run", "--input", "{d}/wide.npz", "--out", "{d}/o.npz"], ["[-2.5, 2.5]", "rescale them to [-1, 1]", "--value-range LOW,HIGH"]),
+    "NaN pixels": (["refine", "--run", "{d}/run", "--input", "{d}/nan.npz", "--out", "{d}/o.npz"], ["2 NaN or inf values", "in 2 of 5 images", "index 1, 3", "repair or drop"]),
+    "NaN pixels in data": (["fit", "--data", "{d}/nan.npz", "--out", "{d}/run", "--overwrite"], ["NaN or inf", "index 1, 3"]),
+    "8-bit levels stored as floats in data": (["fit", "--data", "{d}/levels.npz", "--out", "{d}/run", "--overwrite"], ["[0, 254]", "8-bit levels", "x / 127.5 - 1", "uint8"]),
+    "values outside a declared --value-range": (["eval", "--samples", "{d}/levels.npz", "--value-range", "0,1"], ["[0, 254]", "outside the declared --value-range 0,1"]),
+    "bad --value-range": (["refine", "--run", "{d}/run", "--input", "{d}/levels.npz", "--out", "{d}/o.npz", "--value-range", "1"], ["--value-range '1' is not LOW,HIGH"]),
     "latent-shape mismatch": (["refine", "--run", "{d}/run", "--input", "{d}/z10.npz", "--out", "{d}/o.npz"], ["latent has shape (2, 10)", "expects (N, 64)"]),
     "checkpoint for another architecture": (["generate", "--checkpoint", "{d}/other_arch.pth", "--out", "{d}/o.npz"], ["another architecture", "missing fc.0.weight", "(+", "unexpected foo.weight"]),
     "truncated weights file": (["generate", "--checkpoint", "{d}/truncated.safetensors", "--out", "{d}/o.npz"], ["truncated or not a weights file", "save it again"]),
@@ -77,3 +88,20 @@ def test_debug_shows_the_traceback(world):
     result = CliRunner().invoke(main, ["--debug", "generate", "--checkpoint", str(world / "other_arch.pth"), "--out", str(world / "o.npz")])
     assert result.exit_code != 0 and "another architecture" in str(result.exception) + result.output
     assert not os.path.exists(world / "o.npz")
+
+
+def test_images_in_unit_range_warn_and_the_flag_maps_them(world, tmp_path):
+    """[0, 1] images are the usual convention outside GAN code: refine warns in one line (and
+    still runs); --value-range 0,1 maps them onto [-1, 1] without a warning; -1,1 silences it."""
+    x = np.random.default_rng(0).uniform(0, 1, (2, 1, 32, 32)).astype(np.float32)
+    np.savez(tmp_path / "unit.npz", x=x)
+    args = ["refine", "--run", str(world / "run"), "--input", str(tmp_path / "unit.npz"), "--langevin-steps", "0", "--invert-steps", "1"]
+    warned = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a.npz")])
+    assert warned.exit_code == 0, warned.output
+    warning = [line for line in warned.output.splitlines() if line.startswith("Warning:")]
+    assert len(warning) == 1 and "all lie in [0, 1]" in warning[0] and "--value-range 0,1" in warning[0], warned.output
+    for flag, expected in (("0,1", x * 2 - 1), ("-1,1", x)):
+        quiet = CliRunner().invoke(main, [*args, "--out", str(tmp_path / f"{flag}.npz"), "--value-range", flag])
+        assert quiet.exit_code == 0 and "Warning" not in quiet.output, quiet.output
+        refined = np.load(tmp_path / f"{flag}.npz")["x"]  # K = 0: the input itself, in [-1, 1]
+        np.testing.assert_allclose(refined, expected, atol=1e-5)

@@ -115,7 +115,7 @@ def test_refine_from_latents_and_shape_errors(tmp_path, tiny_generator, blobs):
         torch.testing.assert_close(out.x, tiny_generator(z))
     with pytest.raises(HatrefineError, match="input images has 3 channels; tiny works on 1"):
         refiner.refine(x=torch.zeros(2, 3, 8, 8))
-    with pytest.raises(HatrefineError, match=r"input images has values in \[0, 2\]"):
+    with pytest.raises(HatrefineError, match=r"input images have values in \[0, 2\]; hatrefine expects \[-1, 1\]"):
         refiner.refine(x=torch.linspace(0, 2, 128).view(2, 1, 8, 8))
 
 
