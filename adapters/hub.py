@@ -23,6 +23,7 @@ from hatrefine.checkpoint import load_strict, read_json, read_state_dict, save_j
 from hatrefine.errors import HatrefineError
 from hatrefine.generator import Generator
 from hatrefine.registry import Scheme, create_architecture, register_scheme
+from hatrefine.schema import FORMAT_VERSION, check_fields, check_version
 
 CONFIG, WEIGHTS, D_WEIGHTS = "config.json", "model.safetensors", "discriminator.safetensors"
 
@@ -53,13 +54,19 @@ def _build(entry: dict, weights: Path, source: str) -> nn.Module:
     return module
 
 
+GENERATOR_FIELDS = {"architecture": str, "kwargs": dict, "latent_shape": list, "image_shape": list, "prior": str, "value_range": list}
+
+
 def load_generator_dir(directory: str | Path, name: Optional[str] = None) -> Generator:
     """Build the frozen generator saved in ``directory``."""
     directory = Path(directory)
+    source = str(directory / CONFIG)
     cfg = read_json(directory / CONFIG)
+    check_version(cfg, source)
     if "generator" not in cfg:
-        raise HatrefineError(f"{directory / CONFIG} has no 'generator' entry; save it with save_generator_dir")
+        raise HatrefineError(f"{source} has no 'generator' entry; save it with save_generator_dir")
     g = cfg["generator"]
+    check_fields(g, GENERATOR_FIELDS, f"{source} (generator)", optional=("kwargs", "prior", "value_range"), nullable=("prior", "value_range"))
     module = _build(g, directory / WEIGHTS, str(directory / WEIGHTS))
     return Generator(
         module,
@@ -94,6 +101,7 @@ def save_generator_dir(
     """Write a generator (and optionally ``(module, architecture, kwargs)`` of its discriminator)."""
     directory = Path(directory)
     cfg = {
+        "format_version": FORMAT_VERSION,
         "generator": {
             "architecture": architecture,
             "kwargs": kwargs,

@@ -159,10 +159,10 @@ class AutoencoderTrainer:
         if resume:
             source = self.out / CONFIG
             saved = read_json(source)
-            check_version(saved, str(source), legacy={"tensorboard": False})
+            check_version(saved, str(source))
             if not isinstance(saved.get("autoencoder"), dict):
                 raise HatrefineError(f"{self.out} is not an autoencoder directory (no 'autoencoder' in {CONFIG}); pass the --out of pretrain-ae")
-            config = settings_from_dict(AEConfig, {**saved["autoencoder"], **({"steps": steps} if steps is not None else {})}, str(source))
+            config = settings_from_dict(AEConfig, {**saved["autoencoder"], **({"steps": steps} if steps is not None else {})}, str(source), legacy={"tensorboard": False})
         elif config is None:
             raise HatrefineError("a new autoencoder needs its settings (an AEConfig)")
         if config.tensorboard:

@@ -143,3 +143,15 @@ def test_a_failed_save_keeps_the_last_checkpoint_and_resume_continues(tmp_path, 
     resumed = CliRunner().invoke(main, ["fit", "--out", str(out), "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert logged_steps(out) == list(range(1, 16))
+
+
+def test_a_generator_directory_edited_by_hand_is_named(tmp_path):
+    from hatrefine import HatrefineError
+    from hatrefine.adapters.hub import load_generator_dir, save_generator_dir
+    from hatrefine.registry import create_architecture
+
+    save_generator_dir(tmp_path, create_architecture("dcgan_generator", nz=8, width=4), "dcgan_generator", {"nz": 8, "width": 4}, (8,), (1, 32, 32))
+    assert load_generator_dir(tmp_path).latent_shape == (8,)
+    edited(tmp_path / "config.json", lambda d: d["generator"].update(latent_shape="8"))
+    with pytest.raises(HatrefineError, match=r"config.json \(generator\): field 'latent_shape' is '8'; expected a list"):
+        load_generator_dir(tmp_path)
