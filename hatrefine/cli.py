@@ -358,10 +358,13 @@ def sample(run_dir, seed, langevin_steps, temperature, eps_y, eps_z, batch_size,
     sizes = [min(batch_size, n - s) for s in range(0, n, batch_size)]
     mine = sum(m for i, m in enumerate(sizes) if i % shard.world == shard.rank)
     target = out if shard.world == 1 else f"{out}.rank{shard.rank}.npz"
-    with NpzWriter(target, mine, shapes) as w:
+    from tqdm import tqdm
+
+    with NpzWriter(target, mine, shapes) as w, tqdm(total=mine, desc="sample", unit="img", disable=not shard.main, dynamic_ncols=True) as bar:
         for res in refiner.iter_samples(n, seed=seed, batch_size=batch_size, n_steps=langevin_steps, shard=shard, temperature=temperature, eps_y=eps_y, eps_z=eps_z):
             w.write(x=res.x, z=res.z, y=res.y, g=res.g)
             first = res.x if first is None else first
+            bar.update(len(res.x))
     shard.barrier()
     if not shard.main:
         return
@@ -393,7 +396,7 @@ def refine(run_dir, seed, langevin_steps, temperature, eps_y, eps_z, batch_size,
     refiner = HatRefiner.from_pretrained(run_dir, device=device)
     res = refiner.refine(
         z=arrays.get("z"), x=arrays.get("x"), pixel_only=pixel_only, n_steps=langevin_steps, seed=seed, batch_size=batch_size, invert_steps=invert_steps,
-        temperature=temperature, eps_y=eps_y, eps_z=eps_z, value_range=value_range,
+        temperature=temperature, eps_y=eps_y, eps_z=eps_z, value_range=value_range, progress=True,
     )
     save_npz(out, x=res.x, z=res.z, y=res.y, g=res.g)
     click.echo(f"wrote {len(res.x)} refined samples to {out}")

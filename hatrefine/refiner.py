@@ -13,6 +13,7 @@ from typing import Iterator, Optional
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .checkpoint import load_strict, read_json, read_state_dict, save_json, save_tensors
 from .config import FitConfig, SamplingSettings, read_settings, run_config
@@ -125,6 +126,7 @@ class HatRefiner(nn.Module):
         batch_size: int = 256,
         invert_steps: int = 200,
         value_range: Optional[tuple[float, float]] = None,
+        progress: bool = False,
         **overrides,
     ) -> LangevinResult:
         """Improve samples a user has: from latents ``z``, images ``x``, or both.
@@ -132,6 +134,7 @@ class HatRefiner(nn.Module):
         With ``x``, chains start at Y = x - G(z) so the starting image is the input itself;
         with only ``x``, ``z`` is found first by inversion. ``pixel_only`` updates Y alone.
         ``value_range``: the range ``x`` is in, e.g. (0, 1), mapped to [-1, 1] (default: [-1, 1]).
+        ``progress``: a progress bar over the images (inversion and chains).
         ``overrides``: ``temperature``, ``eps_y``, ``eps_z`` (see ``sampler``).
         """
         if z is None and x is None:
@@ -149,7 +152,8 @@ class HatRefiner(nn.Module):
         sampler = self.sampler(n_steps, pixel_only=pixel_only, **overrides)
         parts = []
         n = len(z) if z is not None else len(x)
-        for s in range(0, n, batch_size):
+        desc = "refine" if z is not None else "invert + refine"
+        for s in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress, dynamic_ncols=True):
             zb = z[s : s + batch_size] if z is not None else self.invert(x[s : s + batch_size], steps=invert_steps, seed=seed + s)
             if x is None:
                 parts.append(sampler.sample(zb, generator=rng))

@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 from torchvision.utils import make_grid, save_image  # noqa: E402
 
 from .checkpoint import atomic_write, read_json, save_json  # noqa: E402
@@ -109,7 +110,7 @@ def training_curve(log_csv: str | Path, out: str | Path) -> None:
     save_figure(fig, out, 110)
 
 
-def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibration: dict | None = None) -> dict:
+def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibration: dict | None = None, progress: bool = True) -> dict:
     """Compare the generator alone with the Hat EBM on the same starting latents; write
     ``before_after.png``, ``langevin_path.png`` and ``quality.json`` (with ``calibration``, if
     given), print the quality line: the LeNet distance with recall and coverage for digits."""
@@ -122,7 +123,7 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
     t0 = time.perf_counter()
     sampler = refiner.sampler()
     after, first = [], None
-    for s in range(0, n, 250):
+    for s in tqdm(range(0, n, 250), desc="before/after samples", unit="batch", disable=not progress, dynamic_ncols=True):
         res = sampler.sample(z0[s : s + 250], generator=rng, path_frames=8 if s == 0 else 0, path_chains=4)
         first = first if first is not None else res
         after.append(res.x)

@@ -362,7 +362,7 @@ class Trainer:
         report.training_curve(self.out / "log.csv", self.out / "training_curve.png")
         self.calibration = self.calibrate(self.refiner()) if c.calibrate else None
         if c.eval_samples:
-            report.before_after(self.refiner(), self.out, n=c.eval_samples, seed=c.seed, calibration=self.calibration)
+            report.before_after(self.refiner(), self.out, n=c.eval_samples, seed=c.seed, calibration=self.calibration, progress=progress)
         elif self.calibration is not None:
             report.write_quality(self.out, {"calibration": self.calibration})
 

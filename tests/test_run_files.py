@@ -155,3 +155,10 @@ def test_a_generator_directory_edited_by_hand_is_named(tmp_path):
     edited(tmp_path / "config.json", lambda d: d["generator"].update(latent_shape="8"))
     with pytest.raises(HatrefineError, match=r"config.json \(generator\): field 'latent_shape' is '8'; expected a list"):
         load_generator_dir(tmp_path)
+
+
+def test_sample_and_refine_show_progress(run, tmp_path):
+    sampled = CliRunner().invoke(main, ["sample", "--run", str(run), "--n", "6", "--batch-size", "3", "--out", str(tmp_path / "s.npz")])
+    assert sampled.exit_code == 0 and "sample: 100%" in sampled.output and "6/6" in sampled.output, sampled.output
+    refined = CliRunner().invoke(main, ["refine", "--run", str(run), "--input", str(tmp_path / "s.npz"), "--out", str(tmp_path / "r.npz"), "--batch-size", "3"])
+    assert refined.exit_code == 0 and "refine: 100%" in refined.output and "2/2" in refined.output, refined.output
