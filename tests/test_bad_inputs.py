@@ -1,4 +1,4 @@
-"""The bad-input catalogue (README, "When the input is wrong"): one test per entry.
+"""The bad-input catalogue (docs/reliability.md, "When the input is wrong"): one test per entry.
 
 Each: exit code 1, one line that names the problem and the fix, no traceback (unless
 --debug), and nothing on disk changed."""
