@@ -3,7 +3,7 @@
 Quality figure: Frechet distance in LeNet features between 1,000 samples (same starting
 latents for every variant) and the 4,500 embedded training digits.
 
-    python benchmarks/run_variants.py runs/mnist-joint --steps 20,40 --json benchmarks/results/run_variants_mnist.json
+    python benchmarks/run_variants.py runs/mnist-joint --steps 20,40 --json benchmarks/results/archive/run_variants_mnist.json
 """
 
 import argparse
