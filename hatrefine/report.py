@@ -4,6 +4,7 @@ curve, and the before/after comparison written at the end of a fit."""
 from __future__ import annotations
 
 import csv
+import statistics
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,29 +84,47 @@ def path_figure(path: dict[str, torch.Tensor], out: str | Path, frame_steps: lis
     save_figure(fig, out, 120)
 
 
-def training_curve(log_csv: str | Path, out: str | Path) -> None:
-    """Energies of data and samples, their gap (the loss), and the residual norm, by step."""
+def training_curve(log_csv: str | Path, out: str | Path, rollbacks: list[dict] | None = None, growth_limit: float | None = None, window: int = 50) -> None:
+    """What tells whether a fit is healthy: the raw energies of data and samples (their level is
+    free), the energy gap |E_data - E_samples| per window of updates with its growth from one
+    window to the next against the divergence guard's limit (``growth_limit``), the rollbacks
+    (red lines), and the residual norm."""
     with open(log_csv) as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return
     step = [int(r["step"]) for r in rows]
-    col = {k: [float(r[k]) for r in rows] for k in ("energy_data", "energy_samples", "loss", "residual_norm")}
-    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.5))
+    col = {k: [float(r[k]) for r in rows] for k in ("energy_data", "energy_samples", "residual_norm")}
+    gap = [abs(d - s) for d, s in zip(col["energy_data"], col["energy_samples"])]
+    ends = list(range(window, len(rows) + 1, window))
+    medians = [statistics.median(gap[e - window : e]) for e in ends]
+    growth = [b / a if a > 0 else float("inf") for a, b in zip(medians, medians[1:])]
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.6))
     a.plot(step, col["energy_data"], label="H(data) / T")
     a.plot(step, col["energy_samples"], label="H(samples) / T")
     a.set_title("energies (their level is free)")
     a.legend()
-    b.plot(step, col["loss"], color="C3", alpha=0.35)
-    window = max(1, len(step) // 20)  # running mean: the per-step gap is noisy
-    smooth = [sum(col["loss"][max(0, i - window + 1) : i + 1]) / len(col["loss"][max(0, i - window + 1) : i + 1]) for i in range(len(step))]
-    b.plot(step, smooth, color="C3")
-    b.axhline(0, color="k", lw=0.5)
-    b.set_title("loss = (H(data) - H(samples)) / T")
+    b.plot(step, gap, color="C3", alpha=0.25, label="|E_data - E_samples|")
+    if medians:
+        b.plot([step[e - 1] for e in ends], medians, "o-", color="C3", label=f"median of {window} updates")
+    b.set_yscale("symlog")
+    b.set_title("energy gap and its growth per window")
+    b.legend(loc="upper left", fontsize=8)
+    if growth:
+        g = b.twinx()
+        g.plot([step[e - 1] for e in ends[1:]], growth, "s--", color="C0", ms=3, label="growth x per window")
+        if growth_limit is not None and growth_limit != float("inf"):
+            g.axhline(growth_limit, color="C0", lw=0.8, ls=":", label=f"guard limit x{growth_limit:g}")
+        g.set_ylabel("growth per window", color="C0")
+        g.legend(loc="upper right", fontsize=8)
     c.plot(step, col["residual_norm"], color="C2")
     c.set_title("mean ||Y|| of samples")
     for ax in (a, b, c):
         ax.set_xlabel("step")
+        for r in rollbacks or []:
+            ax.axvline(r["step"], color="red", alpha=0.5)
+    if rollbacks:
+        fig.suptitle(f"{len(rollbacks)} rollback(s) (red): " + "; ".join(f"step {r['step']}: {r['reason']}" for r in rollbacks)[:160], fontsize=9)
     fig.tight_layout()
     save_figure(fig, out, 110)
 

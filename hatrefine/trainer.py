@@ -359,7 +359,7 @@ class Trainer:
             self.events.close()
         if not main:
             return
-        report.training_curve(self.out / "log.csv", self.out / "training_curve.png")
+        report.training_curve(self.out / "log.csv", self.out / "training_curve.png", self.rollbacks, c.max_energy_growth, GROWTH_WINDOW)
         self.calibration = self.calibrate(self.refiner()) if c.calibrate else None
         if c.eval_samples:
             report.before_after(self.refiner(), self.out, n=c.eval_samples, seed=c.seed, calibration=self.calibration, progress=progress)
