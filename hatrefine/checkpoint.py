@@ -227,8 +227,7 @@ def disk_errors(out: Path):
             raise
         filename = getattr(e, "filename", None)
         where = out if filename is None or out.resolve() in Path(filename).resolve().parents else Path(filename).parent
-        for name in (CKPT + ".tmp",):
-            shutil.rmtree(out / name, ignore_errors=True)  # the half-written new checkpoint
+        shutil.rmtree(out / (CKPT + ".tmp"), ignore_errors=True)  # the half-written new checkpoint
         step = last_good_checkpoint(out)
         kept = f"the last checkpoint (step {step}) is intact; fix that and pass --resume to continue from it" if step is not None else "no checkpoint was saved yet; fix that and start again with --overwrite"
         raise HatrefineError(f"cannot write to {where}: {cause}; {kept}") from None
