@@ -29,7 +29,6 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from . import report
 from .checkpoint import (
@@ -51,6 +50,7 @@ from .checkpoint import (
 from .data import DataStream, open_dataset
 from .errors import HatrefineError
 from .events import EventLog, require_tensorboard
+from .loop import TrainingLoop
 from .registry import register_architecture
 from .schema import FORMAT_VERSION, check_version, settings_from_dict
 
@@ -144,8 +144,10 @@ class AEConfig:
         return {"channels": self.image_shape[0], "size": self.image_shape[1], "latent_shape": self.latent_shape, "width": self.width}
 
 
-class AutoencoderTrainer:
-    """Pretrains an autoencoder into ``out``; ``resume=True`` continues it exactly."""
+class AutoencoderTrainer(TrainingLoop):
+    """Pretrains an autoencoder into ``out``; ``resume=True`` continues it exactly (``run()``: ``hatrefine.loop``)."""
+
+    name = "pretrain-ae"
 
     def __init__(self, config: Optional[AEConfig], out: str | Path, resume: bool = False, overwrite: bool = False, steps: Optional[int] = None):
         self.out = Path(out)
@@ -207,28 +209,10 @@ class AutoencoderTrainer:
         self.step += 1
         return {"step": self.step, "loss": loss.item(), "seconds_per_step": time.perf_counter() - t0}
 
-    def run(self, progress: bool = True) -> None:
-        """Train to ``config.steps``; then write the reconstruction and prior-sample grids (a full
-        disk or a permission error: one line, the last checkpoint intact)."""
-        with disk_errors(self.out):
-            self._run(progress)
+    def postfix(self, row: dict) -> dict:
+        return {"mse": f"{row['loss']:.4f}"}
 
-    def _run(self, progress: bool) -> None:
-        c, rows = self.config, []
-        bar = tqdm(total=c.steps, initial=self.step, disable=not progress, desc="pretrain-ae", unit="step", dynamic_ncols=True)
-        while self.step < c.steps:
-            rows.append(self.train_step())
-            bar.update(1)
-            bar.set_postfix(mse=f"{rows[-1]['loss']:.4f}")
-            saving = self.step % c.save_every == 0 or self.step == c.steps
-            if self.step % c.log_every == 0 or saving:
-                self.log.append(rows)
-                if self.events:
-                    self.events.rows(rows)
-                rows = []
-            if saving:
-                self.save_checkpoint()
-        bar.close()
+    def finish(self, progress: bool) -> None:
         self.save_figures()
 
     @torch.no_grad()
@@ -239,7 +223,6 @@ class AutoencoderTrainer:
         report.save_grid(pairs, self.out / "reconstructions.png")
         if self.events:
             self.events.image("reconstructions", report.grid(pairs), self.step)
-            self.events.close()
         z = torch.randn((64, *self.config.latent_shape), generator=torch.Generator().manual_seed(0)).to(self.device)
         report.save_grid(self.decoder(z), self.out / "prior_samples.png")
 

@@ -30,7 +30,8 @@ from .checkpoint import load_optimizer, load_strict, optimizer_tensors, subdict
 from .config import GENERATOR_DIR, SynthesisConfig
 from .generator import Generator
 from .registry import create_architecture
-from .trainer import LOG_FIELDS, Divergence, Trainer
+from .loop import Divergence
+from .trainer import LOG_FIELDS, Trainer
 
 
 

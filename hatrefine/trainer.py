@@ -1,4 +1,4 @@
-"""The training loop: maximum-likelihood learning of the hat network H (paper eq. 8).
+"""The Hat EBM trainer: maximum-likelihood learning of the hat network H (paper eq. 8), on the shared loop of ``hatrefine.loop``.
 
 Each step: take a data batch (plus small Gaussian noise); draw Z from the prior and run
 K short-run Langevin steps from Y = 0; lower H on data, raise it on the samples:
@@ -51,6 +51,7 @@ from .data import DataStream, open_dataset
 from .errors import HatrefineError
 from .events import EventLog, require_tensorboard
 from .generator import Generator
+from .loop import Divergence, TrainingLoop
 from .refiner import CONFIG, HAT_WEIGHTS, SAMPLING, HatRefiner, build_hat, resolve_device
 from .registry import absolute_source, absolute_spec, load_generator
 
@@ -69,10 +70,6 @@ def energy_gap_growth(gaps: list[float], n: int, window: int = GROWTH_WINDOW) ->
         return None
     before, last = statistics.median(gaps[:window]), statistics.median(gaps[window:])
     return last / before if before > 0 else math.inf
-
-
-class Divergence(Exception):
-    """A training step produced non-finite or exploding values (handled by rolling back)."""
 
 
 def data_gradient(energies: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -97,9 +94,14 @@ def versions() -> dict:
     return {"hatrefine": version("hatrefine"), "torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version()}
 
 
-class Trainer:
-    """Fits a hat network into ``out``; ``resume=True`` continues the run saved there exactly."""
+class Trainer(TrainingLoop):
+    """Fits a hat network into ``out``; ``resume=True`` continues the run saved there exactly.
 
+    ``run()`` (``hatrefine.loop``) trains, checkpointing every ``save_every`` updates; a
+    diverging step (``_guard``, ``_check_growth``) rolls the run back to its last checkpoint
+    with a smaller learning rate and Langevin steps (``roll_back``)."""
+
+    name = "fit"
     config_class = FitConfig
     log_fields = LOG_FIELDS
     meta_fields = META_FIELDS | {"backoff": (int, float), "rollbacks": list, "energy_gaps": list}  # checkpoint_meta's
@@ -253,13 +255,6 @@ class Trainer:
         }
         return self.last_row
 
-    def _log(self, rows: list[dict]) -> None:
-        """Append rows to log.csv (and to the TensorBoard log with ``--tensorboard``), on rank 0."""
-        if self.shard.main:
-            self.log.append(rows)
-            if self.events:
-                self.events.rows(rows, len(self.rollbacks))
-
     def _guard(self, loss: torch.Tensor, grad_norm: torch.Tensor, y: torch.Tensor) -> None:
         """Raise ``Divergence`` (on every rank) on non-finite energies or gradients, or residuals past the bound."""
         rms = (y.flatten(1).norm(dim=1) / math.sqrt(y[0].numel())).max()
@@ -313,52 +308,29 @@ class Trainer:
         for e, b in zip(self.ema.buffers(), self.hat.buffers()):
             e.copy_(b)
 
-    def run(self, progress: bool = True) -> None:
-        """Train to ``config.steps``, logging, saving grids and checkpoints; then write the report.
+    # -- the loop's per-method parts (hatrefine.loop) ------------------------------------
+    @property
+    def main(self) -> bool:
+        return self.shard.main
 
-        A diverging step (``_guard``) rolls the run back to its last checkpoint with a smaller
-        learning rate and Langevin steps (``roll_back``); a full disk or a permission error ends
-        it with one line, the last checkpoint intact (``checkpoint.disk_errors``)."""
-        with disk_errors(self.out):
-            self._run(progress)
+    def sync(self) -> None:
+        self.shard.barrier()
 
-    def _run(self, progress: bool) -> None:
+    def event_extras(self) -> tuple:
+        return (len(self.rollbacks),)
+
+    def postfix(self, row: dict) -> dict:
+        return {"E_data": f"{row['energy_data']:.3g}", "E_samples": f"{row['energy_samples']:.3g}", "s_per_step": f"{row['seconds_per_step']:.2f}"}
+
+    def after_step(self) -> None:
+        if self.main and (self.step % self.config.sample_every == 0 or self.step == self.config.steps):
+            report.save_grid(self.last_samples.x, self.out / "samples" / f"step_{self.step:06d}.png")
+            if self.events:
+                self.events.image("samples", report.grid(self.last_samples.x), self.step)
+
+    def finish(self, progress: bool) -> None:
+        """The training curve, the calibration (``--calibrate``) and the before/after report."""
         c = self.config
-        main = self.shard.main
-        bar = tqdm(total=c.steps, initial=self.step, disable=not (progress and main), desc="fit", unit="step", dynamic_ncols=True)
-        fresh = not has_checkpoint(self.out)
-        self.shard.barrier()  # every rank has looked before rank 0 writes
-        if fresh:
-            self.save_checkpoint()  # step 0: something to roll back to
-        pending: list[dict] = []  # log rows not written yet
-        while self.step < c.steps:
-            try:
-                pending.append(self.train_step())
-                if self.step % c.save_every == 0 or self.step == c.steps:
-                    self._log(pending)
-                    pending = []
-                    self.save_checkpoint()
-            except Divergence as e:
-                pending = []
-                self.roll_back(str(e))
-                bar.n = self.step
-                bar.refresh()
-                continue
-            row = self.last_row
-            bar.update(1)
-            bar.set_postfix(E_data=f"{row['energy_data']:.3g}", E_samples=f"{row['energy_samples']:.3g}", s_per_step=f"{row['seconds_per_step']:.2f}")
-            if self.step % c.log_every == 0 and pending:
-                self._log(pending)
-                pending = []
-            if main and (self.step % c.sample_every == 0 or self.step == c.steps):
-                report.save_grid(self.last_samples.x, self.out / "samples" / f"step_{self.step:06d}.png")
-                if self.events:
-                    self.events.image("samples", report.grid(self.last_samples.x), self.step)
-        bar.close()
-        if self.events:
-            self.events.close()
-        if not main:
-            return
         report.training_curve(self.out / "log.csv", self.out / "training_curve.png", self.rollbacks, c.max_energy_growth, GROWTH_WINDOW)
         self.calibration = self.calibrate(self.refiner()) if c.calibrate else None
         if c.eval_samples:

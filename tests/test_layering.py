@@ -16,6 +16,7 @@ LAYERS = [
     ["evaluation", "ddls"],
     ["refiner", "calibration"],  # the fitted model
     ["report", "ood"],
+    ["loop"],  # the training-loop skeleton
     ["trainer", "hub"],
     ["synthesis", "autoencoder"],
     ["cli", "__init__"],

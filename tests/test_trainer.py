@@ -187,7 +187,7 @@ def test_a_rolled_back_run_samples_with_the_step_sizes_training_ended_with(tmp_p
 
 
 def test_non_finite_weights_are_never_saved(tmp_path, tiny_generator, blobs):
-    from hatrefine.trainer import Divergence
+    from hatrefine.loop import Divergence
 
     trainer = Trainer(tiny(blobs, steps=3), tmp_path / "run", generator=tiny_generator)
     trainer.run(progress=False)
