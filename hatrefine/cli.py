@@ -18,6 +18,7 @@ import torch
 
 from .config import MODES, FitConfig, SynthesisConfig
 from .errors import HatrefineError, HatrefineWarning
+from .hat import HAT_BLOCKS
 from .sampler import JOINT_UPDATES
 
 FIT_HELP = {
@@ -28,6 +29,7 @@ FIT_HELP = {
     "mode": "joint: Langevin on (Y, Z); conditional: Y only, Z from the prior.",
     "hat": "Hat network: small, sngan32, sngan64, sngan128, timm:MODEL, or discriminator (the GAN's own, negated, trained from its weights; see --discriminator); auto: discriminator for builtin:mnist (unless --hat-width is given), else by image size.",
     "hat_width": "Width of the hat network.",
+    "hat_block": "Residual block of the sngan32/64/128 hats: authors (the Hat EBM authors': shortcut on the raw input, Keras initialisation) or mimicry (Mimicry's discriminator block: shortcut on relu(x)).",
     "discriminator": "For --hat discriminator: a discriminator spec or a weights file for the generator's architecture (default: the generator spec's own, e.g. builtin:mnist).",
     "steps": "Number of updates of H.",
     "batch_size": "Batch size (data and Langevin chains).",
@@ -78,7 +80,7 @@ FIT_HELP = {
 }
 
 
-CHOICES = {"mode": MODES, "joint_update": JOINT_UPDATES}
+CHOICES = {"mode": MODES, "joint_update": JOINT_UPDATES, "hat_block": HAT_BLOCKS}
 
 
 def _config_options(config_class, exclude: tuple[str, ...] = ()):

@@ -22,7 +22,7 @@ GENERATOR_ARCHS = ("dcgan", "sngan32", "sngan64", "sngan128")
 SNGAN_WIDTHS = {"sngan32": (256, 256, 256, 256), "sngan64": (1024, 512, 256, 128, 64), "sngan128": (1024, 1024, 512, 256, 128, 64)}
 
 
-LEGACY = {"joint_update": "alternate", "grad_penalty": 0.0, "calibrate": False, "hat": None, "tensorboard": False}  # what runs saved before these settings existed did
+LEGACY = {"joint_update": "alternate", "grad_penalty": 0.0, "calibrate": False, "hat": None, "tensorboard": False, "hat_block": "mimicry"}  # what runs saved before these settings existed did
 
 
 @dataclass
@@ -36,6 +36,7 @@ class FitConfig:
     mode: str = "joint"
     hat: Optional[str] = "auto"  # resolved in __post_init__; None: chosen from the image shape (hatrefine.hat.default_hat)
     hat_width: Optional[int] = None
+    hat_block: str = "authors"  # the SN-GAN hats' residual block (hatrefine.hat.HAT_BLOCKS)
     discriminator: Optional[str] = None  # for hat "discriminator"; None: the generator spec's own
     steps: int = 700
     batch_size: int = 32

@@ -2,7 +2,11 @@
 
 Names (``create_hat``):
   ``sngan32``, ``sngan64``, ``sngan128``  the SN-GAN discriminators without spectral norm,
-                                         mean pooling, linear head without bias (the paper's)
+                                         mean pooling, linear head without bias, with the
+                                         authors' block (raw-x shortcut, Keras init; the
+                                         default ``block="authors"``) or Mimicry's
+                                         (``block="mimicry"``: relu(x) shortcut, runs saved
+                                         before the choice existed)
   ``small``                              a 4-layer conv net for small images (the MNIST default)
   ``timm:MODEL``                         any timm model, one output, no pretrained download
 
@@ -22,6 +26,7 @@ from .errors import HatrefineError
 from .resblocks import ResNetDiscriminator
 
 HATS = ("sngan32", "sngan64", "sngan128", "small")
+HAT_BLOCKS = ("authors", "mimicry")
 DEFAULT_WIDTH = {"sngan32": 256, "sngan64": 1024, "sngan128": 1024, "small": 32}
 
 
@@ -69,14 +74,15 @@ def hat_from_discriminator(discriminator: nn.Module) -> NegatedLogit:
     return NegatedLogit(d.train().requires_grad_(True))
 
 
-def _sngan_hat(name: str, channels: int, w: int) -> nn.Module:
+def _sngan_hat(name: str, channels: int, w: int, block: str) -> nn.Module:
     if name == "sngan32":  # four blocks of width w, the first two downsample
         first, blocks = w, [(w, True), (w, False), (w, False)]
     elif name == "sngan64":
         first, blocks = w >> 4, [(w >> 3, True), (w >> 2, True), (w >> 1, True), (w, True)]
     else:  # sngan128
         first, blocks = w >> 4, [(w >> 3, True), (w >> 2, True), (w >> 1, True), (w, True), (w, False)]
-    return ResNetDiscriminator(channels, first, blocks, spectral_norm=False, pool="mean", head_bias=False)
+    authors = block == "authors"
+    return ResNetDiscriminator(channels, first, blocks, spectral_norm=False, pool="mean", head_bias=False, shortcut_relu=not authors, init="keras" if authors else "mimicry")
 
 
 def default_hat(image_shape: Sequence[int]) -> str:
@@ -87,8 +93,10 @@ def default_hat(image_shape: Sequence[int]) -> str:
     return "sngan32" if h <= 32 else "sngan64" if h <= 64 else "sngan128"
 
 
-def create_hat(name: str, image_shape: Sequence[int], width: Optional[int] = None) -> nn.Module:
-    """Build hat network ``name`` for images of ``image_shape`` (C, H, W)."""
+def create_hat(name: str, image_shape: Sequence[int], width: Optional[int] = None, block: str = "authors") -> nn.Module:
+    """Build hat network ``name`` for images of ``image_shape`` (C, H, W); ``block``: the SN-GAN hats' residual block (``HAT_BLOCKS``)."""
+    if block not in HAT_BLOCKS:
+        raise HatrefineError(f"unknown hat block {block!r}; use {' or '.join(HAT_BLOCKS)}")
     c, h, w_ = image_shape
     if name.startswith("timm:"):
         import timm
@@ -109,4 +117,4 @@ def create_hat(name: str, image_shape: Sequence[int], width: Optional[int] = Non
     need = {"sngan32": 32, "sngan64": 64, "sngan128": 128}[name]
     if (h, w_) != (need, need):
         raise HatrefineError(f"hat {name} is for {need}x{need} images, got {h}x{w_}; use --hat {default_hat(image_shape)}")
-    return _sngan_hat(name, c, width)
+    return _sngan_hat(name, c, width, block)

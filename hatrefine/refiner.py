@@ -46,7 +46,7 @@ def build_hat(config: FitConfig, generator: Generator) -> nn.Module:
     config.resolve_hat()
     if config.hat == "discriminator":
         return hat_from_discriminator(resolve_discriminator(config.discriminator or config.generator, config.generator))
-    return create_hat(config.hat or default_hat(generator.image_shape), generator.image_shape, config.hat_width)
+    return create_hat(config.hat or default_hat(generator.image_shape), generator.image_shape, config.hat_width, config.hat_block)
 
 
 def read_sampling(directory: Path) -> Optional[SamplingSettings]:

@@ -3,7 +3,10 @@
 Attribute names (``c1, c2, b1, b2, c_sc``) and the order of operations follow Mimicry,
 including one detail that changes numbers: Mimicry's ``DBlock`` applies an in-place
 ReLU to its input before the residual branch, so its shortcut sees ``relu(x)``. We do the
-same out of place (autograd-safe, same values).
+same out of place (autograd-safe, same values) for Mimicry's discriminators; the Hat EBM
+authors' hat block (their ``EBMBlock``) feeds the raw input to the shortcut
+(``shortcut_relu=False``) and starts from Keras' initialisation (Glorot-uniform kernels,
+zero biases: ``init="keras"``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,15 @@ def linear(cin: int, cout: int, spectral_norm: bool, bias: bool = True) -> nn.Mo
     lin = nn.Linear(cin, cout, bias=bias)
     nn.init.xavier_uniform_(lin.weight, 1.0)
     return nn.utils.spectral_norm(lin) if spectral_norm else lin
+
+
+def keras_init(module: nn.Module) -> None:
+    """Keras' defaults, as the authors' TensorFlow networks start: Glorot-uniform kernels (gain 1), zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight, 1.0)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 class GBlock(nn.Module):
@@ -56,18 +68,20 @@ class GBlock(nn.Module):
 
 
 class DBlock(nn.Module):
-    """Discriminator block: ReLU -> conv3 -> ReLU -> conv3 -> (avg pool), plus shortcut on relu(x)."""
+    """Discriminator block: ReLU -> conv3 -> ReLU -> conv3 -> (avg pool), plus a shortcut on
+    relu(x) (Mimicry's) or, with ``shortcut_relu=False``, on x (the Hat EBM authors')."""
 
-    def __init__(self, cin: int, cout: int, downsample: bool = False, spectral_norm: bool = True):
+    def __init__(self, cin: int, cout: int, downsample: bool = False, spectral_norm: bool = True, shortcut_relu: bool = True):
         super().__init__()
-        self.downsample = downsample
+        self.downsample, self.shortcut_relu = downsample, shortcut_relu
         self.c1 = _conv(cin, cin, 3, spectral_norm, math.sqrt(2.0))
         self.c2 = _conv(cin, cout, 3, spectral_norm, math.sqrt(2.0))
         self.c_sc = _conv(cin, cout, 1, spectral_norm, 1.0) if (cin != cout or downsample) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(x)  # Mimicry's in-place ReLU also feeds the shortcut
-        h = self.c2(F.relu(self.c1(x)))
+        h = self.c2(F.relu(self.c1(F.relu(x))))
+        if self.shortcut_relu:
+            x = F.relu(x)  # Mimicry's in-place ReLU also feeds the shortcut
         sc = self.c_sc(x) if self.c_sc is not None else x
         if self.downsample:
             h, sc = F.avg_pool2d(h, 2), F.avg_pool2d(sc, 2)
@@ -120,7 +134,8 @@ class ResNetDiscriminator(nn.Module):
     """SN-GAN ResNet discriminator (Mimicry ``SNGANDiscriminator32/64``) -> one logit per image.
 
     ``blocks`` lists ``(out_channels, downsample)`` after the optimized first block. With
-    ``spectral_norm=False`` and ``pool="mean"`` it is the paper's hat network.
+    ``spectral_norm=False``, ``pool="mean"``, ``head_bias=False``, ``shortcut_relu=False`` and
+    ``init="keras"`` it is the paper's hat network as the authors built it.
     """
 
     def __init__(
@@ -131,17 +146,21 @@ class ResNetDiscriminator(nn.Module):
         spectral_norm: bool = True,
         pool: str = "sum",
         head_bias: bool = True,
+        shortcut_relu: bool = True,
+        init: str = "mimicry",
     ):
         super().__init__()
         self.pool = pool
         self.block1 = DBlockOptimized(in_channels, first_channels, spectral_norm)
         cin = first_channels
         for i, (cout, down) in enumerate(blocks):
-            self.add_module(f"block{i + 2}", DBlock(cin, cout, down, spectral_norm))
+            self.add_module(f"block{i + 2}", DBlock(cin, cout, down, spectral_norm, shortcut_relu))
             cin = cout
         self.n_blocks = len(blocks) + 1
         self.head_name = f"l{self.n_blocks + 1}"
         self.add_module(self.head_name, linear(cin, 1, spectral_norm, bias=head_bias))
+        if init == "keras":
+            keras_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x

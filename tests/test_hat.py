@@ -65,3 +65,29 @@ def test_mixed_precision_switch_runs_and_stays_close(tiny_generator):
     half = JointLangevin(energy, 3, noise=0.0, amp=True).sample(z)
     assert half.x.dtype == torch.float32
     torch.testing.assert_close(half.x, full.x, atol=2e-2, rtol=0)
+
+
+def test_the_authors_block_feeds_the_raw_input_to_the_shortcut():
+    """Hand-computed: 1 channel, centre-only 3x3 kernels (a for c1, b for c2), 1x1 shortcut s, no biases, downsampling."""
+    from hatrefine.resblocks import DBlock
+
+    a, b, s = 2.0, 3.0, 0.5
+    x = torch.tensor([[[[-1.0, 2.0], [4.0, -3.0]]]])
+    for shortcut_relu, shortcut in ((False, s * x.mean()), (True, s * x.clamp(min=0).mean())):
+        block = DBlock(1, 1, downsample=True, spectral_norm=False, shortcut_relu=shortcut_relu)
+        with torch.no_grad():
+            for conv, w in ((block.c1, a), (block.c2, b), (block.c_sc, s)):
+                conv.weight.zero_()
+                conv.weight[0, 0, conv.kernel_size[0] // 2, conv.kernel_size[1] // 2] = w
+                conv.bias.zero_()
+        residual = (b * (a * x.clamp(min=0)).clamp(min=0)).mean()  # c2(relu(c1(relu x))), then the 2x2 mean pool
+        assert block(x).item() == pytest.approx((residual + shortcut).item())  # authors: mean(x) = 0.5; Mimicry: mean(relu x) = 1.5
+
+
+def test_sngan_hats_use_the_authors_block_and_keras_init_by_default():
+    authors, mimicry = create_hat("sngan32", (3, 32, 32), 8), create_hat("sngan32", (3, 32, 32), 8, block="mimicry")
+    assert not authors.block2.shortcut_relu and mimicry.block2.shortcut_relu
+    assert all((m.bias == 0).all() for m in authors.modules() if isinstance(m, torch.nn.Conv2d))
+    assert any((m.bias != 0).any() for m in mimicry.modules() if isinstance(m, torch.nn.Conv2d))
+    with pytest.raises(HatrefineError, match="unknown hat block"):
+        create_hat("sngan32", (3, 32, 32), 8, block="keras")
