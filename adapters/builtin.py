@@ -25,11 +25,11 @@ BUILTIN = {"mnist": "mnist_dcgan"}  # spec name -> asset directory
 
 @register_architecture("dcgan_generator")
 class DCGANGenerator(nn.Module):
-    """z (nz) -> Linear -> 4x4 -> three stride-2 transposed convs -> (channels, 32, 32), tanh."""
+    """z (nz) -> Linear -> 4x4 -> three stride-2 transposed convs -> (channels, 32, 32), ``out_factor`` * tanh."""
 
-    def __init__(self, nz: int = 64, width: int = 64, channels: int = 1):
+    def __init__(self, nz: int = 64, width: int = 64, channels: int = 1, out_factor: float = 1.0):
         super().__init__()
-        self.width = width
+        self.width, self.out_factor = width, out_factor
         self.fc = nn.Sequential(nn.Linear(nz, 4 * 4 * 4 * width), nn.BatchNorm1d(4 * 4 * 4 * width), nn.ReLU())
         self.net = nn.Sequential(
             nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.ReLU(),
@@ -38,7 +38,7 @@ class DCGANGenerator(nn.Module):
         )  # fmt: skip
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.fc(z).view(z.shape[0], 4 * self.width, 4, 4))
+        return self.out_factor * self.net(self.fc(z).view(z.shape[0], 4 * self.width, 4, 4))
 
 
 @register_architecture("dcgan_discriminator")

@@ -91,10 +91,11 @@ class Encoder(nn.Module):
 
 @register_architecture("ae_decoder")
 class Decoder(nn.Module):
-    """latent (c, s, s) -> two conv3 -> k x (2x nearest upsample, conv3; width halving) -> conv3 -> (C, S, S), tanh."""
+    """latent (c, s, s) -> two conv3 -> k x (2x nearest upsample, conv3; width halving) -> conv3 -> (C, S, S), ``out_factor`` * tanh."""
 
-    def __init__(self, channels: int = 1, size: int = 32, latent_shape: tuple = (1, 16, 16), width: int = 64):
+    def __init__(self, channels: int = 1, size: int = 32, latent_shape: tuple = (1, 16, 16), width: int = 64, out_factor: float = 1.0):
         super().__init__()
+        self.out_factor = out_factor
         k = _levels(size, latent_shape[1])
         w = width << k
         layers: list[nn.Module] = [nn.Conv2d(latent_shape[0], w, 3, 1, 1), nn.ReLU(), nn.Conv2d(w, w, 3, 1, 1), nn.ReLU()]
@@ -105,7 +106,7 @@ class Decoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        return self.out_factor * self.net(z)
 
 
 @dataclass
@@ -126,6 +127,7 @@ class AEConfig:
     log_every: int = 50
     save_every: int = 500
     tensorboard: bool = False
+    gen_factor: float = 2.0  # the decoder ends in gen_factor * tanh, as the authors' (1.0 before this setting existed)
 
     def __post_init__(self):
         self.image_shape, self.latent_shape = [int(s) for s in self.image_shape], [int(s) for s in self.latent_shape]
@@ -137,11 +139,16 @@ class AEConfig:
         for name in ("width", "steps", "batch_size", "log_every", "save_every"):
             if getattr(self, name) <= 0:
                 raise HatrefineError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not self.gen_factor > 0:
+            raise HatrefineError(f"--gen-factor must be positive, got {self.gen_factor}")
         if self.lr <= 0 or self.latent_noise < 0:
             raise HatrefineError(f"--lr must be positive and --latent-noise >= 0, got {self.lr} and {self.latent_noise}")
 
     def kwargs(self) -> dict:
         return {"channels": self.image_shape[0], "size": self.image_shape[1], "latent_shape": self.latent_shape, "width": self.width}
+
+    def decoder_kwargs(self) -> dict:
+        return self.kwargs() | {"out_factor": self.gen_factor}
 
 
 class AutoencoderTrainer(TrainingLoop):
@@ -164,7 +171,7 @@ class AutoencoderTrainer(TrainingLoop):
             check_version(saved, str(source))
             if not isinstance(saved.get("autoencoder"), dict):
                 raise HatrefineError(f"{self.out} is not an autoencoder directory (no 'autoencoder' in {CONFIG}); pass the --out of pretrain-ae")
-            config = settings_from_dict(AEConfig, {**saved["autoencoder"], **({"steps": steps} if steps is not None else {})}, str(source), legacy={"tensorboard": False})
+            config = settings_from_dict(AEConfig, {**saved["autoencoder"], **({"steps": steps} if steps is not None else {})}, str(source), legacy={"tensorboard": False, "gen_factor": 1.0})
         elif config is None:
             raise HatrefineError("a new autoencoder needs its settings (an AEConfig)")
         if config.tensorboard:
@@ -174,7 +181,7 @@ class AutoencoderTrainer(TrainingLoop):
         torch.manual_seed(c.seed)
         self.data = DataStream(open_dataset(c.data, c.image_shape, split="train", root=c.data_root), c.batch_size, c.seed)
         self.encoder = Encoder(**c.kwargs()).to(self.device)
-        self.decoder = Decoder(**c.kwargs()).to(self.device)
+        self.decoder = Decoder(**c.decoder_kwargs()).to(self.device)
         self.opt = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=c.lr)
         self.rng = torch.Generator(self.device).manual_seed(c.seed)
         self.log = RunLog(self.out / "log.csv", ["step", "loss", "seconds_per_step"])
@@ -190,7 +197,7 @@ class AutoencoderTrainer(TrainingLoop):
     def _directory_config(self, versions: dict) -> dict:
         c = self.config
         entry = lambda arch: {"architecture": arch, "kwargs": c.kwargs()}  # noqa: E731
-        decoder = entry("ae_decoder") | {"latent_shape": c.latent_shape, "image_shape": c.image_shape, "prior": None, "value_range": [-1.0, 1.0]}
+        decoder = {"architecture": "ae_decoder", "kwargs": c.decoder_kwargs()} | {"latent_shape": c.latent_shape, "image_shape": c.image_shape, "prior": None, "value_range": [-1.0, 1.0]}
         return {"format_version": FORMAT_VERSION, "generator": decoder, "encoder": entry("ae_encoder"), "autoencoder": dataclasses.asdict(c), "versions": versions}
 
     def reconstruct(self, x: torch.Tensor, noise: float = 0.0) -> torch.Tensor:

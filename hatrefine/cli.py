@@ -45,6 +45,8 @@ FIT_HELP = {
     "temperature": "T: the energy is H / T.",
     "temperature_test": "T for sampling and refining (default: same as training; a lower T sharpens samples); with --calibrate, the top of the T grid calibration chooses from.",
     "y_sigma": "Sigma of a Gaussian prior on Y (off by default; the paper used 0.1 for retrofit).",
+    "y_sigma_test": "Sigma of a Gaussian prior on Y used only when sampling and refining (the authors' FID-time tau_res = 1 / (2 sigma^2); default: --y-sigma).",
+    "init_scale_res": "Sampling chains start at Y = init-scale-res * N(0, I) instead of 0 (the authors used 0.01 at test time for synthesis and retrofit; training chains start at 0).",
     "z_prior_weight": "Weight of the N(0, I) prior term on Z (0 = off, as the authors ran it).",
     "data_noise": "Std of the Gaussian noise added to data images.",
     "lr": "Adam learning rate for H.",
@@ -77,6 +79,7 @@ FIT_HELP = {
     "generator_lr": "Adam learning rate for the generator.",
     "generator_loss_weight": "Weight of the generator's MSE onto bank images.",
     "bank_size": "Persistent bank of (Z, X) pairs the generator regresses onto.",
+    "gen_factor": "The learned generator's output is gen_factor * tanh (the authors' 2: it can reach bank images outside [-1, 1]).",
 }
 
 
@@ -300,6 +303,7 @@ def _shape(value: str, what: str) -> list[int]:
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=5e-4, show_default=True, help="Adam learning rate.")
 @click.option("--latent-noise", type=float, default=0.02, show_default=True, help="Std of the Gaussian noise on the latent during training.")
+@click.option("--gen-factor", type=float, default=2.0, show_default=True, help="The decoder's output is gen_factor * tanh (the authors' 2).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--save-every", type=int, default=500, show_default=True, help="Checkpoint every N steps.")

@@ -22,7 +22,7 @@ GENERATOR_ARCHS = ("dcgan", "sngan32", "sngan64", "sngan128")
 SNGAN_WIDTHS = {"sngan32": (256, 256, 256, 256), "sngan64": (1024, 512, 256, 128, 64), "sngan128": (1024, 1024, 512, 256, 128, 64)}
 
 
-LEGACY = {"joint_update": "alternate", "grad_penalty": 0.0, "calibrate": False, "hat": None, "tensorboard": False, "hat_block": "mimicry"}  # what runs saved before these settings existed did
+LEGACY = {"joint_update": "alternate", "grad_penalty": 0.0, "calibrate": False, "hat": None, "tensorboard": False, "hat_block": "mimicry", "gen_factor": 1.0}  # what runs saved before these settings existed did
 
 
 @dataclass
@@ -52,6 +52,8 @@ class FitConfig:
     temperature: float = 1e-3
     temperature_test: Optional[float] = None  # T for sample/refine; None: same as training
     y_sigma: Optional[float] = None
+    y_sigma_test: Optional[float] = None  # residual prior used only when sampling (the authors' tau_res = 1 / (2 sigma^2)); None: y_sigma
+    init_scale_res: float = 0.0  # sampling chains start at Y = init_scale_res * N(0, I) (training chains at 0)
     z_prior_weight: float = 0.0
     data_noise: float = 1e-3
     lr: float = 1e-4
@@ -97,6 +99,11 @@ class FitConfig:
         for name in ("temperature", "lr"):
             if getattr(self, name) <= 0:
                 raise HatrefineError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("y_sigma", "y_sigma_test"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise HatrefineError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not self.init_scale_res >= 0:
+            raise HatrefineError(f"--init-scale-res must be >= 0, got {self.init_scale_res}")
         if self.temperature_test is not None and self.temperature_test <= 0:
             raise HatrefineError(f"--temperature-test must be positive, got {self.temperature_test}")
         if self.max_residual_rms <= 0 or not 0 < self.backoff < 1 or self.max_rollbacks < 0:
@@ -221,6 +228,7 @@ class SynthesisConfig(FitConfig):
     generator_width: Optional[int] = None
     generator_lr: float = 1e-4
     generator_loss_weight: float = 1000.0
+    gen_factor: float = 2.0  # the learned generator ends in gen_factor * tanh, as the authors' (1.0 before this setting existed)
     grad_penalty: float = 0.0  # off: not measured for tandem synthesis
     bank_size: int = 10000
     langevin_steps: int = 30
@@ -242,8 +250,8 @@ class SynthesisConfig(FitConfig):
                 raise HatrefineError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.bank_size < self.batch_size:
             raise HatrefineError(f"--bank-size ({self.bank_size}) must be at least --batch-size ({self.batch_size})")
-        if self.generator_lr <= 0 or self.generator_loss_weight <= 0:
-            raise HatrefineError("--generator-lr and --generator-loss-weight must be positive")
+        if self.generator_lr <= 0 or self.generator_loss_weight <= 0 or not self.gen_factor > 0:
+            raise HatrefineError("--generator-lr, --generator-loss-weight and --gen-factor must be positive")
         self.architecture()  # shape and architecture agree
 
     def shape(self) -> tuple[int, int, int]:
@@ -263,11 +271,11 @@ class SynthesisConfig(FitConfig):
             if (h, w) != (32, 32):
                 raise HatrefineError(f"the dcgan generator makes 32x32 images, not {h}x{w}; use --generator-arch sngan{h}")
             nz = self.latent_dim or 64
-            return "dcgan_generator", {"nz": nz, "width": self.generator_width or 64, "channels": c}, nz
+            return "dcgan_generator", {"nz": nz, "width": self.generator_width or 64, "channels": c, "out_factor": self.gen_factor}, nz
         if arch not in SNGAN_WIDTHS or (h, w) != (int(arch[5:]),) * 2:
             raise HatrefineError(f"no generator architecture for {h}x{w} images; use 32, 64 or 128 pixels")
         widths = list(SNGAN_WIDTHS[arch])
         if self.generator_width:
             widths = [max(1, round(v * self.generator_width / widths[0])) for v in widths]
         nz = self.latent_dim or 128
-        return "sngan_resnet_generator", {"nz": nz, "channels": widths, "out_channels": c}, nz
+        return "sngan_resnet_generator", {"nz": nz, "channels": widths, "out_channels": c, "out_factor": self.gen_factor}, nz

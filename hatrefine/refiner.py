@@ -72,13 +72,24 @@ class HatRefiner(nn.Module):
         return next(self.hat.parameters()).device
 
     def sampler(
-        self, n_steps: Optional[int] = None, pixel_only: bool = False, temperature: Optional[float] = None, eps_y: Optional[float] = None, eps_z: Optional[float] = None
+        self,
+        n_steps: Optional[int] = None,
+        pixel_only: bool = False,
+        temperature: Optional[float] = None,
+        eps_y: Optional[float] = None,
+        eps_z: Optional[float] = None,
+        training: bool = False,
     ) -> LangevinSampler:
-        """The run's sampler: K, T and the step sizes from ``self.sampling`` unless given here."""
+        """The run's sampler: K, T and the step sizes from ``self.sampling`` unless given here.
+
+        Sampling (not ``training``) also uses the config's test-time residual prior
+        (``y_sigma_test``) and initial residual scale (``init_scale_res``)."""
         c, s = self.config, self.sampling
         joint = c.mode == "joint" and not pixel_only
         t = s.temperature if temperature is None else temperature
-        energy = self.energy if t == c.temperature else HatEnergy(self.hat, self.generator, t, c.z_prior_weight, c.y_sigma, c.channels_last)
+        y_sigma = c.y_sigma if training or c.y_sigma_test is None else c.y_sigma_test
+        same = t == c.temperature and y_sigma == c.y_sigma
+        energy = self.energy if same else HatEnergy(self.hat, self.generator, t, c.z_prior_weight, y_sigma, c.channels_last)
         return LangevinSampler(
             energy,
             s.langevin_steps if n_steps is None else n_steps,
@@ -89,6 +100,7 @@ class HatRefiner(nn.Module):
             step_schedule=c.schedule(),
             amp=c.amp,
             joint_update=c.joint_update,
+            init_scale_res=0.0 if training else c.init_scale_res,
         )
 
     # -- sampling -----------------------------------------------------------------------

@@ -103,15 +103,16 @@ class DBlockOptimized(nn.Module):
 
 
 class ResNetGenerator(nn.Module):
-    """SN-GAN ResNet generator (Mimicry ``SNGANGenerator32/64/128``): nz -> 3 x S x S in (-1, 1).
+    """SN-GAN ResNet generator (Mimicry ``SNGANGenerator32/64/128``): nz -> 3 x S x S in (-1, 1)
+    (times ``out_factor``: the authors' ``gen_factor`` for generators learned from scratch).
 
     ``channels`` lists the feature widths from the 4x4 bottom to the last block; the
     layer names (``l1``, ``block2`` ..., final ``b{n}`` / ``c{n}``) match Mimicry's.
     """
 
-    def __init__(self, nz: int, channels: list[int], out_channels: int = 3, bottom_width: int = 4):
+    def __init__(self, nz: int, channels: list[int], out_channels: int = 3, bottom_width: int = 4, out_factor: float = 1.0):
         super().__init__()
-        self.nz, self.bottom_width = nz, bottom_width
+        self.nz, self.bottom_width, self.out_factor = nz, bottom_width, out_factor
         self.l1 = nn.Linear(nz, bottom_width * bottom_width * channels[0])
         nn.init.xavier_uniform_(self.l1.weight, 1.0)
         for i, (cin, cout) in enumerate(zip(channels[:-1], channels[1:])):
@@ -127,7 +128,7 @@ class ResNetGenerator(nn.Module):
         for i in range(self.n_blocks):
             h = getattr(self, f"block{i + 2}")(h)
         h = F.relu(getattr(self, self.final_bn_name)(h))
-        return torch.tanh(getattr(self, self.final_conv_name)(h))
+        return self.out_factor * torch.tanh(getattr(self, self.final_conv_name)(h))
 
 
 class ResNetDiscriminator(nn.Module):

@@ -110,6 +110,8 @@ class LangevinSampler:
         joint_update: when both Z and Y move, ``alternate`` (Z, then Y at the new Z: paper eq. 6-7,
             two passes of H per step) or ``simultaneous`` (both from one gradient of U at the
             current (Y, Z): Langevin on the pair, one pass of H per step).
+        init_scale_res: chains started by ``chains`` begin at Y = init_scale_res * N(0, I)
+            instead of 0 (the authors' test-time ``init_scale_res``, 0.01 for synthesis and retrofit).
     """
 
     def __init__(
@@ -124,20 +126,21 @@ class LangevinSampler:
         noise_schedule: Schedule = Schedule(),
         amp: bool = False,
         joint_update: str = "alternate",
+        init_scale_res: float = 0.0,
     ):
         if n_steps < 0:
             raise HatrefineError(f"number of Langevin steps must be >= 0, got {n_steps}")
         for name, eps in (("eps_y", eps_y), ("eps_z", eps_z)):
             if eps is not None and eps < 0:
                 raise HatrefineError(f"{name} must be >= 0, got {eps}")
-        if noise < 0:
-            raise HatrefineError(f"noise scale must be >= 0, got {noise}")
+        if noise < 0 or init_scale_res < 0:
+            raise HatrefineError(f"the noise scale and init_scale_res must be >= 0, got {noise} and {init_scale_res}")
         if joint_update not in JOINT_UPDATES:
             raise HatrefineError(f"unknown joint update {joint_update!r}; use {' or '.join(JOINT_UPDATES)}")
         self.energy, self.n_steps = energy, n_steps
         self.eps_y, self.eps_z, self.noise, self.y_clip = eps_y or 0.0, eps_z or 0.0, noise, y_clip
         self.step_schedule, self.noise_schedule, self.amp = step_schedule, noise_schedule, amp
-        self.joint_update = joint_update
+        self.joint_update, self.init_scale_res = joint_update, init_scale_res
 
     def _energy(self, y: torch.Tensor, g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -249,7 +252,9 @@ class LangevinSampler:
         for i, start in enumerate(range(0, n, batch_size)):
             if i % shard.world == shard.rank:
                 rng = torch.Generator(G.device).manual_seed(seed * 1_000_003 + i)
-                yield self.sample(G.sample_latent(min(batch_size, n - start), generator=rng), generator=rng)
+                z = G.sample_latent(min(batch_size, n - start), generator=rng)
+                y = self.init_scale_res * torch.randn((len(z), *G.image_shape), generator=rng, device=G.device) if self.init_scale_res else None
+                yield self.sample(z, y, generator=rng)
 
 
 class JointLangevin(LangevinSampler):

@@ -159,7 +159,7 @@ class Trainer(TrainingLoop):
             self.ema.to(memory_format=torch.channels_last)
         self.ema.load_state_dict(self.hat.state_dict())
         self.refiner_train = HatRefiner(self.generator, torch.compile(self.hat) if c.compile else self.hat, c)
-        self.sampler = self.refiner_train.sampler(c.langevin_steps, temperature=c.temperature)
+        self.sampler = self.refiner_train.sampler(c.langevin_steps, temperature=c.temperature, training=True)
         self.hat_ddp = self._ddp(self.hat)  # what the H update runs through (gradients averaged over ranks)
         self.opt = torch.optim.Adam(self.hat.parameters(), lr=c.lr, betas=(c.adam_beta1, 0.999))
         self.rng = torch.Generator(self.device).manual_seed(c.seed)

@@ -195,3 +195,18 @@ def test_peak_memory_is_flat_in_the_number_of_steps():
         return int(out.stdout.split()[-1])
 
     assert peak(40) - peak(4) < 60
+
+
+def test_test_time_residual_prior_and_initial_scale_apply_to_sampling_only(tiny_generator):
+    """--y-sigma-test and --init-scale-res (the authors' FID-time tau_res and init_scale_res) shape sampling, never training chains."""
+    from hatrefine.config import FitConfig
+    from hatrefine.refiner import HatRefiner
+
+    config = FitConfig(hat="small", hat_width=8, y_sigma=1.0, y_sigma_test=0.25, init_scale_res=0.3, langevin_steps=0)
+    refiner = HatRefiner(tiny_generator, create_hat("small", (1, 8, 8), width=8), config)
+    test, train = refiner.sampler(), refiner.sampler(training=True)
+    assert test.energy.y_sigma == 0.25 and train.energy.y_sigma == 1.0
+    assert test.init_scale_res == 0.3 and train.init_scale_res == 0.0
+    y = refiner.sample(200, batch_size=200).y  # K 0: the chains' starting residuals
+    assert y.std().item() == pytest.approx(0.3, rel=0.05)
+    assert FitConfig(hat="small").init_scale_res == 0.0 and (HatRefiner(tiny_generator, refiner.hat, FitConfig(hat="small", langevin_steps=0)).sample(8).y == 0).all()

@@ -107,3 +107,26 @@ def test_full_size_generators_follow_the_sngan_layout(shape, widths):
 
     size = int(shape.split(",")[1])
     assert create_architecture("sngan_resnet_generator", **{**kwargs, "channels": small})(torch.randn(2, 128)).shape == (2, 3, size, size)
+
+
+def test_learned_generators_end_in_gen_factor_times_tanh():
+    """The authors' gen_factor 2 for generators learned from scratch (synthesis, the retrofit decoder); 1 for runs saved before it existed."""
+    from hatrefine.autoencoder import AEConfig, Decoder
+    from hatrefine.config import SynthesisConfig
+    from hatrefine.registry import create_architecture
+
+    for image_shape in ("1,32,32", "3,32,32"):
+        config = SynthesisConfig(image_shape=image_shape, generator_width=8)
+        arch, kwargs, nz = config.architecture()
+        assert kwargs["out_factor"] == 2.0
+        z = torch.randn(3, nz)
+        outputs = []
+        for factor in (1.0, 2.0):
+            torch.manual_seed(0)
+            outputs.append(create_architecture(arch, **(kwargs | {"out_factor": factor})).eval()(z))
+        torch.testing.assert_close(outputs[1], 2 * outputs[0])
+    saved = SynthesisConfig().to_dict()
+    del saved["gen_factor"]
+    assert SynthesisConfig.from_dict(saved).gen_factor == 1.0
+    ae = AEConfig(width=4)
+    assert ae.gen_factor == 2.0 and Decoder(**ae.decoder_kwargs()).out_factor == 2.0
