@@ -24,7 +24,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +113,8 @@ class Decoder(nn.Module):
 class AEConfig:
     """Settings of ``hatrefine pretrain-ae`` (saved under ``autoencoder`` in config.json)."""
 
+    command: ClassVar[str] = "pretrain-ae"
+    recipe: Optional[str] = None  # the recipe the settings came from (hatrefine.recipes)
     data: str = "builtin:mnist"
     data_root: Optional[str] = None
     image_shape: list = field(default_factory=lambda: [1, 32, 32])
@@ -171,7 +173,7 @@ class AutoencoderTrainer(TrainingLoop):
             check_version(saved, str(source))
             if not isinstance(saved.get("autoencoder"), dict):
                 raise HatrefineError(f"{self.out} is not an autoencoder directory (no 'autoencoder' in {CONFIG}); pass the --out of pretrain-ae")
-            config = settings_from_dict(AEConfig, {**saved["autoencoder"], **({"steps": steps} if steps is not None else {})}, str(source), legacy={"tensorboard": False, "gen_factor": 1.0})
+            config = settings_from_dict(AEConfig, {**saved["autoencoder"], **({"steps": steps} if steps is not None else {})}, str(source), legacy={"tensorboard": False, "gen_factor": 1.0, "recipe": None})
         elif config is None:
             raise HatrefineError("a new autoencoder needs its settings (an AEConfig)")
         if config.tensorboard:

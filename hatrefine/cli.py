@@ -1,4 +1,4 @@
-"""The ``hatrefine`` command line: generate, fit, calibrate, sample, refine, pretrain-ae, synthesize, ood, ddls, eval, push, list.
+"""The ``hatrefine`` command line: list, recipes, generate, fit, calibrate, sample, refine, pretrain-ae, synthesize, ood, ddls, eval, push.
 
 Problems a user can fix end in one line on stderr and exit code 1 (``--debug`` shows the
 traceback). No command overwrites an existing file or run without ``--overwrite``.
@@ -22,9 +22,10 @@ from .hat import HAT_BLOCKS
 from .sampler import JOINT_UPDATES
 
 FIT_HELP = {
+    "recipe": "Start from one of the paper's experiments (`hatrefine recipes`); options given explicitly override its values. Default: the generator spec's own recipe if it has one (mimicry:sngan_cifar10 -> cifar10-refine, mimicry:sngan_celeba64 -> celeba64-refine), else the embedded MNIST defaults.",
     "generator": "Generator spec (`hatrefine list`).",
     "checkpoint": "Local weights file for the generator.",
-    "data": "Data spec: builtin:mnist, cifar10/mnist/svhn/celeba, a .npz, or an image folder.",
+    "data": "Data spec: builtin:mnist, cifar10/mnist/svhn/celeba, a .npz, or an image folder (default: the recipe's; without one, builtin:mnist for a generator of 1x32x32 images).",
     "data_root": "Where torchvision datasets are (or get downloaded).",
     "mode": "joint: Langevin on (Y, Z); conditional: Y only, Z from the prior.",
     "hat": "Hat network: small, sngan32, sngan64, sngan128, timm:MODEL, or discriminator (the GAN's own, negated, trained from its weights; see --discriminator); auto: discriminator for builtin:mnist (unless --hat-width is given), else by image size.",
@@ -189,6 +190,28 @@ def list_cmd() -> None:
 
 
 @main.command()
+@click.argument("name", required=False)
+def recipes(name: Optional[str]) -> None:
+    """List the paper's experiments by name; with NAME, its settings per command, source and departures."""
+    from .recipes import RECIPES, find_recipe
+
+    if name is None:
+        for r in RECIPES.values():
+            click.echo(f"{r.name:18} {' + '.join(r.settings):31} {r.summary}")
+        click.echo("hatrefine recipes NAME shows one; hatrefine fit --recipe NAME (or synthesize, pretrain-ae) runs it")
+        return
+    r = find_recipe(name)
+    click.echo(f"{r.name}: {r.summary}\nsource: {r.source}")
+    for command, settings in r.settings.items():
+        click.echo(f"hatrefine {command} --recipe {r.name}:" + ("" if settings else " the command's own defaults"))
+        for k, v in settings.items():
+            flag = k.replace("_", "-")
+            click.echo(f"  --{flag}" if v is True else f"  --no-{flag}" if v is False else f"  --{flag} {'(none)' if v is None else v}")
+    for d in r.differs:
+        click.echo(f"differs from the authors' run: {d}")
+
+
+@main.command()
 @click.option("--generator", "spec", default="builtin:mnist", show_default=True, help="Generator spec (`hatrefine list`).")
 @click.option("--checkpoint", default=None, help="Local weights file for the generator.")
 @click.option("--n", "n", type=int, default=64, show_default=True, help="Number of samples.")
@@ -261,6 +284,13 @@ def _make_trainer(ctx: click.Context, trainer_class, config_class, out: str, res
             flags = ", ".join(f"--{k.replace('_', '-')} ({saved[k]} -> {given[k]})" for k in changed)
             raise HatrefineError(f"{flags} cannot change on --resume; the run keeps the settings in {Path(out) / 'config.json'} (only --steps may extend it)")
         return trainer_class(None, out, resume=True, steps=given.get("steps"))
+    from .recipes import apply_recipe
+
+    given = {k for k in settings if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    settings, recipe = apply_recipe(config_class.command, settings, given)
+    if recipe is not None:
+        chosen = "" if "recipe" in given else f" (the recipe of {settings['generator']}; --recipe to choose another)"
+        click.echo(f"recipe {recipe.name}{chosen}: {recipe.summary}; data {settings['data']}; source: {recipe.source}; options given override it")
     return trainer_class(config_class(**settings), out, overwrite=overwrite)
 
 
@@ -293,6 +323,7 @@ def _shape(value: str, what: str) -> list[int]:
 
 
 @main.command("pretrain-ae")
+@click.option("--recipe", default=None, help="Start from one of the paper's experiments (`hatrefine recipes`, e.g. cifar10-retrofit); options given explicitly override its values.")
 @click.option("--data", default="builtin:mnist", show_default=True, help="Data spec to learn to reconstruct.")
 @click.option("--data-root", default=None, help="Where torchvision datasets are.")
 @click.option("--out", default="runs/mnist-ae", show_default=True, help="Autoencoder directory (load its decoder as ae:DIR).")

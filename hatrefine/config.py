@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 from pathlib import Path
 
 from .checkpoint import read_json
 from .errors import HatrefineError
+from .recipes import RECIPES, apply_recipe
 from .sampler import JOINT_UPDATES, Schedule
 from .schema import FORMAT_VERSION, NUMBER, check_fields, check_version, settings_from_dict
 
@@ -27,11 +28,14 @@ LEGACY = {"joint_update": "alternate", "grad_penalty": 0.0, "calibrate": False, 
 
 @dataclass
 class FitConfig:
-    """Settings of a Hat EBM fit. Defaults are the embedded MNIST setting (the README's main job)."""
+    """Settings of a Hat EBM fit. Defaults are the embedded MNIST setting (the README's main job);
+    ``from_recipe`` starts from one of the paper's experiments instead (``hatrefine.recipes``)."""
 
+    command: ClassVar[str] = "fit"  # the command whose recipe settings apply
+    recipe: Optional[str] = None  # the recipe the settings came from (recorded; None: the defaults)
     generator: str = EMBEDDED_GENERATOR
     checkpoint: Optional[str] = None
-    data: str = "builtin:mnist"
+    data: Optional[str] = None  # None: the embedded digits, for a generator of 1x32x32 images (trainer.default_data)
     data_root: Optional[str] = None
     mode: str = "joint"
     hat: Optional[str] = "auto"  # resolved in __post_init__; None: chosen from the image shape (hatrefine.hat.default_hat)
@@ -80,6 +84,8 @@ class FitConfig:
     max_rollbacks: int = 5
 
     def __post_init__(self):
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise HatrefineError(f"unknown recipe {self.recipe!r}; use one of {', '.join(RECIPES)} (`hatrefine recipes`)")
         if self.mode not in MODES:
             raise HatrefineError(f"unknown mode {self.mode!r}; use joint or conditional")
         if self.discriminator is not None and self.hat != "discriminator":
@@ -129,6 +135,13 @@ class FitConfig:
         if self.hat == "auto":
             embedded = self.generator == EMBEDDED_GENERATOR and self.checkpoint is None and self.hat_width is None
             self.hat = "discriminator" if embedded else None
+
+    @classmethod
+    def from_recipe(cls, name: str, **overrides) -> "FitConfig":
+        """The recipe's settings (``hatrefine.recipes``) with ``overrides`` on top."""
+        defaults = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory() for f in dataclasses.fields(cls)}
+        settings, _ = apply_recipe(cls.command, defaults | overrides | {"recipe": name}, set(overrides))
+        return cls(**settings)
 
     def schedule(self) -> Schedule:
         return Schedule(self.step_schedule, self.step_schedule_end)
@@ -220,7 +233,9 @@ class SamplingSettings:
 class SynthesisConfig(FitConfig):
     """``FitConfig`` plus the generator that is learned; defaults: the embedded MNIST setting."""
 
+    command: ClassVar[str] = "synthesize"
     generator: str = f"dir:{GENERATOR_DIR}"  # relative to the run directory
+    data: Optional[str] = "builtin:mnist"
     mode: str = "conditional"
     image_shape: str = "1,32,32"
     generator_arch: Optional[str] = None  # None: dcgan up to 32 px grayscale, else sngan32/64/128

@@ -55,6 +55,7 @@ from .loop import Divergence, TrainingLoop
 from .refiner import CONFIG, HAT_WEIGHTS, SAMPLING, HatRefiner, build_hat, resolve_device
 from .registry import absolute_source, absolute_spec, load_generator
 
+EMBEDDED_SHAPE = (1, 32, 32)  # the embedded digits as the embedded GAN makes them
 GROWTH_WINDOW = 50  # updates per window of the energy-growth check (--max-energy-growth)
 LOG_FIELDS = [
     "step", "loss", "energy_data", "energy_samples", "lr", "eps_y", "eps_z", "residual_norm",
@@ -84,6 +85,17 @@ def data_gradient(energies: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HatrefineError(f"--grad-penalty needs the hat network's second derivative, which it does not provide ({first}); pass --grad-penalty 0") from None
     return grad[: len(energies)].flatten(1)
+
+
+def default_data(generator: Generator) -> str:
+    """The embedded digits for a generator of their shape (1x32x32); else a one-line error, never a resized MNIST."""
+    if tuple(generator.image_shape) == EMBEDDED_SHAPE:
+        return "builtin:mnist"
+    shape = "x".join(map(str, generator.image_shape))
+    raise HatrefineError(
+        f"{generator.name} makes {shape} images and has no recipe; pass --data (cifar10, svhn or celeba with --data-root, a .npz or an image folder) "
+        f"or --recipe NAME (`hatrefine recipes`)"
+    )
 
 
 def versions() -> dict:
@@ -152,6 +164,8 @@ class Trainer(TrainingLoop):
         self.generator = (generator or self.make_generator()).to(self.device)
         if c.mode == "conditional":
             self.generator.require_prior()  # before any data is read or anything written
+        if c.data is None:
+            c.data = default_data(self.generator)
         self.data = DataStream(open_dataset(c.data, self.generator.image_shape, split="train", root=c.data_root), c.batch_size, c.seed)
         self.hat = build_hat(c, self.generator).to(self.device)
         self.ema = build_hat(c, self.generator).to(self.device).requires_grad_(False)

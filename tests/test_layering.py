@@ -12,6 +12,7 @@ LAYERS = [
     ["registry", "hat"],
     ["energy"],
     ["sampler"],
+    ["recipes"],  # the paper's experiments as settings
     ["config"],
     ["evaluation", "ddls"],
     ["refiner", "calibration"],  # the fitted model
