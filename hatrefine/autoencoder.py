@@ -149,6 +149,10 @@ class AEConfig:
     def kwargs(self) -> dict:
         return {"channels": self.image_shape[0], "size": self.image_shape[1], "latent_shape": self.latent_shape, "width": self.width}
 
+    def value_range(self) -> Optional[list]:
+        """The decoder's declared output range: [-1, 1] for tanh; None (used as is) past it, with ``gen_factor`` > 1."""
+        return [-1.0, 1.0] if self.gen_factor == 1.0 else None
+
     def decoder_kwargs(self) -> dict:
         return self.kwargs() | {"out_factor": self.gen_factor}
 
@@ -199,7 +203,7 @@ class AutoencoderTrainer(TrainingLoop):
     def _directory_config(self, versions: dict) -> dict:
         c = self.config
         entry = lambda arch: {"architecture": arch, "kwargs": c.kwargs()}  # noqa: E731
-        decoder = {"architecture": "ae_decoder", "kwargs": c.decoder_kwargs()} | {"latent_shape": c.latent_shape, "image_shape": c.image_shape, "prior": None, "value_range": [-1.0, 1.0]}
+        decoder = {"architecture": "ae_decoder", "kwargs": c.decoder_kwargs()} | {"latent_shape": c.latent_shape, "image_shape": c.image_shape, "prior": None, "value_range": c.value_range()}
         return {"format_version": FORMAT_VERSION, "generator": decoder, "encoder": entry("ae_encoder"), "autoencoder": dataclasses.asdict(c), "versions": versions}
 
     def reconstruct(self, x: torch.Tensor, noise: float = 0.0) -> torch.Tensor:

@@ -278,6 +278,10 @@ class SynthesisConfig(FitConfig):
             raise HatrefineError(f"--image-shape {self.image_shape!r} must be three positive sizes")
         return c, h, w
 
+    def value_range(self) -> Optional[tuple[float, float]]:
+        """The learned generator's declared output range: [-1, 1] for tanh; None (used as is) with ``gen_factor`` > 1."""
+        return (-1.0, 1.0) if self.gen_factor == 1.0 else None
+
     def architecture(self) -> tuple[str, dict, int]:
         """(registered architecture, its kwargs, latent size) of the generator to learn."""
         c, h, w = self.shape()

@@ -59,7 +59,7 @@ class SynthesisTrainer(Trainer):
         arch, kwargs, nz = c.architecture()
         module = create_architecture(arch, **kwargs)
         self.g_opt = torch.optim.Adam(module.parameters(), lr=c.generator_lr, betas=(0.9, 0.999))
-        return Generator(module, (nz,), c.shape(), name=c.generator)
+        return Generator(module, (nz,), c.shape(), value_range=c.value_range(), name=c.generator)
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()
@@ -105,7 +105,7 @@ class SynthesisTrainer(Trainer):
         if not self.shard.main:
             return
         arch, kwargs, nz = self.config.architecture()
-        save_generator_dir(self.out / GENERATOR_DIR, self.generator.module, arch, kwargs, (nz,), self.config.shape())
+        save_generator_dir(self.out / GENERATOR_DIR, self.generator.module, arch, kwargs, (nz,), self.config.shape(), value_range=self.config.value_range())
 
     def checkpoint_meta(self) -> dict:
         return super().checkpoint_meta() | {"g_param_groups": self._g_param_groups}
