@@ -7,7 +7,8 @@ Names (``create_hat``):
                                          default ``block="authors"``) or Mimicry's
                                          (``block="mimicry"``: relu(x) shortcut, runs saved
                                          before the choice existed)
-  ``small``                              a 4-layer conv net for small images (the MNIST default)
+  ``small``                              a 4-layer conv net for small images (the MNIST default;
+                                         any size from 8x8, square or not)
   ``timm:MODEL``                         any timm model, one output, no pretrained download
 
 ``hat_from_discriminator`` turns a GAN's discriminator into a hat (``fit --hat discriminator``):
@@ -16,6 +17,7 @@ its negated logit, spectral norm removed, training starting from the discriminat
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -31,16 +33,18 @@ DEFAULT_WIDTH = {"sngan32": 256, "sngan64": 1024, "sngan128": 1024, "small": 32}
 
 
 class SmallHat(nn.Module):
-    """conv3 -> three stride-2 conv4 (width w, 2w, 4w, 4w) with leaky ReLU -> linear (no bias: an energy offset is meaningless) -> scalar."""
+    """conv3 -> three stride-2 conv4 (width w, 2w, 4w, 4w) with leaky ReLU -> linear (no bias: an energy offset is meaningless) -> scalar.
 
-    def __init__(self, channels: int, size: int, width: int = 32):
+    ``size``: the image side, or (height, width); each stride-2 layer halves it (rounding down)."""
+
+    def __init__(self, channels: int, size: int | Sequence[int], width: int = 32):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(channels, width, 3, 1, 1), nn.LeakyReLU(0.2),
             nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
             nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2),
             nn.Conv2d(4 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(4 * width * (size // 8) ** 2, 1, bias=False),
+            nn.Flatten(), nn.Linear(4 * width * math.prod(s // 8 for s in _pair(size)), 1, bias=False),
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,12 +89,17 @@ def _sngan_hat(name: str, channels: int, w: int, block: str) -> nn.Module:
     return ResNetDiscriminator(channels, first, blocks, spectral_norm=False, pool="mean", head_bias=False, shortcut_relu=not authors, init="keras" if authors else "mimicry")
 
 
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 def default_hat(image_shape: Sequence[int]) -> str:
-    """The hat network that suits an image size: ``small`` up to 32 px grayscale, else SN-GAN."""
-    c, h, _ = image_shape
-    if h <= 32 and c == 1:
-        return "small"
-    return "sngan32" if h <= 32 else "sngan64" if h <= 64 else "sngan128"
+    """The hat network that suits an image shape: the paper's SN-GAN hat for square colour
+    images of its sizes (32, 64, 128), ``small`` for grayscale 32x32 and every other shape."""
+    c, h, w = image_shape
+    if h == w and h in (32, 64, 128) and not (c == 1 and h == 32):
+        return f"sngan{h}"
+    return "small"
 
 
 def create_hat(name: str, image_shape: Sequence[int], width: Optional[int] = None, block: str = "authors") -> nn.Module:
@@ -111,10 +120,10 @@ def create_hat(name: str, image_shape: Sequence[int], width: Optional[int] = Non
     if width <= 0:
         raise HatrefineError(f"hat width must be positive, got {width}")
     if name == "small":
-        if h % 8 or w_ % 8 or h != w_:
-            raise HatrefineError(f"the small hat needs square images with a side divisible by 8, got {h}x{w_}; use timm:MODEL")
-        return SmallHat(c, h, width)
+        if min(h, w_) < 8:
+            raise HatrefineError(f"the small hat needs images of at least 8x8 pixels, got {h}x{w_}; use --hat timm:MODEL")
+        return SmallHat(c, (h, w_), width)
     need = {"sngan32": 32, "sngan64": 64, "sngan128": 128}[name]
     if (h, w_) != (need, need):
-        raise HatrefineError(f"hat {name} is for {need}x{need} images, got {h}x{w_}; use --hat {default_hat(image_shape)}")
+        raise HatrefineError(f"hat {name} is for {need}x{need} images, got {h}x{w_}; use --hat {default_hat(image_shape)} (the default for {c}x{h}x{w_})")
     return _sngan_hat(name, c, width, block)
