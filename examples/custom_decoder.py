@@ -41,11 +41,11 @@ def make_decoder(checkpoint=None):
     return wrap(net, latent_shape=(16,), image_shape=(1, 16, 16), value_range=(-1, 1))
 
 
-def your_images(path: Path) -> None:
-    """A stand-in for your data: 2,000 embedded digits at 16x16, as an .npz of uint8."""
-    from hatrefine.data import open_dataset
+def your_images(path: Path, n: int = 2000) -> None:
+    """A stand-in for your data: ``n`` embedded digits at 16x16, as an .npz of uint8."""
+    from hatrefine.data import load_images
 
-    x = torch.stack([open_dataset("builtin:mnist", (1, 16, 16))[i][0] for i in range(2000)])
+    x = load_images("builtin:mnist", (1, 16, 16), limit=n)
     np.savez(path, x=((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy())
 
 
@@ -73,14 +73,18 @@ def hatrefine(*args: str) -> None:
 
 
 if __name__ == "__main__":
+    tiny = "--tiny" in sys.argv  # seconds, for the test suite: the same path at toy sizes, no Inception
     OUT.mkdir(parents=True, exist_ok=True)
     images, checkpoint = OUT / "my_images.npz", OUT / "decoder.pt"
-    your_images(images)
-    pretrain(images, checkpoint)
+    your_images(images, n=200 if tiny else 2000)
+    pretrain(images, checkpoint, steps=5 if tiny else 600)
     # fit: the default hat for 1x16x16 images is the small conv hat; at the end the fit calibrates T and K on held-out images
     # (loaded by its spec, the run records it and reloads it from this file anywhere)
-    fit(OUT / "run", generator=load_generator(SPEC, str(checkpoint)), checkpoint=str(checkpoint), data=str(images), steps=300, eval_samples=500, overwrite=True)
-    hatrefine("sample", "--run", str(OUT / "run"), "--n", "500", "--out", str(OUT / "samples.npz"), "--png", str(OUT / "samples.png"), "--overwrite")
-    hatrefine("generate", "--generator", SPEC, "--checkpoint", str(checkpoint), "--n", "64", "--out", str(OUT / "decoder_samples.npz"), "--overwrite")
+    size = {"steps": 2, "eval_samples": 0, "calibrate": False} if tiny else {"steps": 300, "eval_samples": 500}
+    fit(OUT / "run", generator=load_generator(SPEC, str(checkpoint)), checkpoint=str(checkpoint), data=str(images), overwrite=True, progress=not tiny, **size)
+    n = "16" if tiny else "500"
+    hatrefine("sample", "--run", str(OUT / "run"), "--n", n, "--out", str(OUT / "samples.npz"), "--png", str(OUT / "samples.png"), "--overwrite")
+    hatrefine("generate", "--generator", SPEC, "--checkpoint", str(checkpoint), "--n", n, "--out", str(OUT / "decoder_samples.npz"), "--overwrite")
     hatrefine("refine", "--run", str(OUT / "run"), "--input", str(OUT / "decoder_samples.npz"), "--out", str(OUT / "refined.npz"), "--png", str(OUT / "refined.png"), "--overwrite")
-    hatrefine("eval", "--samples", str(OUT / "samples.npz"), "--data", str(images), "--n", "500", "--n-ref", "500")
+    if not tiny:
+        hatrefine("eval", "--samples", str(OUT / "samples.npz"), "--data", str(images), "--n", n, "--n-ref", n)

@@ -157,9 +157,11 @@ def test_builtin_mnist_generator():
     assert x.std(dim=0).mean() > 0.1  # different latents give different digits
 
 
-def test_custom_decoder_example_runs():
+def test_custom_decoder_example_runs_end_to_end(tmp_path):
+    """The example's whole path (wrap, fit, then the CLI reaching its factory by py: spec) at toy sizes."""
     example = ROOT / "examples" / "custom_decoder.py"
-    assert len(example.read_text().strip().splitlines()) <= 20
-    out = subprocess.run([sys.executable, str(example)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "(4, 3, 16, 16)" in out.stdout
+    out = subprocess.run([sys.executable, str(example), "--tiny"], capture_output=True, text=True, cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(example.parent)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "$ hatrefine refine" in out.stdout
+    run = json.loads((tmp_path / "runs" / "custom" / "run" / "config.json").read_text())["hatrefine"]
+    assert run["generator"] == "py:custom_decoder:make_decoder" and run["hat"] is None
