@@ -51,7 +51,7 @@ FIT_HELP = {
     "z_prior_weight": "Weight of the N(0, I) prior term on Z (0 = off, as the authors ran it).",
     "data_noise": "Std of the Gaussian noise added to data images.",
     "lr": "Adam learning rate for H.",
-    "lr_schedule": "constant or cosine.",
+    "lr_schedule": "constant, cosine (decay to 0 at the last update) or step:N[:N...] (x 0.1 at each update N; in synthesize for the generator's learning rate too).",
     "adam_beta1": "Adam's beta1 (momentum) for H; beta2 is 0.999.",
     "grad_clip": "Clip the gradient norm of H (off by default).",
     "grad_penalty": "Weight of the penalty on H's input-gradient scale at data, mean ||grad_x H(data)||^2 / T like the loss (R1; 0 = off): holds the Langevin chains' drift-to-noise ratio for long fits.",

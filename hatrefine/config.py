@@ -5,6 +5,7 @@ run samples with (``SamplingSettings``, the run's ``sampling.json``)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
@@ -61,7 +62,7 @@ class FitConfig:
     z_prior_weight: float = 0.0
     data_noise: float = 1e-3
     lr: float = 1e-4
-    lr_schedule: str = "constant"  # constant | cosine
+    lr_schedule: str = "constant"  # constant | cosine | step:N[:N...] (x 0.1 at each update N)
     adam_beta1: float = 0.9  # Adam's momentum for H (beta2 is 0.999)
     grad_clip: Optional[float] = None
     grad_penalty: float = 1e-2  # weight of mean ||grad_x H(data)||^2 / T in H's loss (trainer.data_gradient)
@@ -124,8 +125,7 @@ class FitConfig:
             raise HatrefineError(f"--ema must be in [0, 1), got {self.ema}")
         if self.joint_update not in JOINT_UPDATES:
             raise HatrefineError(f"unknown --joint-update {self.joint_update!r}; use {' or '.join(JOINT_UPDATES)}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise HatrefineError(f"unknown --lr-schedule {self.lr_schedule!r}; use constant or cosine")
+        self.lr_factor(0)  # validates the learning-rate schedule
         self.schedule()  # validates the step schedule
 
     def resolve_hat(self) -> None:
@@ -142,6 +142,22 @@ class FitConfig:
         defaults = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory() for f in dataclasses.fields(cls)}
         settings, _ = apply_recipe(cls.command, defaults | overrides | {"recipe": name}, set(overrides))
         return cls(**settings)
+
+    def lr_factor(self, step: int) -> float:
+        """The learning-rate schedule's factor at update ``step``: 1 (constant), cosine decay to 0,
+        or x 0.1 at each update listed in ``step:N[:N...]`` (the authors' ImageNet drops)."""
+        if self.lr_schedule == "constant":
+            return 1.0
+        if self.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * step / self.steps))
+        kind, _, drops = self.lr_schedule.partition(":")
+        try:
+            updates = [int(d) for d in drops.split(":")] if kind == "step" else None
+        except ValueError:
+            updates = None
+        if not updates or min(updates) <= 0:
+            raise HatrefineError(f"unknown --lr-schedule {self.lr_schedule!r}; use constant, cosine or step:N[:N...] (x 0.1 at each update N, e.g. step:230000:260000)")
+        return 0.1 ** sum(step >= d for d in updates)
 
     def schedule(self) -> Schedule:
         return Schedule(self.step_schedule, self.step_schedule_end)

@@ -93,9 +93,9 @@ RECIPES = {
             "imagenet128-synth",
             "tandem synthesis from scratch on ImageNet 128x128 (pass --data: an ImageNet training image folder)",
             "paper section 5.3; configs_synth/imagenet_synth.py, fid/fid_config_imagenet_synth.py",
-            {"synthesize": _SYNTH | {"data": None, "image_shape": "3,128,128", "generator_arch": "sngan128", "hat": "sngan128", "hat_block": "authors", "steps": 300000, "generator_lr": 5e-5, "grad_clip": 50.0, "langevin_steps_test": 150, "temperature_test": 1e-8}},
+            {"synthesize": _SYNTH | {"data": None, "image_shape": "3,128,128", "generator_arch": "sngan128", "hat": "sngan128", "hat_block": "authors", "steps": 300000, "generator_lr": 5e-5, "lr_schedule": "step:230000:260000", "grad_clip": 50.0, "langevin_steps_test": 150, "temperature_test": 1e-8}},
             (
-                "the authors drop both learning rates to 1e-5 at update 230,000 and 1e-6 at 260,000; hatrefine keeps them constant (its --lr-schedule has no step drops yet)",
+                "the authors drop H's learning rate to 1e-5 at update 230,000 and 1e-6 at 260,000 (as step:230000:260000 here) and G's from 5e-5 to 1e-5 and 1e-6; hatrefine's schedule divides both by 10 at each drop, so G goes 5e-5, 5e-6, 5e-7",
                 "the authors clip each gradient tensor of H at norm 50; hatrefine's --grad-clip 50 clips the total norm",
                 "the authors crop ImageNet images at random in training; hatrefine resizes",
                 _FID_CLIP,

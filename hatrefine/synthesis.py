@@ -84,6 +84,8 @@ class SynthesisTrainer(Trainer):
             loss.backward()
             if self.shard.any(not torch.isfinite(loss), self.device):
                 raise Divergence(f"non-finite generator loss ({loss.item()})")
+            for group in self.g_opt.param_groups:  # the schedule of H's learning rate, at this update (step was advanced by H's)
+                group["lr"] = c.generator_lr * c.lr_factor(self.step - 1)
             self.g_opt.step()
         finally:
             net.requires_grad_(False)

@@ -209,10 +209,7 @@ class Trainer(TrainingLoop):
 
     # -- the loop -------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
-        c = self.config
-        if c.lr_schedule == "cosine":
-            return self.backoff * c.lr * 0.5 * (1 + math.cos(math.pi * step / c.steps))
-        return self.backoff * c.lr
+        return self.backoff * self.config.lr * self.config.lr_factor(step)
 
     def train_step(self) -> dict:
         """One update of H; returns the numbers that go in the log."""

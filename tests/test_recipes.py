@@ -34,6 +34,7 @@ AUTHORS = [
     ("celeba64-synth", "synthesize", "langevin_steps_test", 100), ("celeba64-synth", "synthesize", "image_shape", "3,64,64"),
     ("imagenet128-synth", "synthesize", "steps", 300000), ("imagenet128-synth", "synthesize", "langevin_steps_test", 150),
     ("imagenet128-synth", "synthesize", "generator_lr", 5e-5), ("imagenet128-synth", "synthesize", "grad_clip", 50.0),
+    ("imagenet128-synth", "synthesize", "lr_schedule", "step:230000:260000"),
 ]  # fmt: skip
 
 
@@ -95,3 +96,11 @@ def test_the_run_records_the_recipe_and_every_resolved_value(tmp_path):
     saved = json.loads((tmp_path / "ae" / "config.json").read_text())["autoencoder"]
     assert saved["recipe"] == "cifar10-retrofit" and saved["lr"] == 1e-4 and saved["batch_size"] == 128 and saved["width"] == 4
     assert AEConfig(**saved).latent_shape == [1, 16, 16]
+
+
+def test_step_schedule_divides_the_learning_rate_by_ten_at_each_drop():
+    config = FitConfig(lr_schedule="step:100:150", steps=200)
+    assert [config.lr_factor(s) for s in (0, 99, 100, 149, 150, 199)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    for bad in ("step:", "step:x", "linear", "step:0"):
+        with pytest.raises(HatrefineError, match="unknown --lr-schedule"):
+            FitConfig(lr_schedule=bad)
