@@ -24,7 +24,7 @@ GENERATOR_ARCHS = ("dcgan", "sngan32", "sngan64", "sngan128")
 SNGAN_WIDTHS = {"sngan32": (256, 256, 256, 256), "sngan64": (1024, 512, 256, 128, 64), "sngan128": (1024, 1024, 512, 256, 128, 64)}
 
 
-LEGACY = {"joint_update": "alternate", "grad_penalty": 0.0, "calibrate": False, "hat": None, "tensorboard": False, "hat_block": "mimicry", "gen_factor": 1.0}  # what runs saved before these settings existed did
+LEGACY = {"joint_update": "alternate", "grad_penalty": 0.0, "calibrate": False, "hat": None, "tensorboard": False, "hat_block": "mimicry", "gen_factor": 1.0, "recipe": None, "y_sigma_test": None, "init_scale_res": 0.0}  # what runs saved before these settings existed did
 
 
 @dataclass

@@ -104,3 +104,11 @@ def test_step_schedule_divides_the_learning_rate_by_ten_at_each_drop():
     for bad in ("step:", "step:x", "linear", "step:0"):
         with pytest.raises(HatrefineError, match="unknown --lr-schedule"):
             FitConfig(lr_schedule=bad)
+
+
+def test_runs_saved_before_this_version_load_with_what_they_ran():
+    saved = FitConfig().to_dict()
+    for key in ("recipe", "y_sigma_test", "init_scale_res", "hat_block"):
+        del saved[key]
+    config = FitConfig.from_dict(saved)
+    assert (config.recipe, config.y_sigma_test, config.init_scale_res, config.hat_block) == (None, None, 0.0, "mimicry")
