@@ -150,8 +150,10 @@ class AEConfig:
         return {"channels": self.image_shape[0], "size": self.image_shape[1], "latent_shape": self.latent_shape, "width": self.width}
 
     def value_range(self) -> Optional[list]:
-        """The decoder's declared output range: [-1, 1] for tanh; None (used as is) past it, with ``gen_factor`` > 1."""
-        return [-1.0, 1.0] if self.gen_factor == 1.0 else None
+        from .config import learned_output_range
+
+        r = learned_output_range(self.gen_factor)
+        return None if r is None else list(r)
 
     def decoder_kwargs(self) -> dict:
         return self.kwargs() | {"out_factor": self.gen_factor}

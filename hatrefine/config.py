@@ -180,6 +180,11 @@ class FitConfig:
         return settings_from_dict(cls, d, source, LEGACY)
 
 
+def learned_output_range(gen_factor: float) -> Optional[tuple[float, float]]:
+    """The declared output range of a generator learned here: [-1, 1] for tanh; None (used as is) for ``gen_factor`` * tanh past it."""
+    return (-1.0, 1.0) if gen_factor == 1.0 else None
+
+
 def read_settings(path: str | Path, steps: Optional[int] = None) -> "FitConfig":
     """The settings of a run or saved model (its config.json's ``hatrefine`` entry), validated;
     a ``SynthesisConfig`` for a tandem-synthesis run. ``steps`` replaces the saved length."""
@@ -295,8 +300,7 @@ class SynthesisConfig(FitConfig):
         return c, h, w
 
     def value_range(self) -> Optional[tuple[float, float]]:
-        """The learned generator's declared output range: [-1, 1] for tanh; None (used as is) with ``gen_factor`` > 1."""
-        return (-1.0, 1.0) if self.gen_factor == 1.0 else None
+        return learned_output_range(self.gen_factor)
 
     def architecture(self) -> tuple[str, dict, int]:
         """(registered architecture, its kwargs, latent size) of the generator to learn."""

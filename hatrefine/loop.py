@@ -94,7 +94,8 @@ class TrainingLoop:
         """Wait for every process (torchrun); nothing for one process."""
 
     def postfix(self, row: dict) -> dict:
-        return {k: f"{v:.3g}" for k, v in row.items() if k not in ("step", "seconds_per_step") and isinstance(v, float)}
+        """The progress bar's numbers for a log row (none by default)."""
+        return {}
 
     def after_step(self) -> None:
         """Per-update extras after the row is logged."""
