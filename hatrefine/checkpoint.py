@@ -29,6 +29,11 @@ from .errors import HatrefineError
 from .schema import FORMAT_VERSION, check_fields, check_version
 
 
+def cache_root() -> Path:
+    """hatrefine's cache: ``$HATREFINE_CACHE``, else ``$XDG_CACHE_HOME/hatrefine`` or ``~/.cache/hatrefine``."""
+    return Path(os.environ.get("HATREFINE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hatrefine")
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from a ``.safetensors`` file or a torch checkpoint.
 

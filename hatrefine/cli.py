@@ -1,4 +1,4 @@
-"""The ``hatrefine`` command line: list, recipes, generate, fit, calibrate, sample, refine, pretrain-ae, synthesize, ood, ddls, eval, push.
+"""The ``hatrefine`` command line: list, recipes, generate, fit, calibrate, sample, refine, pretrain-ae, synthesize, fit-prior, hierarchical, ood, ddls, eval, push.
 
 Problems a user can fix end in one line on stderr and exit code 1 (``--debug`` shows the
 traceback). No command overwrites an existing file or run without ``--overwrite``.
@@ -19,6 +19,8 @@ import torch
 from .config import MODES, FitConfig, SynthesisConfig
 from .errors import HatrefineError, HatrefineWarning
 from .hat import HAT_BLOCKS
+from .hierarchical import HierarchicalConfig
+from .latent_prior import POSTERIOR_INITS, PriorConfig
 from .sampler import JOINT_UPDATES
 
 FIT_HELP = {
@@ -84,11 +86,37 @@ FIT_HELP = {
 }
 
 
-CHOICES = {"mode": MODES, "joint_update": JOINT_UPDATES, "hat_block": HAT_BLOCKS}
+PRIOR_HELP = {  # fit-prior and hierarchical: where their meaning differs from fit's
+    "generator": "Generator spec (`hatrefine list`); frozen, its latent gets the EBM prior.",
+    "energy_width": "Width of the energy MLP f on the latent (Pang et al.: 200).",
+    "energy_depth": "Hidden layers of the energy MLP f (Pang et al.: 2, i.e. 100 -> 200 -> 200 -> 1).",
+    "sigma": "Observation noise: x = G(z) + N(0, sigma^2 I) (0.3 in both papers).",
+    "prior_steps": "Langevin steps of the prior chain (on ||z||^2 / 2 - f(z); G never runs).",
+    "prior_step_size": "Step size s of the prior chain: z <- z - s^2 / 2 grad + s N(0, I).",
+    "posterior_steps": "Langevin steps of the posterior chain on z given a data image.",
+    "posterior_step_size": "Step size of the posterior chain.",
+    "posterior_init": "Where posterior chains start: prior (N(0, I) every update, as the papers), inversion (Adam on ||G(z) - x||^2), persistent (the last chain's end for that image).",
+    "sample_steps": "Prior-chain steps when sampling and refining (default: --prior-steps).",
+    "steps": "Number of updates.",
+    "batch_size": "Batch size (data images and prior chains).",
+    "lr": "Adam learning rate of the energy f (the papers: 2e-5).",
+    "adam_beta1": "Adam's beta1 for every network; beta2 is 0.999 (Pang et al.: 0.5; Cui et al.: 0.9).",
+    "backoff": "After a rollback (non-finite loss or energy): factor on the learning rates.",
+    "eval_samples": "Samples for the before/after quality line at the end: G(z), z ~ N(0, I), against z from the learned prior (0 = skip).",
+    "save_every": "Save a checkpoint and a sample grid every N steps.",
+    "tensorboard": "Also write every logged scalar to RUN/tensorboard (pip install 'hatrefine[tensorboard]').",
+    "channels": "Image channels of the learned generator (32 x 32 images).",
+    "latent_sizes": "Sizes of the latent layers, bottom (the image generator's input) first: 64,16 is z_1 of 64 under z_2 of 16.",
+    "conditional_width": "Width of the MLPs giving each layer's mean and log-std from the layer above.",
+    "image_width": "Width of the dcgan image generator.",
+    "generator_lr": "Adam learning rate of the image generator and the conditionals (the authors: 1e-4).",
+}
+CHOICES = {"mode": MODES, "joint_update": JOINT_UPDATES, "hat_block": HAT_BLOCKS, "posterior_init": POSTERIOR_INITS}
 
 
-def _config_options(config_class, exclude: tuple[str, ...] = ()):
-    """One click option per field of a settings dataclass, defaults from the dataclass."""
+def _config_options(config_class, exclude: tuple[str, ...] = (), help: Optional[dict] = None):
+    """One click option per field of a settings dataclass, defaults from the dataclass (help: ``help``, else fit's)."""
+    texts = FIT_HELP | (help or {})
 
     def deco(f):
         for field in reversed(dataclasses.fields(config_class)):
@@ -97,12 +125,12 @@ def _config_options(config_class, exclude: tuple[str, ...] = ()):
             name = "--" + field.name.replace("_", "-")
             default = field.default
             if field.type in ("bool",):
-                f = click.option(name + "/--no-" + field.name.replace("_", "-"), default=default, show_default=True, help=FIT_HELP[field.name])(f)
+                f = click.option(name + "/--no-" + field.name.replace("_", "-"), default=default, show_default=True, help=texts[field.name])(f)
                 continue
             kind = {"int": int, "float": float, "Optional[int]": int, "Optional[float]": float}.get(field.type, str)
             if field.name in CHOICES:
                 kind = click.Choice(CHOICES[field.name])
-            f = click.option(name, type=kind, default=default, show_default=default is not None, help=FIT_HELP[field.name])(f)
+            f = click.option(name, type=kind, default=default, show_default=default is not None, help=texts[field.name])(f)
         return f
 
     return deco
@@ -271,7 +299,7 @@ def _make_trainer(ctx: click.Context, trainer_class, config_class, out: str, res
         from .registry import absolute_source, absolute_spec
 
         cfg = read_json(Path(out) / "config.json") if (Path(out) / "config.json").is_file() else {}
-        saved = cfg.get("hatrefine") or cfg.get("autoencoder") or {}
+        saved = cfg.get(getattr(config_class, "key", "")) or cfg.get("hatrefine") or cfg.get("autoencoder") or cfg.get("latent_prior") or {}
         given = {k: v for k, v in settings.items() if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
         if "generator" in given:
             given["generator"] = absolute_spec(given["generator"])
@@ -311,6 +339,46 @@ def synthesize(ctx: click.Context, out, resume, overwrite, quiet, **settings) ->
 
     trainer = _make_trainer(ctx, SynthesisTrainer, SynthesisConfig, out, resume, overwrite, settings)
     click.echo(f"tandem synthesis on {trainer.config.data} into {out} (device {trainer.device})")
+    trainer.run(progress=not quiet)
+    _done(out)
+
+
+@main.command("fit-prior")
+@_config_options(PriorConfig, help=PRIOR_HELP)
+@click.option("--out", default="runs/mnist-prior", show_default=True, help="Run directory.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly (energy, optimizer, chains).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def fit_prior(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
+    """Fit a latent-space EBM prior on a frozen generator (Pang et al. 2020): the rival to the Hat EBM.
+
+    p(z) ~ exp(f(z)) N(0, I), learned by maximum likelihood with posterior and prior Langevin chains;
+    sample, refine, ood and push work on the run. With --resume only --steps may change."""
+    from .prior_trainer import PriorTrainer
+
+    trainer = _make_trainer(ctx, PriorTrainer, PriorConfig, out, resume, overwrite, settings)
+    click.echo(f"fitting a latent EBM prior on {trainer.config.generator} with {trainer.config.data} into {out} (device {trainer.device})")
+    trainer.run(progress=not quiet)
+    _done(out)
+
+
+@main.command()
+@_config_options(HierarchicalConfig, exclude=("generator", "checkpoint"), help=PRIOR_HELP)
+@click.option("--out", default="runs/mnist-hierarchical", show_default=True, help="Run directory (its generator is `dir:RUN`).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly (every network and optimizer).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def hierarchical(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
+    """Learn a multi-layer generator with its joint latent EBM prior from scratch (Cui, Wu, Han 2023).
+
+    The generator is saved as a generator directory: `dir:RUN` works with every command (fit included);
+    the run is a latent-prior run for sample, refine, ood and push."""
+    from .hierarchical import HierarchicalTrainer
+
+    trainer = _make_trainer(ctx, HierarchicalTrainer, HierarchicalConfig, out, resume, overwrite, settings)
+    click.echo(f"learning a {len(trainer.config.sizes())}-layer generator with its joint latent EBM prior on {trainer.config.data} into {out} (device {trainer.device})")
     trainer.run(progress=not quiet)
     _done(out)
 
@@ -361,12 +429,13 @@ def _run_options(f):
     f = click.option("--png", default=None, help="Also save a grid of the first 64 results.")(f)
     f = click.option("--device", default=None, help="Default: the run's device setting.")(f)
     f = click.option("--batch-size", type=int, default=256, show_default=True, help="Chains per chunk (bounds memory).")(f)
-    f = click.option("--eps-z", type=float, default=None, help="Step size on Z (default: the one training ended with, in the run's sampling.json).")(f)
+    f = click.option("--eps-z", type=float, default=None, help="Step size on Z (default: the one training ended with, in the run's sampling.json; a latent-prior run: its prior chain's).")(f)
     f = click.option("--eps-y", type=float, default=None, help="Step size on Y (default: the one training ended with, in the run's sampling.json).")(f)
     f = click.option("--temperature", type=float, default=None, help="T, the energy is H / T (default: the run's, in sampling.json: calibrated or the config's test-time T).")(f)
     f = click.option("--langevin-steps", type=int, default=None, help="K (default: the run's, in sampling.json: calibrated or the config's test-time K).")(f)
+    f = click.option("--checkpoint", default=None, help="With --run hatebm:NAME: the authors' release folder, downloaded by hand (converted once into the cache).")(f)
     f = click.option("--seed", type=int, default=0, show_default=True)(f)
-    f = click.option("--run", "run_dir", required=True, help="Run directory of `hatrefine fit`, or hf:ORG/NAME.")(f)
+    f = click.option("--run", "run_dir", required=True, help="Run directory of `hatrefine fit` (or synthesize, fit-prior, hierarchical), hf:ORG/NAME, or hatebm:NAME (the authors' released models).")(f)
     return f
 
 
@@ -374,14 +443,14 @@ def _run_options(f):
 @_run_options
 @click.option("--n", "n", type=int, default=64, show_default=True, help="Number of samples.")
 @click.option("--out", required=True, help="Output .npz with x, z, y and g = G(z) (float32 NCHW, [-1, 1]).")
-def sample(run_dir, seed, langevin_steps, temperature, eps_y, eps_z, batch_size, device, png, overwrite, n, out) -> None:
+def sample(run_dir, seed, checkpoint, langevin_steps, temperature, eps_y, eps_z, batch_size, device, png, overwrite, n, out) -> None:
     """Draw refined samples from a fitted Hat EBM, streamed to disk in chunks.
 
     The same --seed and --batch-size give the same samples, on any number of processes
     (under torchrun each rank writes its chunks, rank 0 merges them)."""
     from .distributed import setup
     from .io import NpzWriter, merge_chunk_shards
-    from .refiner import HatRefiner
+    from .runs import load_run
 
     if n <= 0 or batch_size <= 0:
         raise HatrefineError(f"--n and --batch-size must be positive, got {n} and {batch_size}")
@@ -389,7 +458,7 @@ def sample(run_dir, seed, langevin_steps, temperature, eps_y, eps_z, batch_size,
     shard, dev = setup(device or "auto")
     _check_new_files(overwrite, out, png)
     shard.barrier()
-    refiner = HatRefiner.from_pretrained(run_dir, device=dev if shard.world > 1 else device)
+    refiner = load_run(run_dir, device=dev if shard.world > 1 else device, checkpoint=checkpoint)
     G, first = refiner.generator, None
     shapes = {"x": G.image_shape, "z": G.latent_shape, "y": G.image_shape, "g": G.image_shape}
     sizes = [min(batch_size, n - s) for s in range(0, n, batch_size)]
@@ -397,8 +466,9 @@ def sample(run_dir, seed, langevin_steps, temperature, eps_y, eps_z, batch_size,
     target = out if shard.world == 1 else f"{out}.rank{shard.rank}.npz"
     from tqdm import tqdm
 
+    chunks = refiner.iter_samples(n, seed=seed, batch_size=batch_size, n_steps=langevin_steps, shard=shard, temperature=temperature, eps_y=eps_y, eps_z=eps_z)
     with NpzWriter(target, mine, shapes) as w, tqdm(total=mine, desc="sample", unit="img", disable=not shard.main, dynamic_ncols=True) as bar:
-        for res in refiner.iter_samples(n, seed=seed, batch_size=batch_size, n_steps=langevin_steps, shard=shard, temperature=temperature, eps_y=eps_y, eps_z=eps_z):
+        for res in chunks:
             w.write(x=res.x, z=res.z, y=res.y, g=res.g)
             first = res.x if first is None else first
             bar.update(len(res.x))
@@ -417,12 +487,13 @@ def sample(run_dir, seed, langevin_steps, temperature, eps_y, eps_z, batch_size,
 @click.option("--out", required=True, help="Output .npz with x, z, y and g.")
 @click.option("--pixel-only", is_flag=True, help="Refine the residual Y only; Z stays fixed.")
 @click.option("--invert-steps", type=int, default=200, show_default=True, help="Adam steps of latent inversion (images only).")
+@click.option("--start", type=click.Choice(["invert", "encoder"]), default="invert", show_default=True, help="Images only: latents by inversion (Adam on ||G(z) - x||^2) or from the generator's own encoder (a diffusers: VAE's).")
 @click.option("--value-range", default=None, help="LOW,HIGH the input images are in, mapped to [-1, 1] (e.g. 0,1 or 0,255; default -1,1).")
-def refine(run_dir, seed, langevin_steps, temperature, eps_y, eps_z, batch_size, device, png, overwrite, input_path, out, pixel_only, invert_steps, value_range) -> None:
+def refine(run_dir, seed, checkpoint, langevin_steps, temperature, eps_y, eps_z, batch_size, device, png, overwrite, input_path, out, pixel_only, invert_steps, start, value_range) -> None:
     """Improve samples you already have: from their latents, or from images alone (by inversion)."""
     from .data import parse_value_range
     from .io import read_npz, save_npz
-    from .refiner import HatRefiner
+    from .runs import load_run
 
     _check_temperature(temperature)
     value_range = parse_value_range(value_range)
@@ -430,10 +501,11 @@ def refine(run_dir, seed, langevin_steps, temperature, eps_y, eps_z, batch_size,
     arrays = read_npz(input_path, optional=("x", "z"))
     if not arrays:
         raise HatrefineError(f"{input_path} holds neither 'x' (images) nor 'z' (latents); write at least one of them")
-    refiner = HatRefiner.from_pretrained(run_dir, device=device)
+    refiner = load_run(run_dir, device=device, checkpoint=checkpoint)
+    encoder = {"start": start} if start == "encoder" else {}  # (a latent-prior run's refine inverts only)
     res = refiner.refine(
         z=arrays.get("z"), x=arrays.get("x"), pixel_only=pixel_only, n_steps=langevin_steps, seed=seed, batch_size=batch_size, invert_steps=invert_steps,
-        temperature=temperature, eps_y=eps_y, eps_z=eps_z, value_range=value_range, progress=True,
+        temperature=temperature, eps_y=eps_y, eps_z=eps_z, value_range=value_range, progress=True, **encoder,
     )
     save_npz(out, x=res.x, z=res.z, y=res.y, g=res.g)
     click.echo(f"wrote {len(res.x)} refined samples to {out}")
@@ -452,11 +524,15 @@ def calibrate(run_dir, n, device, overwrite) -> None:
     `calibration` in RUN/quality.json."""
     from .calibration import calibrate as run_calibration
     from .checkpoint import lock_run_dir, save_json
-    from .refiner import SAMPLING, HatRefiner
+    from .refiner import SAMPLING, HatRefiner, run_directory
     from .report import read_quality, write_quality
 
     if not Path(run_dir).is_dir():
         raise HatrefineError(f"--run {run_dir} is not a run directory; calibrate a local run (`hatrefine fit --out`), not a Hub model")
+    from .latent_prior import is_prior_run
+
+    if is_prior_run(run_directory(run_dir)):
+        raise HatrefineError(f"{run_dir} is a latent-prior run: it samples at T 1 with its prior chain (set --langevin-steps and --eps-z on sample); calibrate applies to Hat EBM runs")
     lock_run_dir(Path(run_dir))  # it writes into the run: not while a fit does
     refiner = HatRefiner.from_pretrained(run_dir, device=device)
     if refiner.sampling.chosen_by == "calibration" and not overwrite:
@@ -526,7 +602,7 @@ def ddls(spec, checkpoint, discriminator, n, out, langevin_steps, eps, noise, te
 
 
 @main.command()
-@click.option("--run", "run_dir", required=True, help="Run directory of `hatrefine fit` / `synthesize`, or hf:ORG/NAME.")
+@click.option("--run", "run_dir", required=True, help="Run directory of `hatrefine fit` / `synthesize` / `fit-prior` / `hierarchical`, or hf:ORG/NAME.")
 @click.option("--in-data", required=True, help="The data the run was fitted on (its --split is scored).")
 @click.option("--ood-data", multiple=True, required=True, help="An out-of-distribution data spec; repeat for several (e.g. invert:builtin:mnist, sklearn:digits, noise:gaussian).")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True, help="Split of each data set to score.")
@@ -543,13 +619,13 @@ def ood(run_dir, in_data, ood_data, split, n, data_root, json_out, plot, batch_s
     Higher energy = more out of distribution; AUROC 1.0 separates perfectly, 0.5 not at all."""
     from .checkpoint import save_json
     from .ood import ood_scores
-    from .refiner import HatRefiner
+    from .runs import load_run
     from .report import energy_histogram
 
     if (n is not None and n <= 0) or batch_size <= 0:
         raise HatrefineError(f"--n and --batch-size must be positive, got {n} and {batch_size}")
     _check_new_files(overwrite, json_out, plot)
-    refiner = HatRefiner.from_pretrained(run_dir, device=device)
+    refiner = load_run(run_dir, device=device)
     summary, scores = ood_scores(refiner, in_data, list(ood_data), split=split, n=n, data_root=data_root, batch_size=batch_size)
     summary["run"] = run_dir
     ind = summary["in_data"]
@@ -564,7 +640,7 @@ def ood(run_dir, in_data, ood_data, split, n, data_root, json_out, plot, batch_s
 
 
 @main.command()
-@click.option("--run", "run_dir", required=True, help="Run directory of `hatrefine fit` / `synthesize`.")
+@click.option("--run", "run_dir", required=True, help="Run directory of `hatrefine fit` / `synthesize` / `fit-prior` / `hierarchical`.")
 @click.option("--repo", required=True, help="Hub repository ORG/NAME (created if missing).")
 @click.option("--fid", "fid_json", default=None, help="A `hatrefine eval --json` result to quote in the model card.")
 @click.option("--private", is_flag=True, help="Create the repository as private.")

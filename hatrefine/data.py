@@ -281,12 +281,16 @@ class DataStream:
         self.per_epoch = max(1, len(dataset) // batch_size)
         self._epoch, self._perm = -1, None
 
-    def batch(self, step: int) -> torch.Tensor:
+    def indices(self, step: int) -> torch.Tensor:
+        """The dataset indices of batch ``step``."""
         epoch, pos = divmod(step, self.per_epoch)
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._epoch, self._perm = epoch, torch.randperm(len(self.dataset), generator=g)
-        idx = self._perm[pos * self.batch_size : (pos + 1) * self.batch_size]
+        return self._perm[pos * self.batch_size : (pos + 1) * self.batch_size]
+
+    def batch(self, step: int) -> torch.Tensor:
+        idx = self.indices(step)
         if isinstance(self.dataset, TensorDataset):
             return self.dataset.tensors[0][idx]
         return torch.stack([self.dataset[int(i)][0] for i in idx])

@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import re
 import sys
 import warnings
@@ -38,7 +37,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
-from .checkpoint import load_strict, read_state_dict, save_tensors
+from .checkpoint import cache_root, load_strict, read_state_dict, save_tensors
 from .data import open_dataset
 from .distributed import Shard
 from .errors import HatrefineError
@@ -232,8 +231,7 @@ def class_histogram(images: torch.Tensor, net: LeNet | None = None) -> dict:
 
 def cache_dir() -> Path:
     """Where reference statistics are cached: ``$HATREFINE_CACHE`` or ``~/.cache/hatrefine``, then ``fid/``."""
-    root = os.environ.get("HATREFINE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hatrefine"
-    return Path(root) / "fid"
+    return cache_root() / "fid"
 
 
 def _data_fingerprint(data: str) -> Optional[list]:

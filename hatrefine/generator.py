@@ -44,6 +44,8 @@ class Generator(nn.Module):
         value_range: the range the module's raw output lives in; it is mapped to [-1, 1].
             ``None``: unbounded output, used as is (no range check).
         name: the spec or a short description, used in error messages.
+        encoder: optional images (N, C, H, W) in [-1, 1] -> latents, e.g. a VAE's encoder: a
+            callable of the frozen ``module`` (a bound method), so it moves and freezes with it.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class Generator(nn.Module):
         prior: Optional[str] = "normal",
         value_range: Optional[tuple[float, float]] = (-1.0, 1.0),
         name: str = "generator",
+        encoder: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     ):
         super().__init__()
         if prior not in ("normal", None):
@@ -74,6 +77,7 @@ class Generator(nn.Module):
         self.prior = prior
         self.value_range = value_range
         self.name = name
+        self.encoder = encoder
         self._range_checked = False
         for p in self.module.parameters():  # (ScriptModules have no requires_grad_)
             p.requires_grad_(False)
@@ -123,6 +127,20 @@ class Generator(nn.Module):
             raise HatrefineError(
                 f"latent has shape {_shape_str(z.shape)}; {self.name} expects (N, {', '.join(map(str, self.latent_shape))})"
             )
+
+    def require_encoder(self) -> None:
+        """Starting latents from an encoder: refuse generators that have none."""
+        if self.encoder is None:
+            raise HatrefineError(f"{self.name} has no encoder; find the latents by inversion instead (--start invert)")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents of images ``x`` (N, C, H, W) in [-1, 1] from the generator's own encoder."""
+        self.require_encoder()
+        self.check_image(x, what="input images")
+        with torch.no_grad():
+            z = self.encoder(x)
+        self.check_latent(z)
+        return z
 
     # -- images -----------------------------------------------------------------------
     def check_image(self, x: torch.Tensor, what: str = "image batch") -> None:

@@ -3,7 +3,8 @@
 Names (``create_hat``):
   ``sngan32``, ``sngan64``, ``sngan128``  the SN-GAN discriminators without spectral norm,
                                          mean pooling, linear head without bias, with the
-                                         authors' block (raw-x shortcut, Keras init; the
+                                         authors' block (raw-x shortcut, widening in its
+                                         first conv, Keras init; the
                                          default ``block="authors"``) or Mimicry's
                                          (``block="mimicry"``: relu(x) shortcut, runs saved
                                          before the choice existed)
@@ -86,7 +87,7 @@ def _sngan_hat(name: str, channels: int, w: int, block: str) -> nn.Module:
     else:  # sngan128
         first, blocks = w >> 4, [(w >> 3, True), (w >> 2, True), (w >> 1, True), (w, True), (w, False)]
     authors = block == "authors"
-    return ResNetDiscriminator(channels, first, blocks, spectral_norm=False, pool="mean", head_bias=False, shortcut_relu=not authors, init="keras" if authors else "mimicry")
+    return ResNetDiscriminator(channels, first, blocks, spectral_norm=False, pool="mean", head_bias=False, shortcut_relu=not authors, init="keras" if authors else "mimicry", hidden="out" if authors else "in")
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:

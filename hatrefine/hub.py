@@ -1,8 +1,9 @@
-"""Sharing a fitted Hat EBM on the Hugging Face Hub: ``hatrefine push``.
+"""Sharing a fitted Hat EBM (or latent-prior run) on the Hugging Face Hub: ``hatrefine push``.
 
 The repository holds what ``HatRefiner.from_pretrained("hf:ORG/NAME")`` needs —
-``config.json`` and ``hat.safetensors`` — plus a model card (``README.md``) and a sample
-grid. A generator that lives in a local directory (``ae:DIR``, ``dir:DIR``, a synthesis
+``config.json`` and ``hat.safetensors`` (a latent-prior run: ``prior.safetensors``, loaded by
+``LatentPriorRefiner``; ``sample --run hf:ORG/NAME`` reads either) — plus a model card
+(``README.md``) and a sample grid. A generator that lives in a local directory (``ae:DIR``, ``dir:DIR``, a synthesis
 run's own) is copied into ``generator/`` and referenced as ``dir:generator``, so the
 repository works anywhere; registry generators (``builtin:``, ``mimicry:``, ``hf:``) are
 referenced by their spec.
@@ -18,6 +19,8 @@ from .checkpoint import read_json, save_json
 from .errors import HatrefineError
 from .config import SamplingSettings, read_settings, settings_class
 from .schema import FORMAT_VERSION
+from .latent_prior import KEY as PRIOR_KEY
+from .latent_prior import PRIOR_WEIGHTS, is_prior_run, read_prior_settings
 from .refiner import CONFIG, HAT_WEIGHTS, SAMPLING, read_sampling
 from .report import read_quality
 
@@ -43,6 +46,8 @@ def _local_generator_dir(spec: str, run: Path) -> Optional[Path]:
 def stage(run: str | Path, folder: str | Path, fid: Optional[dict] = None) -> Path:
     """Lay out the repository for ``run`` in ``folder``: config, weights, generator, grid, model card."""
     run, folder = Path(run), Path(folder)
+    if (run / CONFIG).is_file() and is_prior_run(run):
+        return _stage_prior(run, folder, fid)
     for name in (CONFIG, HAT_WEIGHTS):
         if not (run / name).is_file():
             raise HatrefineError(f"{run} has no {name}; push the --out directory of a finished `hatrefine fit` or `synthesize`")
@@ -53,14 +58,7 @@ def stage(run: str | Path, folder: str | Path, fid: Optional[dict] = None) -> Pa
     shutil.copy2(run / HAT_WEIGHTS, folder / HAT_WEIGHTS)
     if (run / SAMPLING).is_file():
         shutil.copy2(run / SAMPLING, folder / SAMPLING)
-    generator_dir = _local_generator_dir(settings["generator"], run)
-    if generator_dir is not None:
-        if not (generator_dir / CONFIG).is_file():
-            raise HatrefineError(f"the run's generator {settings['generator']} is not on this disk any more; restore it before pushing")
-        shutil.copytree(generator_dir, folder / "generator", ignore=shutil.ignore_patterns("checkpoint*", "*.png", "log.csv", "encoder.safetensors"), dirs_exist_ok=True)
-        settings = settings | {"generator": "dir:generator", "checkpoint": None}
-    elif settings.get("checkpoint"):
-        raise HatrefineError(f"the run's generator weights are a local file ({settings['checkpoint']}); publish them as a generator repository (hf:) first")
+    settings = _copy_generator(settings, run, folder)
     if settings.get("discriminator") and Path(settings["discriminator"]).is_file():
         raise HatrefineError(
             f"the run's hat starts from a local discriminator file ({settings['discriminator']}); publish it with its generator as a repository (hf:) and fit with --discriminator hf:ORG/NAME"
@@ -73,6 +71,49 @@ def stage(run: str | Path, folder: str | Path, fid: Optional[dict] = None) -> Pa
     quality = read_quality(run) or None
     sampling = read_sampling(run) or SamplingSettings.from_config(config)
     (folder / "README.md").write_text(model_card(settings, quality, fid, grid is not None, sampling))
+    return folder
+
+
+def _copy_generator(settings: dict, run: Path, folder: Path) -> dict:
+    """A generator in a local directory goes into ``folder/generator`` (the settings then name
+    ``dir:generator``); a local weights file cannot be published this way."""
+    generator_dir = _local_generator_dir(settings["generator"], run)
+    if generator_dir is not None:
+        if not (generator_dir / CONFIG).is_file():
+            raise HatrefineError(f"the run's generator {settings['generator']} is not on this disk any more; restore it before pushing")
+        shutil.copytree(generator_dir, folder / "generator", ignore=shutil.ignore_patterns("checkpoint*", "*.png", "log.csv", "encoder.safetensors"), dirs_exist_ok=True)
+        return settings | {"generator": "dir:generator", "checkpoint": None}
+    if settings.get("checkpoint"):
+        raise HatrefineError(f"the run's generator weights are a local file ({settings['checkpoint']}); publish them as a generator repository (hf:) first")
+    return settings
+
+
+def _stage_prior(run: Path, folder: Path, fid: Optional[dict]) -> Path:
+    """``stage`` for a latent-prior run (``fit-prior``, ``hierarchical``)."""
+    if not (run / PRIOR_WEIGHTS).is_file():
+        raise HatrefineError(f"{run} has no {PRIOR_WEIGHTS}; push the --out directory of a finished `hatrefine fit-prior` or `hierarchical`")
+    settings = read_prior_settings(run).to_dict()
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(run / PRIOR_WEIGHTS, folder / PRIOR_WEIGHTS)
+    settings = _copy_generator(settings, run, folder)
+    save_json(folder / CONFIG, {"format_version": FORMAT_VERSION, PRIOR_KEY: settings, "versions": read_json(run / CONFIG).get("versions", {})})
+    grid = run / "before_after.png" if (run / "before_after.png").is_file() else None
+    if grid is not None:
+        shutil.copy2(grid, folder / GRID)
+    quality = read_quality(run) or {}
+    measured = [f"- {quality['line']}"] if "line" in quality else []
+    measured += [f"- FID {fid['fid']:.3f} ({fid.get('n_samples')} samples vs {fid.get('n_reference')} images of `{fid.get('data')}`)"] if fid else []
+    card = [
+        "---", "library_name: hatrefine", "tags: [energy-based-model, latent-ebm-prior, image-generation]", "---", "",
+        "# Latent-space EBM prior", "",
+        f"A latent EBM prior (Pang et al. 2020) fitted with hatrefine on the generator `{settings['generator']}`: p(z) ~ exp(f(z)) N(0, I),",
+        f"sampled by {settings['prior_steps'] if settings['sample_steps'] is None else settings['sample_steps']} Langevin steps of {settings['prior_step_size']} on z, then x = G(z).", "",
+        f"Fitted on `{settings['data']}`: {settings['steps']} updates, batch {settings['batch_size']}, Adam {settings['lr']}; posterior chains {settings['posterior_steps']} x {settings['posterior_step_size']}, sigma {settings['sigma']}.", "",
+        "## Measured", "", *(measured or ["- nothing measured yet (run `hatrefine eval` and push again with `--fid`)"]),
+        *(["", f"![samples]({GRID})"] if grid is not None else []), "",
+        "## Use", "", "```bash", "pip install hatrefine", "hatrefine sample --run hf:ORG/NAME --n 64 --out samples.npz --png samples.png", "```", "",
+    ]  # fmt: skip
+    (folder / "README.md").write_text("\n".join(card))
     return folder
 
 

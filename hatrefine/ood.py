@@ -1,4 +1,5 @@
-"""Out-of-distribution scoring (paper sec. 4.4): the hat network's energy H(x) / T as a score.
+"""Out-of-distribution scoring (paper sec. 4.4): the hat network's energy H(x) / T as a score
+(a latent-prior run scores by its own ``score``: the posterior energy of the image).
 
 Higher energy = less like the training data. ``auroc`` is the area under the ROC curve
 with the out-of-distribution set as the positive class: 1.0 when every OOD image has a
@@ -29,9 +30,9 @@ def auroc(in_scores: torch.Tensor, out_scores: torch.Tensor) -> float:
 
 @torch.no_grad()
 def energies(refiner: "HatRefiner", images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """H(x) / T of each image (N, C, H, W) in [-1, 1], on CPU."""
+    """The run's score (``refiner.score``: H(x) / T for a Hat EBM) of each image (N, C, H, W) in [-1, 1], on CPU."""
     refiner.generator.check_image(images, what="images to score")
-    return torch.cat([refiner.energy.image_energy(x.to(refiner.device)).float().cpu() for x in images.split(batch_size)])
+    return torch.cat([refiner.score(x.to(refiner.device)).float().cpu() for x in images.split(batch_size)])
 
 
 def ood_scores(

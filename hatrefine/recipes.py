@@ -52,14 +52,14 @@ RECIPES = {
             "refine Mimicry's SN-GAN on CIFAR-10 (joint Hat EBM)",
             "paper section 5.1, Table 1; configs_joint/cifar10_refine.py, fid/fid_config_cifar10_refine.py",
             {"fit": _REFINE | {"generator": "mimicry:sngan_cifar10", "data": "cifar10", "hat": "sngan32", "hat_block": "authors", "langevin_steps": 250, "langevin_steps_test": 350, "temperature": 1e-3, "y_sigma": None, "y_sigma_test": 0.25}},
-            ("the authors refined their own TensorFlow SN-GAN, hatrefine Mimicry's PyTorch one (their weights: the hatebm: models, not yet convertible)", _FID_CLIP),
+            ("the authors refined their own TensorFlow SN-GAN, hatrefine Mimicry's PyTorch one (theirs, with their hat: hatebm:cifar10_refine)", _FID_CLIP),
         ),
         Recipe(
             "celeba64-refine",
             "refine Mimicry's SN-GAN on CelebA 64x64 (joint Hat EBM)",
             "paper section 5.1, Table 1; configs_joint/celeb_a_refine.py, fid/fid_config_celeb_a_refine.py",
             {"fit": _REFINE | {"generator": "mimicry:sngan_celeba64", "data": "celeba", "hat": "sngan64", "hat_block": "authors", "langevin_steps": 100, "langevin_steps_test": 125, "temperature": 1e-6, "y_sigma": None, "y_sigma_test": None}},
-            ("the authors refined their own TensorFlow SN-GAN, hatrefine Mimicry's PyTorch one", _FID_CLIP),
+            ("the authors refined their own TensorFlow SN-GAN, hatrefine Mimicry's PyTorch one (theirs, with their hat: hatebm:celeba64_refine)", _FID_CLIP),
         ),
         Recipe(
             "cifar10-retrofit",
@@ -70,7 +70,7 @@ RECIPES = {
                 "fit": _PAPER | {"generator": "ae:runs/cifar10-ae", "data": "cifar10", "mode": "joint", "joint_update": "alternate", "hat": "sngan32", "hat_block": "authors", "steps": 25000, "lr": 1e-4, "langevin_steps": 100, "langevin_steps_test": 125, "eps_y": 5e-4, "eps_z": 1e-3, "temperature": 1e-3, "y_sigma": 0.1, "y_sigma_test": 0.1, "data_noise": 1e-2, "init_scale_res": 0.01},
             },
             (
-                "hatrefine's autoencoder (pretrain-ae) is its own convolutional encoder/decoder, not the authors' ResNet gen_decoder / inf_encoder (ngf 256); width 128 gives a 256-channel top like theirs",
+                "hatrefine's autoencoder (pretrain-ae) is its own convolutional encoder/decoder, not the authors' ResNet gen_decoder / inf_encoder (ngf 256); width 128 gives a 256-channel top like theirs (their trained decoder and hat: hatebm:cifar10_retrofit)",
                 "the authors' autoencoder loss is 1000 x MSE; hatrefine's is MSE (Adam is nearly invariant to the scale)",
                 _FID_CLIP,
             ),
@@ -104,7 +104,13 @@ RECIPES = {
     )
 }
 
-GENERATOR_RECIPES = {"mimicry:sngan_cifar10": "cifar10-refine", "mimicry:sngan_celeba64": "celeba64-refine"}
+GENERATOR_RECIPES = {
+    "mimicry:sngan_cifar10": "cifar10-refine",
+    "mimicry:sngan_celeba64": "celeba64-refine",
+    "hatebm:cifar10_refine": "cifar10-refine",
+    "hatebm:celeba64_refine": "celeba64-refine",
+    "hatebm:cifar10_retrofit": "cifar10-retrofit",
+}
 
 
 def find_recipe(name: str) -> Recipe:

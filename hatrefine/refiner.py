@@ -49,6 +49,38 @@ def build_hat(config: FitConfig, generator: Generator) -> nn.Module:
     return create_hat(config.hat or default_hat(generator.image_shape), generator.image_shape, config.hat_width, config.hat_block)
 
 
+def invert_latents(G: Generator, x: torch.Tensor, steps: int = 200, lr: float = 0.05, prior_weight: float = 1e-3, seed: int = 0) -> torch.Tensor:
+    """Latents whose images are close to ``x``: minimise ||G(z) - x||^2 + w ||z||^2 / 2 with Adam."""
+    G.check_image(x, what="input images")
+    g = torch.Generator(x.device).manual_seed(seed)
+    z = G.sample_latent(len(x), generator=g).requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    for _ in range(steps):
+        loss = (G(z) - x).flatten(1).square().sum(1) + prior_weight * 0.5 * z.flatten(1).square().sum(1)
+        opt.zero_grad()
+        loss.sum().backward()
+        opt.step()
+    return z.detach()
+
+
+def run_directory(path: str | Path, checkpoint: Optional[str] = None) -> Path:
+    """A run's local directory: the path itself, a Hub snapshot for ``hf:ORG/NAME``, or the authors'
+    model ``hatebm:NAME`` converted into the cache (``checkpoint``: their downloaded release folder)."""
+    path = str(path)
+    if path.startswith("hatebm:"):
+        from .adapters.hatebm import converted_run
+
+        return converted_run(path[7:], checkpoint)
+    if path.startswith("hf:"):
+        from .adapters.hub import resolve_hub_dir
+
+        return resolve_hub_dir(path[3:], [CONFIG, "*.safetensors", SAMPLING, "generator/*"])
+    directory = Path(path)
+    if not (directory / CONFIG).is_file():
+        raise HatrefineError(f"{directory} is not a hatrefine run (no {CONFIG}); pass the --out directory of `hatrefine fit` or `fit-prior`")
+    return directory
+
+
 def read_sampling(directory: Path) -> Optional[SamplingSettings]:
     """A run's ``sampling.json`` (None for runs written before it existed)."""
     path = directory / SAMPLING
@@ -58,6 +90,8 @@ def read_sampling(directory: Path) -> Optional[SamplingSettings]:
 class HatRefiner(nn.Module):
     """A Hat EBM ready to sample: ``generator`` (frozen), ``hat`` (the weights sampling uses),
     ``config``, and ``sampling``: the K, T and step sizes it samples with (default: the config's)."""
+
+    label = "Hat EBM"  # what reports call it
 
     def __init__(self, generator: Generator, hat: nn.Module, config: FitConfig, sampling: Optional[SamplingSettings] = None):
         super().__init__()
@@ -114,19 +148,15 @@ class HatRefiner(nn.Module):
         """``n`` refined samples: ``.x`` images, ``.z`` latents, ``.y`` residuals, ``.g`` = G(z)."""
         return LangevinResult.cat(list(self.iter_samples(n, seed, batch_size, n_steps, **overrides)))
 
+    @torch.no_grad()
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """The OOD score of images ``x``: H(x) / T (higher = less like the training data)."""
+        return self.energy.image_energy(x)
+
     # -- refining what a user already has ------------------------------------------------
     def invert(self, x: torch.Tensor, steps: int = 200, lr: float = 0.05, prior_weight: float = 1e-3, seed: int = 0) -> torch.Tensor:
-        """Latents whose images are close to ``x``: minimise ||G(z) - x||^2 + w ||z||^2 / 2 with Adam."""
-        self.generator.check_image(x, what="input images")
-        g = torch.Generator(self.device).manual_seed(seed)
-        z = self.generator.sample_latent(len(x), generator=g).requires_grad_(True)
-        opt = torch.optim.Adam([z], lr=lr)
-        for _ in range(steps):
-            loss = (self.generator(z) - x).flatten(1).square().sum(1) + prior_weight * 0.5 * z.flatten(1).square().sum(1)
-            opt.zero_grad()
-            loss.sum().backward()
-            opt.step()
-        return z.detach()
+        """Latents whose images are close to ``x`` (``invert_latents``)."""
+        return invert_latents(self.generator, x, steps, lr, prior_weight, seed)
 
     def refine(
         self,
@@ -139,18 +169,24 @@ class HatRefiner(nn.Module):
         invert_steps: int = 200,
         value_range: Optional[tuple[float, float]] = None,
         progress: bool = False,
+        start: str = "invert",
         **overrides,
     ) -> LangevinResult:
         """Improve samples a user has: from latents ``z``, images ``x``, or both.
 
         With ``x``, chains start at Y = x - G(z) so the starting image is the input itself;
-        with only ``x``, ``z`` is found first by inversion. ``pixel_only`` updates Y alone.
+        with only ``x``, ``z`` is found first: by inversion (``start="invert"``) or by the
+        generator's own encoder (``start="encoder"``, e.g. a VAE's). ``pixel_only`` updates Y alone.
         ``value_range``: the range ``x`` is in, e.g. (0, 1), mapped to [-1, 1] (default: [-1, 1]).
         ``progress``: a progress bar over the images (inversion and chains).
         ``overrides``: ``temperature``, ``eps_y``, ``eps_z`` (see ``sampler``).
         """
         if z is None and x is None:
             raise HatrefineError("refine needs latents z, images x, or both")
+        if start not in ("invert", "encoder"):
+            raise HatrefineError(f"unknown start {start!r}; use 'invert' or 'encoder'")
+        if z is None and start == "encoder":
+            self.generator.require_encoder()
         G, dev = self.generator, self.device
         if x is not None:
             G.check_image(x, what="input images")
@@ -164,9 +200,12 @@ class HatRefiner(nn.Module):
         sampler = self.sampler(n_steps, pixel_only=pixel_only, **overrides)
         parts = []
         n = len(z) if z is not None else len(x)
-        desc = "refine" if z is not None else "invert + refine"
+        desc = "refine" if z is not None else "encode + refine" if start == "encoder" else "invert + refine"
         for s in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress, dynamic_ncols=True):
-            zb = z[s : s + batch_size] if z is not None else self.invert(x[s : s + batch_size], steps=invert_steps, seed=seed + s)
+            if z is not None:
+                zb = z[s : s + batch_size]
+            else:
+                zb = G.encode(x[s : s + batch_size]) if start == "encoder" else self.invert(x[s : s + batch_size], steps=invert_steps, seed=seed + s)
             if x is None:
                 parts.append(sampler.sample(zb, generator=rng))
                 continue
@@ -189,20 +228,13 @@ class HatRefiner(nn.Module):
         save_json(directory / SAMPLING, self.sampling.to_dict())
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: Optional[str] = None, generator: Optional[Generator] = None) -> "HatRefiner":
-        """Load from a run or saved directory, or ``hf:ORG/NAME`` on the Hub.
+    def from_pretrained(cls, path: str | Path, device: Optional[str] = None, generator: Optional[Generator] = None, checkpoint: Optional[str] = None) -> "HatRefiner":
+        """Load from a run or saved directory, ``hf:ORG/NAME`` on the Hub, or ``hatebm:NAME`` (the authors' models).
 
-        ``generator`` overrides the one named in the config (for a custom, unregistered decoder).
+        ``generator`` overrides the one named in the config (for a custom, unregistered decoder);
+        ``checkpoint``: for ``hatebm:NAME``, the authors' release folder downloaded by hand.
         """
-        path = str(path)
-        if path.startswith("hf:"):
-            from .adapters.hub import resolve_hub_dir
-
-            directory = resolve_hub_dir(path[3:], [CONFIG, HAT_WEIGHTS, SAMPLING, "generator/*"])
-        else:
-            directory = Path(path)
-            if not (directory / CONFIG).is_file():
-                raise HatrefineError(f"{directory} is not a hatrefine run (no {CONFIG}); pass the --out directory of `hatrefine fit`")
+        directory = run_directory(path, checkpoint)
         config = read_settings(directory / CONFIG)
         dev = resolve_device(device or config.device)
         if generator is None and not is_known_spec(config.generator):

@@ -1,12 +1,14 @@
 """One registry: spec strings -> generators (and discriminators), names -> architectures.
 
 A spec is ``SCHEME:NAME`` (``mimicry:sngan_cifar10``, ``builtin:mnist``, ``hf:ORG/NAME``,
-``torchscript:PATH``, ``ae:DIR``, ``dir:PATH``). Adapters in ``hatrefine.adapters`` register the schemes;
+``torchscript:PATH``, ``ae:DIR``, ``dir:PATH``), for some schemes with options in brackets
+(``biggan:deep-128[class=207,truncation=0.4]``). Adapters in ``hatrefine.adapters`` register the schemes;
 architectures (classes that a ``config.json`` can name) register by name, as in timm.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -25,10 +27,13 @@ class Scheme:
     discriminator: Optional[Loader] = None
     names: list[str] = field(default_factory=list)  # known names, for listings; empty = free-form
     help: str = ""
+    options: str = ""  # the bracket options it takes, for listings: "[class=N,truncation=T]"
+    extra: str = ""  # the pip extra it needs, for listings: "biggan" -> pip install 'hatrefine[biggan]'
 
 
 _SCHEMES: dict[str, Scheme] = {}
 _ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+_OPTIONS = re.compile(r"^(.*)(\[[^\[\]]*\])$")
 
 
 def register_scheme(prefix: str, scheme: Scheme) -> None:
@@ -66,15 +71,39 @@ def known_specs() -> list[str]:
     _populate()
     out = []
     for prefix, scheme in sorted(_SCHEMES.items()):
-        out += [f"{prefix}:{n}" for n in scheme.names] or [f"{prefix}:{scheme.help}"]
+        needs = f"  (pip install 'hatrefine[{scheme.extra}]')" if scheme.extra else ""
+        out += [f"{prefix}:{n}{scheme.options}{needs}" for n in scheme.names or [scheme.help]]
     return out
+
+
+def _strip_options(name: str) -> tuple[str, str]:
+    """``deep-128[class=1]`` -> (``deep-128``, ``[class=1]``); a name without brackets keeps ``""``."""
+    m = _OPTIONS.match(name)
+    return (m[1], m[2]) if m else (name, "")
+
+
+def spec_options(prefix: str, name: str, allowed: dict[str, type]) -> tuple[str, dict]:
+    """``NAME[key=value,...]`` -> (NAME, {key: allowed[key](value)}): the options of a ``prefix:`` spec."""
+    spec = f"{prefix}:{name}"
+    base, suffix = _strip_options(name)
+    options = {}
+    for item in filter(None, (s.strip() for s in suffix[1:-1].split(","))):
+        key, sep, value = (t.strip() for t in item.partition("="))
+        if not sep or key not in allowed:
+            raise HatrefineError(f"{spec}: bad option {item!r}; write {prefix}:{base}[KEY=VALUE,...] with KEY one of {', '.join(allowed)}")
+        try:
+            options[key] = allowed[key](value)
+        except ValueError:
+            kind = allowed[key].__name__
+            raise HatrefineError(f"{spec}: option {key}={value} is not {'an' if kind[0] in 'aeiou' else 'a'} {kind}") from None
+    return base, options
 
 
 def is_known_spec(spec: str) -> bool:
     """Whether ``spec`` names a registered scheme (and a known name, where the scheme lists them)."""
     _populate()
     prefix, sep, name = spec.partition(":")
-    return bool(sep) and prefix in _SCHEMES and (not _SCHEMES[prefix].names or name in _SCHEMES[prefix].names)
+    return bool(sep) and prefix in _SCHEMES and (not _SCHEMES[prefix].names or _strip_options(name)[0] in _SCHEMES[prefix].names)
 
 
 def _split(spec: str) -> tuple[Scheme, str]:
@@ -83,16 +112,19 @@ def _split(spec: str) -> tuple[Scheme, str]:
     if not sep or prefix not in _SCHEMES:
         raise HatrefineError(f"unknown generator spec {spec!r}; known: {', '.join(known_specs())}")
     scheme = _SCHEMES[prefix]
-    if scheme.names and name not in scheme.names:
+    if scheme.names and _strip_options(name)[0] not in scheme.names:
         raise HatrefineError(f"unknown generator spec {spec!r}; known: {', '.join(known_specs())}")
     return scheme, name
 
 
 def absolute_spec(spec: str) -> str:
-    """``ae:runs/ae`` -> ``ae:/abs/runs/ae`` where the path exists, so a saved run finds it from anywhere."""
+    """``ae:runs/ae`` -> ``ae:/abs/runs/ae`` where the path exists, so a saved run finds it from anywhere
+    (options kept: ``diffusers:vae[size=64]`` -> ``diffusers:/abs/vae[size=64]``)."""
     prefix, sep, rest = spec.partition(":")
-    if sep and prefix in ("ae", "dir", "hf", "torchscript") and rest and Path(rest).exists():
-        return f"{prefix}:{Path(rest).resolve()}"
+    if sep and prefix in ("ae", "dir", "hf", "torchscript", "diffusers"):
+        for path, options in ((rest, ""), _strip_options(rest)):
+            if path and Path(path).exists():
+                return f"{prefix}:{Path(path).resolve()}{options}"
     return spec
 
 

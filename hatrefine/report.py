@@ -64,11 +64,14 @@ def save_figure(fig, path: str | Path, dpi: int) -> None:
 
 
 def path_figure(path: dict[str, torch.Tensor], out: str | Path, frame_steps: list[int]) -> None:
-    """Rows X, G(Z) and Y (magnified) for each chain, columns along the Langevin path."""
+    """Rows X, G(Z) and Y (magnified) for each chain (those ``path`` holds: a latent-prior chain
+    has X = G(Z) only), columns along the Langevin path."""
     n_frames, n_chains = path["x"].shape[:2]
     rows, labels = [], []
     for i in range(n_chains):
         for key, label in (("x", "X"), ("g", "G(Z)"), ("y", f"Y x{Y_MAGNIFY:g}")):
+            if key not in path:
+                continue
             frames = path[key][:, i]
             rows.append((frames * Y_MAGNIFY).clamp(-1, 1) if key == "y" else frames)
             labels.append(label)
@@ -79,7 +82,7 @@ def path_figure(path: dict[str, torch.Tensor], out: str | Path, frame_steps: lis
     ax.set_yticks([h * (r + 0.5) for r in range(len(rows))], labels, fontsize=7)
     ax.set_xticks([img.shape[2] / n_frames * (f + 0.5) for f in range(n_frames)], [str(s) for s in frame_steps], fontsize=7)
     ax.set_xlabel("Langevin step")
-    ax.set_title("Langevin paths from Y = 0")
+    ax.set_title("Langevin paths from Y = 0" if "y" in path else "prior Langevin paths on Z")
     fig.tight_layout()
     save_figure(fig, out, 120)
 
@@ -130,13 +133,13 @@ def training_curve(log_csv: str | Path, out: str | Path, rollbacks: list[dict] |
 
 
 def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibration: dict | None = None, progress: bool = True) -> dict:
-    """Compare the generator alone with the Hat EBM on the same starting latents; write
+    """Compare the generator alone with the Hat EBM (or a latent-prior run) on the same starting latents; write
     ``before_after.png``, ``langevin_path.png`` and ``quality.json`` (with ``calibration``, if
     given), print the quality line: the LeNet distance with recall and coverage for digits."""
     from .data import load_images
     from .evaluation import class_probabilities, feature_scores, features, load_lenet
 
-    c, G = refiner.config, refiner.generator
+    c, G, label = refiner.config, refiner.generator, refiner.label
     rng = torch.Generator(refiner.device).manual_seed(seed + 1)
     z0 = G.sample_latent(n, generator=rng)
     t0 = time.perf_counter()
@@ -167,7 +170,7 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
                    "prdc_generator": pr_before, "prdc_hat": pr_after, "class_changed": round(changed, 4)}
         line = (
             f"quality (Frechet distance in LeNet features, {n} samples vs {len(reference)} data images, lower is better): "
-            f"generator {fd_before:.3f} -> Hat EBM {fd_after:.3f} ({100 * (fd_after / fd_before - 1):+.1f}%); "
+            f"generator {fd_before:.3f} -> {label} {fd_after:.3f} ({100 * (fd_after / fd_before - 1):+.1f}%); "
             f"recall {pr_before['recall']:.3f} -> {pr_after['recall']:.3f}, coverage {pr_before['coverage']:.3f} -> {pr_after['coverage']:.3f}; "
             f"{100 * changed:.1f}% of digits change class"
         )
@@ -176,7 +179,7 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
     result["line"] = line
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 5.2), layout="constrained")
-    for ax, imgs, title in ((axes[0], before, "generator G(z)"), (axes[1], after, "Hat EBM (same starting z)")):
+    for ax, imgs, title in ((axes[0], before, "generator G(z)"), (axes[1], after, f"{label} (same starting z)")):
         ax.imshow(grid(imgs).permute(1, 2, 0).numpy())
         ax.set_title(title + (f"\nFD {result['generator' if imgs is before else 'hat']:.3f}" if "metric" in result else ""))
         ax.axis("off")

@@ -5,8 +5,10 @@ including one detail that changes numbers: Mimicry's ``DBlock`` applies an in-pl
 ReLU to its input before the residual branch, so its shortcut sees ``relu(x)``. We do the
 same out of place (autograd-safe, same values) for Mimicry's discriminators; the Hat EBM
 authors' hat block (their ``EBMBlock``) feeds the raw input to the shortcut
-(``shortcut_relu=False``) and starts from Keras' initialisation (Glorot-uniform kernels,
-zero biases: ``init="keras"``).
+(``shortcut_relu=False``), widens in its first convolution, not its second
+(``hidden="out"``), and starts from Keras' initialisation (Glorot-uniform kernels, zero
+biases: ``init="keras"``). The authors' TensorFlow generators normalise with Keras' batch-norm
+epsilon (``bn_eps=1e-3``); ``ResNetDecoder`` is their retrofit decoder (``gen_decoder``).
 """
 
 from __future__ import annotations
@@ -44,13 +46,13 @@ def keras_init(module: nn.Module) -> None:
 class GBlock(nn.Module):
     """Generator block: BN -> ReLU -> (upsample) -> conv3 -> BN -> ReLU -> conv3, plus shortcut."""
 
-    def __init__(self, cin: int, cout: int, upsample: bool = False):
+    def __init__(self, cin: int, cout: int, upsample: bool = False, bn_eps: float = 1e-5):
         super().__init__()
         self.upsample = upsample
         self.c1 = _conv(cin, cout, 3, False, math.sqrt(2.0))
         self.c2 = _conv(cout, cout, 3, False, math.sqrt(2.0))
-        self.b1 = nn.BatchNorm2d(cin)
-        self.b2 = nn.BatchNorm2d(cout)
+        self.b1 = nn.BatchNorm2d(cin, eps=bn_eps)
+        self.b2 = nn.BatchNorm2d(cout, eps=bn_eps)
         self.c_sc = _conv(cin, cout, 1, False, 1.0) if (cin != cout or upsample) else None
 
     def _up(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,13 +71,15 @@ class GBlock(nn.Module):
 
 class DBlock(nn.Module):
     """Discriminator block: ReLU -> conv3 -> ReLU -> conv3 -> (avg pool), plus a shortcut on
-    relu(x) (Mimicry's) or, with ``shortcut_relu=False``, on x (the Hat EBM authors')."""
+    relu(x) (Mimicry's) or, with ``shortcut_relu=False``, on x (the Hat EBM authors').
+    ``hidden``: the width between the convolutions, ``"in"`` (Mimicry's) or ``"out"`` (the authors')."""
 
-    def __init__(self, cin: int, cout: int, downsample: bool = False, spectral_norm: bool = True, shortcut_relu: bool = True):
+    def __init__(self, cin: int, cout: int, downsample: bool = False, spectral_norm: bool = True, shortcut_relu: bool = True, hidden: str = "in"):
         super().__init__()
         self.downsample, self.shortcut_relu = downsample, shortcut_relu
-        self.c1 = _conv(cin, cin, 3, spectral_norm, math.sqrt(2.0))
-        self.c2 = _conv(cin, cout, 3, spectral_norm, math.sqrt(2.0))
+        mid = cin if hidden == "in" else cout
+        self.c1 = _conv(cin, mid, 3, spectral_norm, math.sqrt(2.0))
+        self.c2 = _conv(mid, cout, 3, spectral_norm, math.sqrt(2.0))
         self.c_sc = _conv(cin, cout, 1, spectral_norm, 1.0) if (cin != cout or downsample) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,16 +114,16 @@ class ResNetGenerator(nn.Module):
     layer names (``l1``, ``block2`` ..., final ``b{n}`` / ``c{n}``) match Mimicry's.
     """
 
-    def __init__(self, nz: int, channels: list[int], out_channels: int = 3, bottom_width: int = 4, out_factor: float = 1.0):
+    def __init__(self, nz: int, channels: list[int], out_channels: int = 3, bottom_width: int = 4, out_factor: float = 1.0, bn_eps: float = 1e-5):
         super().__init__()
         self.nz, self.bottom_width, self.out_factor = nz, bottom_width, out_factor
         self.l1 = nn.Linear(nz, bottom_width * bottom_width * channels[0])
         nn.init.xavier_uniform_(self.l1.weight, 1.0)
         for i, (cin, cout) in enumerate(zip(channels[:-1], channels[1:])):
-            self.add_module(f"block{i + 2}", GBlock(cin, cout, upsample=True))
+            self.add_module(f"block{i + 2}", GBlock(cin, cout, upsample=True, bn_eps=bn_eps))
         last = len(channels) + 1
         self.final_bn_name, self.final_conv_name = f"b{last}", f"c{last}"
-        self.add_module(self.final_bn_name, nn.BatchNorm2d(channels[-1]))
+        self.add_module(self.final_bn_name, nn.BatchNorm2d(channels[-1], eps=bn_eps))
         self.add_module(self.final_conv_name, _conv(channels[-1], out_channels, 3, False, 1.0))
         self.n_blocks = len(channels) - 1
 
@@ -131,12 +135,48 @@ class ResNetGenerator(nn.Module):
         return self.out_factor * torch.tanh(getattr(self, self.final_conv_name)(h))
 
 
+class GBlockStem(nn.Module):
+    """First block of the authors' retrofit decoder: conv3 -> BN -> ReLU -> conv3, shortcut conv1 (their names: ``b2`` is its only BN)."""
+
+    def __init__(self, cin: int, cout: int, bn_eps: float = 1e-3):
+        super().__init__()
+        self.c1 = _conv(cin, cout, 3, False, math.sqrt(2.0))
+        self.b2 = nn.BatchNorm2d(cout, eps=bn_eps)
+        self.c2 = _conv(cout, cout, 3, False, math.sqrt(2.0))
+        self.c_sc = _conv(cin, cout, 1, False, 1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c2(F.relu(self.b2(self.c1(x)))) + self.c_sc(x)
+
+
+class ResNetDecoder(nn.Module):
+    """The Hat EBM authors' retrofit decoder (``GenDecoder32``): a C x 16 x 16 latent -> 3 x 32 x 32
+    in ``out_factor`` * (-1, 1).
+
+    A stem (``GBlockStem``) to ``width`` channels, one upsampling
+    and two plain ``GBlock``s, then BN -> ReLU -> conv3 -> tanh."""
+
+    def __init__(self, latent_channels: int = 1, width: int = 256, out_channels: int = 3, out_factor: float = 2.0, bn_eps: float = 1e-3):
+        super().__init__()
+        self.out_factor = out_factor
+        self.block1 = GBlockStem(latent_channels, width, bn_eps)
+        self.block2 = GBlock(width, width, upsample=True, bn_eps=bn_eps)
+        self.block3 = GBlock(width, width, bn_eps=bn_eps)
+        self.block4 = GBlock(width, width, bn_eps=bn_eps)
+        self.b5 = nn.BatchNorm2d(width, eps=bn_eps)
+        self.c5 = _conv(width, out_channels, 3, False, 1.0)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.block4(self.block3(self.block2(self.block1(z))))
+        return self.out_factor * torch.tanh(self.c5(F.relu(self.b5(h))))
+
+
 class ResNetDiscriminator(nn.Module):
     """SN-GAN ResNet discriminator (Mimicry ``SNGANDiscriminator32/64``) -> one logit per image.
 
     ``blocks`` lists ``(out_channels, downsample)`` after the optimized first block. With
-    ``spectral_norm=False``, ``pool="mean"``, ``head_bias=False``, ``shortcut_relu=False`` and
-    ``init="keras"`` it is the paper's hat network as the authors built it.
+    ``spectral_norm=False``, ``pool="mean"``, ``head_bias=False``, ``shortcut_relu=False``,
+    ``hidden="out"`` and ``init="keras"`` it is the paper's hat network as the authors built it.
     """
 
     def __init__(
@@ -149,13 +189,14 @@ class ResNetDiscriminator(nn.Module):
         head_bias: bool = True,
         shortcut_relu: bool = True,
         init: str = "mimicry",
+        hidden: str = "in",
     ):
         super().__init__()
         self.pool = pool
         self.block1 = DBlockOptimized(in_channels, first_channels, spectral_norm)
         cin = first_channels
         for i, (cout, down) in enumerate(blocks):
-            self.add_module(f"block{i + 2}", DBlock(cin, cout, down, spectral_norm, shortcut_relu))
+            self.add_module(f"block{i + 2}", DBlock(cin, cout, down, spectral_norm, shortcut_relu, hidden))
             cin = cout
         self.n_blocks = len(blocks) + 1
         self.head_name = f"l{self.n_blocks + 1}"
@@ -170,3 +211,11 @@ class ResNetDiscriminator(nn.Module):
         h = F.relu(h)
         h = h.sum(dim=(2, 3)) if self.pool == "sum" else h.mean(dim=(2, 3))
         return getattr(self, self.head_name)(h)
+
+
+def mlp(n_in: int, width: int, depth: int, n_out: int = 1, slope: float = 0.2) -> nn.Sequential:
+    """``depth`` hidden layers of ``width`` with LeakyReLU(``slope``), then a linear output."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(n_in if i == 0 else width, width), nn.LeakyReLU(slope)]
+    return nn.Sequential(*layers, nn.Linear(width if depth else n_in, n_out))

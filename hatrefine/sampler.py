@@ -5,7 +5,9 @@ One update rule for every variable v:  v <- v - (eps^2 / 2) * grad_v U + noise *
 ``JointLangevin`` alternates a Z update and a Y update at the new Z (paper eq. 6-7), or with
 ``joint_update="simultaneous"`` takes both from one energy gradient at the current (Y, Z);
 ``ConditionalLangevin`` keeps Z fixed and updates Y only (eq. 9); the DDLS baseline is a
-``JointLangevin`` without Y updates on the energy ||z||^2 / 2 - d(G(z)) / T.
+``JointLangevin`` without Y updates on the energy ||z||^2 / 2 - d(G(z)) / T. ``LatentLangevin``
+runs the same rule on a latent energy alone (the latent-space EBM prior's prior and posterior
+chains): it never calls G unless the energy does.
 
 Cost per step, by construction: network parameters never get gradients, no autograd graph
 outlives the step that made it (memory is flat in the number of steps), and G runs once
@@ -15,6 +17,7 @@ when alternating, once when simultaneous.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -244,17 +247,23 @@ class LangevinSampler:
         )
 
     def chains(self, n: int, seed: int = 0, batch_size: int = 256, shard: Shard = Shard()) -> Iterator[LangevinResult]:
-        """``n`` chains from z ~ p0, run and returned in chunks of ``batch_size``; chunk ``i`` is
-        seeded by (seed, i). With ``shard``, only chunks ``i = rank, rank + world, ...``."""
-        if n <= 0 or batch_size <= 0:
-            raise HatrefineError(f"--n and --batch-size must be positive, got {n} and {batch_size}")
+        """``n`` chains from z ~ p0, run and returned in chunks of ``batch_size`` (``seeded_latents``)."""
         G = self.energy.generator
-        for i, start in enumerate(range(0, n, batch_size)):
-            if i % shard.world == shard.rank:
-                rng = torch.Generator(G.device).manual_seed(seed * 1_000_003 + i)
-                z = G.sample_latent(min(batch_size, n - start), generator=rng)
-                y = self.init_scale_res * torch.randn((len(z), *G.image_shape), generator=rng, device=G.device) if self.init_scale_res else None
-                yield self.sample(z, y, generator=rng)
+        for z, rng in seeded_latents(G, n, seed, batch_size, shard):
+            y = self.init_scale_res * torch.randn((len(z), *G.image_shape), generator=rng, device=G.device) if self.init_scale_res else None
+            yield self.sample(z, y, generator=rng)
+
+
+def seeded_latents(G, n: int, seed: int, batch_size: int, shard: Shard = Shard()) -> Iterator[tuple[torch.Tensor, torch.Generator]]:
+    """Chunks of ``n`` latents from G's prior with their generator: chunk ``i`` is seeded by
+    (seed, i), so results do not depend on the number of processes. With ``shard``, only
+    chunks ``i = rank, rank + world, ...``."""
+    if n <= 0 or batch_size <= 0:
+        raise HatrefineError(f"--n and --batch-size must be positive, got {n} and {batch_size}")
+    for i, start in enumerate(range(0, n, batch_size)):
+        if i % shard.world == shard.rank:
+            rng = torch.Generator(G.device).manual_seed(seed * 1_000_003 + i)
+            yield G.sample_latent(min(batch_size, n - start), generator=rng), rng
 
 
 class JointLangevin(LangevinSampler):
@@ -270,3 +279,37 @@ class ConditionalLangevin(LangevinSampler):
     def __init__(self, energy: HatEnergy, n_steps: int, eps_y: float = 1e-4, **kwargs):
         energy.generator.require_prior()
         super().__init__(energy, n_steps, eps_y=eps_y, eps_z=None, **kwargs)
+
+
+class LatentLangevin:
+    """Langevin on latents under an energy ``E(z)`` (one value per chain), with the update rule,
+    schedules, sharded noise and frozen networks of ``LangevinSampler``.
+
+    Args:
+        n_steps: number of steps; ``step_size``: s in z <- z - (s^2 / 2) grad E + noise * s * N(0, I).
+        modules: the networks ``E`` runs (kept frozen while sampling).
+    """
+
+    def __init__(self, n_steps: int, step_size: float, noise: float = 1.0, step_schedule: Schedule = Schedule(), modules: tuple[nn.Module, ...] = ()):
+        if n_steps < 0 or step_size < 0 or noise < 0:
+            raise HatrefineError(f"Langevin steps, step size and noise must be >= 0, got {n_steps}, {step_size} and {noise}")
+        self.n_steps, self.step_size, self.noise, self.step_schedule, self.modules = n_steps, step_size, noise, step_schedule, modules
+
+    def sample(self, z: torch.Tensor, energy, generator: Optional[torch.Generator] = None, shard: Shard = Shard(), frames: tuple[int, ...] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the chains from ``z``; returns the end latents and the latents at steps ``frames``."""
+        K, kept = self.n_steps, []
+        z = z.detach().clone()
+        with contextlib.ExitStack() as stack:
+            for m in self.modules:
+                stack.enter_context(frozen(m))
+            for k in range(K + 1):
+                if k in frames:
+                    kept.append(z)
+                if k == K:
+                    break
+                eps = self.step_size * self.step_schedule(k, K)
+                with torch.enable_grad():
+                    z.requires_grad_(True)
+                    (grad,) = torch.autograd.grad(energy(z).sum(), z)
+                z = LangevinSampler._move(z, 0.5 * eps**2 * grad, self.noise * eps * LangevinSampler._noise(z, generator, shard), None)
+        return z, kept

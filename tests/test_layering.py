@@ -16,10 +16,12 @@ LAYERS = [
     ["config"],
     ["evaluation", "ddls"],
     ["refiner", "calibration"],  # the fitted model
-    ["report", "ood"],
+    ["latent_prior"],  # the rival family: an EBM on the latents
+    ["runs", "report", "ood"],
     ["loop"],  # the training-loop skeleton
     ["trainer", "hub"],
-    ["synthesis", "autoencoder"],
+    ["synthesis", "autoencoder", "prior_trainer"],
+    ["hierarchical"],  # the multi-layer generator with its joint latent prior
     ["cli", "__init__"],
 ]
 PACKAGE = Path(__file__).resolve().parents[1] / "hatrefine"
