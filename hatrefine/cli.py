@@ -139,6 +139,19 @@ def _config_options(config_class, exclude: tuple[str, ...] = (), help: Optional[
 _fit_options = _config_options(FitConfig)
 
 
+def _training_options(out: str, out_help: str, resume_help: str):
+    """--out, --resume, --overwrite and --quiet of a command that trains into a run directory (and the click context)."""
+
+    def deco(f):
+        f = click.pass_context(f)
+        f = click.option("--quiet", is_flag=True, help="No progress bar.")(f)
+        f = click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")(f)
+        f = click.option("--resume", is_flag=True, help=resume_help)(f)
+        return click.option("--out", default=out, show_default=True, help=out_help)(f)
+
+    return deco
+
+
 def _check_new_files(overwrite: bool, *paths: Optional[str]) -> None:
     for path in paths:
         if path and Path(path).exists() and not overwrite:
@@ -273,11 +286,7 @@ def generate(spec, checkpoint, n, seed, out, batch_size, device, png, overwrite)
 
 @main.command()
 @_fit_options
-@click.option("--out", default="runs/mnist-joint", show_default=True, help="Run directory.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last checkpoint left it.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.pass_context
+@_training_options("runs/mnist-joint", "Run directory.", "Continue the run in --out exactly where its last checkpoint left it.")
 def fit(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
     """Fit a hat network on top of a frozen generator (defaults: the embedded MNIST setting).
 
@@ -324,11 +333,7 @@ def _make_trainer(ctx: click.Context, trainer_class, config_class, out: str, res
 
 @main.command()
 @_config_options(SynthesisConfig, exclude=("generator", "checkpoint", "mode", "eps_z", "z_prior_weight", "joint_update"))
-@click.option("--out", default="runs/mnist-synthesis", show_default=True, help="Run directory (its generator/ is `dir:RUN_DIR`).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out exactly (bank, both networks, both optimizers).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.pass_context
+@_training_options("runs/mnist-synthesis", "Run directory (its generator/ is `dir:RUN_DIR`).", "Continue the run in --out exactly (bank, both networks, both optimizers).")
 def synthesize(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
     """Learn a generator and a hat network together from scratch (tandem synthesis, conditional Hat EBM).
 
@@ -345,11 +350,7 @@ def synthesize(ctx: click.Context, out, resume, overwrite, quiet, **settings) ->
 
 @main.command("fit-prior")
 @_config_options(PriorConfig, help=PRIOR_HELP)
-@click.option("--out", default="runs/mnist-prior", show_default=True, help="Run directory.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out exactly (energy, optimizer, chains).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.pass_context
+@_training_options("runs/mnist-prior", "Run directory.", "Continue the run in --out exactly (energy, optimizer, chains).")
 def fit_prior(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
     """Fit a latent-space EBM prior on a frozen generator (Pang et al. 2020): the rival to the Hat EBM.
 
@@ -365,11 +366,7 @@ def fit_prior(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> 
 
 @main.command()
 @_config_options(HierarchicalConfig, exclude=("generator", "checkpoint"), help=PRIOR_HELP)
-@click.option("--out", default="runs/mnist-hierarchical", show_default=True, help="Run directory (its generator is `dir:RUN`).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out exactly (every network and optimizer).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.pass_context
+@_training_options("runs/mnist-hierarchical", "Run directory (its generator is `dir:RUN`).", "Continue the run in --out exactly (every network and optimizer).")
 def hierarchical(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
     """Learn a multi-layer generator with its joint latent EBM prior from scratch (Cui, Wu, Han 2023).
 

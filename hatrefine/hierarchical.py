@@ -22,11 +22,11 @@ from typing import ClassVar, Optional
 
 import torch
 
-from .checkpoint import load_optimizer, load_strict, optimizer_tensors, subdict
 from .errors import HatrefineError
 from .generator import Generator
 from .adapters.hierarchical import GENERATOR_DIR, HierarchicalGenerator
 from .latent_prior import KEY, PriorConfig
+from .loop import LearnsGenerator
 from .prior_trainer import LOG_FIELDS, PriorTrainer
 from .schema import FORMAT_VERSION
 from .trainer import versions
@@ -78,7 +78,7 @@ class HierarchicalConfig(PriorConfig):
         return PriorConfig(**{k: v for k, v in self.to_dict().items() if k in PriorConfig.__dataclass_fields__})
 
 
-class HierarchicalTrainer(PriorTrainer):
+class HierarchicalTrainer(LearnsGenerator, PriorTrainer):
     """Learns the multi-layer generator and its joint latent prior into ``out`` (``PriorTrainer``'s loop and guard)."""
 
     name = "hierarchical"
@@ -122,10 +122,6 @@ class HierarchicalTrainer(PriorTrainer):
             group["lr"] = self.config.generator_lr * factor
 
     # -- persistence ------------------------------------------------------------------------------
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        g_opt, self._g_param_groups = optimizer_tensors(self.g_opt, "g_opt")
-        return super().state_tensors() | {f"g.{k}": v for k, v in self.generator.module.state_dict().items()} | g_opt
-
     def save_checkpoint(self) -> None:
         """The prior's checkpoint (with the generator and its optimizer), then ``generator/``."""
         from .adapters.hub import save_generator_dir
@@ -133,12 +129,4 @@ class HierarchicalTrainer(PriorTrainer):
         super().save_checkpoint()
         c = self.config
         save_generator_dir(self.out / GENERATOR_DIR, self.generator.module, "hierarchical_generator", c.generator_kwargs(), self.generator.latent_shape, self.generator.image_shape)
-
-    def checkpoint_meta(self) -> dict:
-        return super().checkpoint_meta() | {"g_param_groups": self._g_param_groups}
-
-    def _load_state(self, t: dict[str, torch.Tensor], meta: dict) -> None:
-        super()._load_state(t, meta)
-        load_strict(self.generator.module, subdict(t, "g"), str(self.out))
-        load_optimizer(self.g_opt, t, "g_opt", meta["g_param_groups"])
 

@@ -19,7 +19,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from .checkpoint import RunLog, disk_errors, has_checkpoint
+from .checkpoint import RunLog, disk_errors, has_checkpoint, load_optimizer, load_strict, optimizer_tensors, subdict
 from .errors import HatrefineError
 from .events import EventLog
 
@@ -112,3 +112,20 @@ class TrainingLoop:
 
     def save_checkpoint(self) -> None:
         raise NotImplementedError
+
+
+class LearnsGenerator:
+    """Mixed in (before the trainer class) by trainers that also learn their generator
+    (``self.generator.module``, optimizer ``self.g_opt``): its weights and optimizer in the checkpoint."""
+
+    def state_tensors(self) -> dict:
+        g_opt, self._g_param_groups = optimizer_tensors(self.g_opt, "g_opt")
+        return super().state_tensors() | {f"g.{k}": v for k, v in self.generator.module.state_dict().items()} | g_opt
+
+    def checkpoint_meta(self) -> dict:
+        return super().checkpoint_meta() | {"g_param_groups": self._g_param_groups}
+
+    def _load_state(self, t: dict, meta: dict) -> None:
+        super()._load_state(t, meta)
+        load_strict(self.generator.module, subdict(t, "g"), str(self.out))
+        load_optimizer(self.g_opt, t, "g_opt", meta["g_param_groups"])

@@ -26,16 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_optimizer, load_strict, optimizer_tensors, subdict
 from .config import GENERATOR_DIR, SynthesisConfig
 from .generator import Generator
 from .registry import create_architecture
-from .loop import Divergence
+from .loop import Divergence, LearnsGenerator
 from .trainer import LOG_FIELDS, Trainer
 
 
 
-class SynthesisTrainer(Trainer):
+class SynthesisTrainer(LearnsGenerator, Trainer):
     """Learns G and H in tandem into ``out``; ``resume=True`` continues exactly (bank included)."""
 
     config_class = SynthesisConfig
@@ -94,10 +93,7 @@ class SynthesisTrainer(Trainer):
 
     # -- persistence ----------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        tensors = super().state_tensors()
-        g_opt, self._g_param_groups = optimizer_tensors(self.g_opt, "g_opt")
-        tensors |= {f"g.{k}": v for k, v in self.generator.module.state_dict().items()} | g_opt
-        return tensors | {"bank_z": self.bank_z, "bank_x": self.bank_x}
+        return super().state_tensors() | {"bank_z": self.bank_z, "bank_x": self.bank_x}
 
     def save_checkpoint(self) -> None:
         """The Trainer's checkpoint (with G, its optimizer and the bank), then ``generator/``."""
@@ -109,11 +105,6 @@ class SynthesisTrainer(Trainer):
         arch, kwargs, nz = self.config.architecture()
         save_generator_dir(self.out / GENERATOR_DIR, self.generator.module, arch, kwargs, (nz,), self.config.shape(), value_range=self.config.value_range())
 
-    def checkpoint_meta(self) -> dict:
-        return super().checkpoint_meta() | {"g_param_groups": self._g_param_groups}
-
     def _load_state(self, t: dict[str, torch.Tensor], meta: dict) -> None:
         super()._load_state(t, meta)
-        load_strict(self.generator.module, subdict(t, "g"), str(self.out))
-        load_optimizer(self.g_opt, t, "g_opt", meta["g_param_groups"])
         self.bank_z, self.bank_x = t["bank_z"].to(self.device), t["bank_x"].to(self.device)
