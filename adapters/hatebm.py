@@ -293,4 +293,4 @@ def _generator(name: str, checkpoint: Optional[str]) -> Generator:
     return load_generator_dir(converted_run(name, checkpoint) / GENERATOR_DIR, name=f"hatebm:{name}")
 
 
-register_scheme("hatebm", Scheme(_generator, names=list(MODELS)))
+register_scheme("hatebm", Scheme(_generator, names=list(MODELS), extra="tf"))  # TensorFlow only to convert, once
