@@ -11,6 +11,7 @@ from hatrefine.resblocks import mlp
 
 GENERATOR_DIR = "generator"  # where a hierarchical run keeps it
 MIN_STD = 0.01  # sigma_i = exp(log sigma_i) + 0.01, as the authors
+MAX_LOG_STD = 1.0  # and log sigma_i at most 1 (hatrefine's): an unbounded std let the prior chain blow up at update 118
 
 
 @register_architecture("hierarchical_generator")
@@ -32,7 +33,7 @@ class HierarchicalGenerator(nn.Module):
     def conditional(self, i: int, above: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of layer ``i`` given layer ``i + 1``."""
         mean, log_std = self.conditionals[i](above).chunk(2, dim=1)
-        return mean, log_std.exp() + MIN_STD
+        return mean, log_std.clamp(max=MAX_LOG_STD).exp() + MIN_STD
 
     def latent_layers(self, eps: torch.Tensor) -> list[torch.Tensor]:
         """The layers z_1..z_L (bottom first) that the noise ``eps`` makes."""

@@ -76,7 +76,7 @@ def part_refine(args, result: dict, device) -> None:
     scores, reference = inception_fids({"generator": generator, "latent_prior": prior}, DATA, args.inception, device)
     published = json.loads((RESULTS / "refine_mnist.json").read_text())
     result["refine"] = reference | {
-        "settings": model.config.to_dict(), "fit_seconds": fit_seconds, "langevin_steps": model.sampling.langevin_steps,
+        "n_samples": args.n, "settings": model.config.to_dict(), "fit_seconds": fit_seconds, "langevin_steps": model.sampling.langevin_steps,
         "rows": {"generator": scores["generator"], "latent_prior": scores["latent_prior"] | {"sample_seconds": sample_seconds}},
         "quoted_from_refine_mnist_json": {k: published["rows"][k] for k in ("ddls", "ddls_calibrated", "hat")} | {"generator_fid_there": published["fid_generator"], "hat_fit_seconds": published["fit_seconds"], "hat_langevin_steps": published["langevin_steps"]},
     }
@@ -96,7 +96,7 @@ def part_hierarchical(args, result: dict, device) -> None:
     with torch.no_grad():
         mse = (test - torch.cat([G(v) for v in z.split(250)])).square().mean().item()
     result["hierarchical"] = reference | {
-        "settings": config.to_dict(), "fit_seconds": fit_seconds, "rows": {"without_prior": scores["without_prior"], "with_prior": scores["with_prior"] | {"sample_seconds": sample_seconds}},
+        "n_samples": args.n, "settings": config.to_dict(), "fit_seconds": fit_seconds, "rows": {"without_prior": scores["without_prior"], "with_prior": scores["with_prior"] | {"sample_seconds": sample_seconds}},
         "reconstruction_mse_test": round(mse, 5), "posterior_steps": model.config.posterior_steps,
     }
     prior = LatentPriorRefiner.from_pretrained(Path(args.run_dir) / "prior")
