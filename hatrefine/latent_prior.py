@@ -29,7 +29,7 @@ from .distributed import Shard
 from .errors import HatrefineError
 from .generator import Generator
 from .refiner import invert_latents, resolve_device, run_directory
-from .registry import absolute_spec, is_known_spec, load_generator, register_architecture
+from .registry import is_known_spec, load_generator, register_architecture
 from .resblocks import mlp
 from .sampler import LangevinResult, LatentLangevin, seeded_latents
 from .schema import FORMAT_VERSION, check_version, settings_from_dict
@@ -133,7 +133,7 @@ class PriorSampler:
     def __init__(self, model: "LatentPriorRefiner", n_steps: int, step_size: float):
         self.model, self.chain = model, LatentLangevin(n_steps, step_size, modules=(model.energy,))
 
-    def sample(self, z: torch.Tensor, y=None, generator: Optional[torch.Generator] = None, path_frames: int = 0, path_chains: int = 8, shard: Shard = Shard()) -> LangevinResult:
+    def sample(self, z: torch.Tensor, generator: Optional[torch.Generator] = None, path_frames: int = 0, path_chains: int = 8, shard: Shard = Shard()) -> LangevinResult:
         """Run the prior chains from ``z`` (``path_frames``: decoded frames of the first ``path_chains``, for figures)."""
         G, K = self.model.generator, self.chain.n_steps
         G.check_latent(z)
@@ -279,7 +279,7 @@ def load_run_generator(config, directory: Path) -> Generator:
         spec = f"dir:{directory / spec[4:]}"
     if not is_known_spec(spec):
         raise HatrefineError(f"this run used the generator {spec!r}, passed from Python; load it with from_pretrained({str(directory)!r}, generator=G)")
-    return load_generator(absolute_spec(spec), config.checkpoint)
+    return load_generator(spec, config.checkpoint)
 
 
 def is_prior_run(directory: Path) -> bool:
