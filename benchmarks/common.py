@@ -73,11 +73,14 @@ def header(args, device: torch.device) -> dict:
 
 
 def write_json(path, result: dict) -> None:
-    """Write a benchmark result (sorted keys, trailing newline) and say so."""
+    """Write a benchmark result (sorted keys, trailing newline; temp file + rename) and say so."""
     import json
     from pathlib import Path
 
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
         print(f"wrote {path}")

@@ -12,6 +12,9 @@ coverage against the 4,500 training digits. Chains of one temperature are contin
 one K to the next (constant step schedules), and each point's ``sample_seconds`` are the
 wall seconds of K-step chains for all 2,000 latents.
 
+Resumable: each chosen temperature and each measured point is written to the JSON as soon as
+it exists (``complete`` false until the last); the same command continues where it stopped.
+
     python benchmarks/refine_curves_mnist.py --run RUN --json benchmarks/results/refine_curves_mnist.json
 
 The JSON holds ``fid_generator``, ``hat``, ``ddls_raw``, ``ddls_calibrated`` and ``ddls_best``
@@ -22,16 +25,16 @@ The JSON holds ``fid_generator``, ``hat``, ``ddls_raw``, ``ddls_calibrated`` and
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
 
 from hatrefine import HatRefiner
 from hatrefine.calibration import chain_ends, choose
-from hatrefine.evaluation import feature_scores
 from hatrefine.data import load_images
 from hatrefine.ddls import DDLS, calibrate
-from hatrefine.evaluation import features, load_lenet
+from hatrefine.evaluation import feature_scores, features, load_lenet
 from hatrefine.refiner import resolve_device
 from hatrefine.registry import load_discriminator
 
@@ -51,17 +54,6 @@ def select(make_sampler, temperatures, z, steps, lenet, real, generator_scores, 
         rows += [{"temperature": t, "langevin_steps": K, **feature_scores(lenet, real, images[K])} for K in steps]
     chosen = {K: choose([r for r in rows if r["langevin_steps"] == K], generator_scores)[0]["temperature"] for K in steps}
     return chosen, rows
-
-
-def measure(make_sampler, chosen: dict[int, float], z, seed, batch_size) -> tuple[dict[int, torch.Tensor], dict[int, float]]:
-    """2,000-chain samples at each K's chosen temperature (chains of one temperature continued across K)."""
-    images, seconds = {}, {}
-    for t in sorted(set(chosen.values())):
-        ks = sorted(K for K, tk in chosen.items() if tk == t)
-        x, s = chain_ends(make_sampler(t), z, ks, seed, batch_size)
-        images |= {K: v.cpu() for K, v in x.items()}
-        seconds |= {K: round(v, 1) for K, v in s.items()}
-    return images, seconds
 
 
 def plot(result: dict, png: Path) -> None:
@@ -105,8 +97,13 @@ def main() -> None:
         "ddls_calibrated": lambda t: DDLS(G, D, eps=args.ddls_eps, temperature=t, calibration=ddls_calibration).sampler,
     }
     temperatures = {"hat": [refiner.config.temperature * f for f in HAT_FACTORS], "ddls_raw": DDLS_TEMPERATURES, "ddls_calibrated": DDLS_TEMPERATURES}
-    result = header(args, device) | {"run": args.run, "hat_sampling": refiner.sampling.to_dict(), "steps": steps, "n_select": args.n_select,
-                                     "ddls_eps": args.ddls_eps, "ddls_logit_scale": round(ddls_calibration.scale, 4)}
+    settings = {"run": args.run, "hat_sampling": refiner.sampling.to_dict(), "steps": steps, "n_select": args.n_select,
+                "ddls_eps": args.ddls_eps, "ddls_logit_scale": round(ddls_calibration.scale, 4)}
+    result = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).is_file() else {}
+    if not result.get("complete", True) and all(result.get(k) == v for k, v in settings.items()) and result.get("n_samples") == args.n:
+        print(f"resuming {args.json}: {len(result['points'])} points measured", flush=True)
+    else:
+        result = header(args, device) | settings | {"complete": False, "selection": {}, "chosen_temperature": {}, "points": []}
 
     # 1. temperatures, chosen on other latents against the held-out digits
     lenet = load_lenet().to(device)
@@ -114,31 +111,45 @@ def main() -> None:
     z_select = G.sample_latent(args.n_select, generator=torch.Generator(device).manual_seed(args.seed + 101))
     with torch.no_grad():
         generator_scores = feature_scores(lenet, real, torch.cat([G(z_select[s : s + args.batch_size]) for s in range(0, args.n_select, args.batch_size)]))
-    chosen, selection = {}, {"generator": generator_scores}
+    result["selection"]["generator"] = generator_scores
     for name, make in makers.items():
-        chosen[name], selection[name] = select(make, temperatures[name], z_select, steps, lenet, real, generator_scores, args.seed + 101, args.batch_size)
-        print(f"{name}: chosen T by K {chosen[name]}", flush=True)
-    result["selection"], result["chosen_temperature"] = selection, chosen
+        if name not in result["chosen_temperature"]:
+            chosen, result["selection"][name] = select(make, temperatures[name], z_select, steps, lenet, real, generator_scores, args.seed + 101, args.batch_size)
+            result["chosen_temperature"][name] = {str(K): t for K, t in chosen.items()}
+            write_json(args.json, result)
+        print(f"{name}: chosen T by K {result['chosen_temperature'][name]}", flush=True)
+    chosen = {name: {int(K): t for K, t in by_k.items()} for name, by_k in result["chosen_temperature"].items()}
 
-    # 2. the measured chains, from other latents, and their FID
+    # 2. the measured chains, from other latents, and their FID (written point by point)
     z = G.sample_latent(args.n, generator=torch.Generator(device).manual_seed(args.seed))
-    with torch.no_grad():
-        images = {"generator": torch.cat([G(z[s : s + args.batch_size]) for s in range(0, args.n, args.batch_size)]).cpu()}
-    seconds = {}
+    if "generator" not in result:
+        with torch.no_grad():
+            x = torch.cat([G(z[s : s + args.batch_size]) for s in range(0, args.n, args.batch_size)]).cpu()
+        fids, reference = inception_fids({"generator": x}, DATA, args.inception, device)
+        result |= reference | {"fid_generator": fids["generator"]["fid"], "generator": fids["generator"]}
+        write_json(args.json, result)
     for name, make in makers.items():
-        x, seconds[name] = measure(make, chosen[name], z, args.seed, args.batch_size)
-        images |= {f"{name}_K{K}": v for K, v in x.items()}
-    fids, reference = inception_fids(images, DATA, args.inception, device)
-    result |= reference | {"fid_generator": fids["generator"]["fid"], "generator": fids["generator"], "points": []}
+        for t in sorted(set(chosen[name].values())):
+            done = {p["langevin_steps"] for p in result["points"] if p["method"] == name}
+            ks = sorted(K for K, tk in chosen[name].items() if tk == t and K not in done)
+            if not ks:
+                continue
+            x, seconds = chain_ends(make(t), z, ks, args.seed, args.batch_size)
+            for K in ks:
+                fids, _ = inception_fids({f"{name}_K{K}": x[K].cpu()}, DATA, args.inception, device)
+                result["points"].append({"method": name, "langevin_steps": K, "temperature": t, "sample_seconds": round(seconds[K], 1), **fids[f"{name}_K{K}"]})
+                write_json(args.json, result)
+
+    point = {(p["method"], p["langevin_steps"]): p for p in result["points"]}
     for name in makers:
-        result[name] = {str(K): fids[f"{name}_K{K}"]["fid"] for K in steps}
-        result["points"] += [{"method": name, "langevin_steps": K, "temperature": chosen[name][K], "sample_seconds": seconds[name][K], **fids[f"{name}_K{K}"]} for K in steps]
+        result[name] = {str(K): point[name, K]["fid"] for K in steps}
     result["ddls_best"] = {str(K): min(result["ddls_raw"][str(K)], result["ddls_calibrated"][str(K)]) for K in steps}
-    lines = ["| K | Hat EBM FID (T) | DDLS raw FID (T) | DDLS calibrated FID (T) | Hat EBM s | DDLS s |", "|---|---|---|---|---|---|"]
+    lines = ["| K | Hat EBM FID (T) | DDLS raw FID (T) | DDLS calibrated FID (T) | Hat EBM s | DDLS raw s | DDLS calibrated s |", "|---|---|---|---|---|---|---|"]
     for K in steps:
-        cell = lambda m: f"{result[m][str(K)]:.2f} ({chosen[m][K]:.3g})"
-        lines.append(f"| {K} | {cell('hat')} | {cell('ddls_raw')} | {cell('ddls_calibrated')} | {seconds['hat'][K]} | {seconds['ddls_raw'][K]} |")
+        cell = lambda m: f"{point[m, K]['fid']:.2f} ({point[m, K]['temperature']:.3g})"
+        lines.append(f"| {K} | {cell('hat')} | {cell('ddls_raw')} | {cell('ddls_calibrated')} | " + " | ".join(str(point[m, K]["sample_seconds"]) for m in makers) + " |")
     result["table"] = "\n".join(lines) + f"\n\ngenerator FID {result['fid_generator']:.2f}"
+    result["complete"] = True
     print(result["table"])
     write_json(args.json, result)
     if args.json:
