@@ -1,7 +1,9 @@
 """``biggan:deep-128``, ``biggan:deep-256``, ``biggan:deep-512``: BigGAN-deep, through pytorch-pretrained-biggan.
 
-Options in brackets: ``class=N`` (the ImageNet class, fixed for the run; required) and
-``truncation=T`` (in (0, 1], default 1), e.g. ``biggan:deep-128[class=207,truncation=0.4]``.
+Options in brackets: ``class=N`` (the ImageNet class, fixed for the run) and ``truncation=T``
+(in (0, 1], default 1), e.g. ``biggan:deep-128[class=207,truncation=0.4]``. Without ``class``,
+each sample's class is drawn uniformly and held along its chain: the latent is then the noise
+followed by a one-hot class (``Generator(classes=1000)``), which samplers and inversion never move.
 
 BigGAN's noise is ``T * u`` with u ~ TruncNormal(-2, 2); hatrefine's core assumes a N(0, I)
 latent. The adapter reparametrises exactly: hatrefine's latent w ~ N(0, I) becomes
@@ -47,17 +49,24 @@ def truncated_normal(w: torch.Tensor) -> torch.Tensor:
 
 
 class BigGANDecoder(nn.Module):
-    """BigGAN-deep for one class and truncation, fed hatrefine's N(0, I) latent (``truncated_normal``)."""
+    """BigGAN-deep at one truncation, fed hatrefine's N(0, I) latent (``truncated_normal``): for
+    ``class_index`` alone, or (None) for the one-hot class that ends each latent."""
 
-    def __init__(self, model: nn.Module, class_index: int, truncation: float):
+    def __init__(self, model: nn.Module, class_index: Optional[int], truncation: float):
         super().__init__()
         self.model, self.truncation = model, truncation
         label = torch.zeros(1, model.config.num_classes)
-        label[0, class_index] = 1.0
+        if class_index is not None:
+            label[0, class_index] = 1.0
+        self.per_sample = class_index is None
         self.register_buffer("label", label)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return self.model(self.truncation * truncated_normal(w), self.label.expand(len(w), -1), self.truncation)
+        if self.per_sample:
+            w, label = w[:, : -self.label.shape[1]], w[:, -self.label.shape[1] :]
+        else:
+            label = self.label.expand(len(w), -1)
+        return self.model(self.truncation * truncated_normal(w), label, self.truncation)
 
 
 def _cached(spec: str, url: str) -> Path:
@@ -102,8 +111,6 @@ def _generator(name: str, checkpoint: Optional[str]) -> Generator:
         from pytorch_pretrained_biggan import BigGAN, BigGANConfig
     except ImportError:
         raise HatrefineError(f"{spec} needs the pytorch-pretrained-biggan package; {INSTALL}") from None
-    if "class" not in opts:
-        raise HatrefineError(f"{spec} needs an ImageNet class: biggan:{base}[class=207] (0-999)")
     truncation = opts.get("truncation", 1.0)
     if not 0 < truncation <= 1:
         raise HatrefineError(f"{spec}: truncation must be in (0, 1], got {truncation}")
@@ -112,12 +119,14 @@ def _generator(name: str, checkpoint: Optional[str]) -> Generator:
     size = 4 * 2 ** sum(bool(layer[0]) for layer in config.layers)
     if size != MODELS[base]:
         raise HatrefineError(f"{weights} is a BigGAN of {size}x{size} images, not {base}; use the checkpoint that matches the spec")
-    if not 0 <= opts["class"] < config.num_classes:
-        raise HatrefineError(f"{spec}: class must be in 0-{config.num_classes - 1}, got {opts['class']}")
+    class_index = opts.get("class")
+    if class_index is not None and not 0 <= class_index < config.num_classes:
+        raise HatrefineError(f"{spec}: class must be in 0-{config.num_classes - 1}, got {class_index}")
     model = BigGAN(config)
     load_strict(model, read_state_dict(weights), str(weights))
+    classes = config.num_classes if class_index is None else 0
     return Generator(
-        BigGANDecoder(model, opts["class"], truncation), latent_shape=(config.z_dim,), image_shape=(3, size, size), prior="normal", name=spec
+        BigGANDecoder(model, class_index, truncation), latent_shape=(config.z_dim + classes,), image_shape=(3, size, size), prior="normal", name=spec, classes=classes
     )
 
 

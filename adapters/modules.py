@@ -17,9 +17,11 @@ def wrap(
     prior: Optional[str] = "normal",
     value_range: Optional[tuple[float, float]] = (-1.0, 1.0),
     name: str = "custom generator",
+    classes: int = 0,
 ) -> Generator:
-    """Any torch module or callable mapping (N, *latent_shape) -> (N, C, H, W)."""
-    return Generator(module, latent_shape, image_shape, prior=prior, value_range=value_range, name=name)
+    """Any torch module or callable mapping (N, *latent_shape) -> (N, C, H, W); ``classes``: the
+    latent ends in a one-hot class drawn per sample and held along chains (see ``Generator``)."""
+    return Generator(module, latent_shape, image_shape, prior=prior, value_range=value_range, name=name, classes=classes)
 
 
 def vae_decoder(decoder: nn.Module, latent_shape: Sequence[int], image_shape: Sequence[int], value_range=(-1.0, 1.0)) -> Generator:

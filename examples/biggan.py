@@ -4,8 +4,8 @@
     python examples/biggan.py IMAGE_FOLDER   # your images of class 207 (golden retriever); downloads BigGAN once; a GPU helps
     python examples/biggan.py --tiny         # the same commands on a small random BigGAN and random images, offline, seconds
 
-The generator is ``biggan:deep-128[class=207,truncation=0.5]``: the class is fixed for the run,
-and hatrefine's N(0, I) latent w is mapped exactly onto BigGAN's truncated noise
+The generator is ``biggan:deep-128[class=207,truncation=0.5]``: the class is fixed for the run
+(leave ``class=`` out to draw one per sample, held along its chain), and hatrefine's N(0, I) latent w is mapped exactly onto BigGAN's truncated noise
 (0.5 * TruncNormal(-2, 2), by the inverse CDF), so Langevin's prior term is the truncated prior.
 """
 

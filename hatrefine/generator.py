@@ -46,6 +46,9 @@ class Generator(nn.Module):
         name: the spec or a short description, used in error messages.
         encoder: optional images (N, C, H, W) in [-1, 1] -> latents, e.g. a VAE's encoder: a
             callable of the frozen ``module`` (a bound method), so it moves and freezes with it.
+        classes: for a class-conditional generator whose class is drawn per sample: the last
+            ``classes`` entries of each (1-D) latent are a one-hot class, drawn uniformly by
+            ``sample_latent`` and held fixed by every chain and inversion (``latent_mask``).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class Generator(nn.Module):
         value_range: Optional[tuple[float, float]] = (-1.0, 1.0),
         name: str = "generator",
         encoder: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        classes: int = 0,
     ):
         super().__init__()
         if prior not in ("normal", None):
@@ -71,6 +75,8 @@ class Generator(nn.Module):
             value_range = (float(value_range[0]), float(value_range[1]))
             if not value_range[1] > value_range[0]:
                 raise HatrefineError(f"value_range {value_range} for {name} is empty; pass (low, high) with low < high")
+        if classes and not (len(latent_shape) == 1 and 0 < classes < int(latent_shape[0])):
+            raise HatrefineError(f"{name}: {classes} one-hot classes need a 1-D latent longer than that, got {tuple(latent_shape)}")
         self.module = module if isinstance(module, nn.Module) else _CallableModule(module)
         self.latent_shape = tuple(int(s) for s in latent_shape)
         self.image_shape = tuple(int(s) for s in image_shape)
@@ -78,6 +84,7 @@ class Generator(nn.Module):
         self.value_range = value_range
         self.name = name
         self.encoder = encoder
+        self.classes = int(classes)
         self._range_checked = False
         for p in self.module.parameters():  # (ScriptModules have no requires_grad_)
             p.requires_grad_(False)
@@ -118,7 +125,19 @@ class Generator(nn.Module):
             raise HatrefineError(f"number of latents must be positive, got {n}")
         device = generator.device if generator is not None else self.device
         z = torch.randn((n, *self.latent_shape), generator=generator, device=device)
+        if self.classes:
+            label = torch.randint(self.classes, (n,), generator=generator, device=device)
+            z[:, -self.classes :] = nn.functional.one_hot(label, self.classes).to(z.dtype)
         return z.to(self.device, self.dtype)
+
+    @property
+    def latent_mask(self) -> Optional[torch.Tensor]:
+        """1 on the latent entries chains may move, 0 on the held one-hot class (None: all move)."""
+        if not self.classes:
+            return None
+        mask = torch.ones(self.latent_shape, device=self.device, dtype=self.dtype)
+        mask[-self.classes :] = 0
+        return mask
 
     def check_latent(self, z: torch.Tensor) -> None:
         if not isinstance(z, torch.Tensor):
@@ -184,4 +203,5 @@ class Generator(nn.Module):
         return x
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, latent_shape={self.latent_shape}, image_shape={self.image_shape}, prior={self.prior!r}"
+        held = f", classes={self.classes}" if self.classes else ""
+        return f"name={self.name!r}, latent_shape={self.latent_shape}, image_shape={self.image_shape}, prior={self.prior!r}{held}"

@@ -131,7 +131,7 @@ class PriorSampler:
     """Prior Langevin from given latents, then G once on the end latents."""
 
     def __init__(self, model: "LatentPriorRefiner", n_steps: int, step_size: float):
-        self.model, self.chain = model, LatentLangevin(n_steps, step_size, modules=(model.energy,))
+        self.model, self.chain = model, LatentLangevin(n_steps, step_size, modules=(model.energy,), mask=model.generator.latent_mask)
 
     def sample(self, z: torch.Tensor, generator: Optional[torch.Generator] = None, path_frames: int = 0, path_chains: int = 8, shard: Shard = Shard()) -> LangevinResult:
         """Run the prior chains from ``z`` (``path_frames``: decoded frames of the first ``path_chains``, for figures)."""
@@ -190,7 +190,9 @@ class LatentPriorRefiner(nn.Module):
         """Posterior samples of z given images ``x`` by Langevin from ``z`` (default: N(0, I))."""
         c = self.config
         z = self.generator.sample_latent(len(x), generator=generator) if z is None else z
-        chain = LatentLangevin(c.posterior_steps if n_steps is None else n_steps, c.posterior_step_size, modules=(self.energy, self.generator))
+        chain = LatentLangevin(
+            c.posterior_steps if n_steps is None else n_steps, c.posterior_step_size, modules=(self.energy, self.generator), mask=self.generator.latent_mask
+        )
         return chain.sample(z, lambda v: self.posterior_energy(v, x), generator)[0]
 
     def _no_hat_options(self, temperature=None, eps_y=None, pixel_only: bool = False) -> None:

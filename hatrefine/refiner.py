@@ -50,15 +50,18 @@ def build_hat(config: FitConfig, generator: Generator) -> nn.Module:
 
 
 def invert_latents(G: Generator, x: torch.Tensor, steps: int = 200, lr: float = 0.05, prior_weight: float = 1e-3, seed: int = 0) -> torch.Tensor:
-    """Latents whose images are close to ``x``: minimise ||G(z) - x||^2 + w ||z||^2 / 2 with Adam."""
+    """Latents whose images are close to ``x``: minimise ||G(z) - x||^2 + w ||z||^2 / 2 with Adam
+    (a held class of ``G.latent_mask`` stays as drawn)."""
     G.check_image(x, what="input images")
     g = torch.Generator(x.device).manual_seed(seed)
     z = G.sample_latent(len(x), generator=g).requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=lr)
+    opt, mask = torch.optim.Adam([z], lr=lr), G.latent_mask
     for _ in range(steps):
         loss = (G(z) - x).flatten(1).square().sum(1) + prior_weight * 0.5 * z.flatten(1).square().sum(1)
         opt.zero_grad()
         loss.sum().backward()
+        if mask is not None:
+            z.grad *= mask
         opt.step()
     return z.detach()
 

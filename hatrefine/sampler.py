@@ -150,8 +150,11 @@ class LangevinSampler:
             return self.energy(y, g, z).float()
 
     def _move_z(self, z: torch.Tensor, grad: torch.Tensor, s: float, n: float, generator, shard: Shard, drift: Optional[list]) -> torch.Tensor:
-        eps = self.eps_z * s
-        return self._move(z, 0.5 * eps**2 * grad, n * eps * self._noise(z, generator, shard), drift).requires_grad_(True)
+        eps, mask = self.eps_z * s, self.energy.generator.latent_mask
+        step, noise = 0.5 * eps**2 * grad, n * eps * self._noise(z, generator, shard)
+        if mask is not None:  # a held class stays as drawn
+            step, noise = step * mask, noise * mask
+        return self._move(z, step, noise, drift).requires_grad_(True)
 
     def _move_y(self, y: torch.Tensor, grad: torch.Tensor, s: float, n: float, generator, shard: Shard, drift: Optional[list]) -> torch.Tensor:
         eps = self.eps_y * s
@@ -288,12 +291,16 @@ class LatentLangevin:
     Args:
         n_steps: number of steps; ``step_size``: s in z <- z - (s^2 / 2) grad E + noise * s * N(0, I).
         modules: the networks ``E`` runs (kept frozen while sampling).
+        mask: 1 on the latent entries that move, 0 on held ones (``Generator.latent_mask``).
     """
 
-    def __init__(self, n_steps: int, step_size: float, noise: float = 1.0, step_schedule: Schedule = Schedule(), modules: tuple[nn.Module, ...] = ()):
+    def __init__(
+        self, n_steps: int, step_size: float, noise: float = 1.0, step_schedule: Schedule = Schedule(), modules: tuple[nn.Module, ...] = (), mask: Optional[torch.Tensor] = None
+    ):
         if n_steps < 0 or step_size < 0 or noise < 0:
             raise HatrefineError(f"Langevin steps, step size and noise must be >= 0, got {n_steps}, {step_size} and {noise}")
         self.n_steps, self.step_size, self.noise, self.step_schedule, self.modules = n_steps, step_size, noise, step_schedule, modules
+        self.mask = 1.0 if mask is None else mask
 
     def sample(self, z: torch.Tensor, energy, generator: Optional[torch.Generator] = None, shard: Shard = Shard(), frames: tuple[int, ...] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the chains from ``z``; returns the end latents and the latents at steps ``frames``."""
@@ -311,5 +318,6 @@ class LatentLangevin:
                 with torch.enable_grad():
                     z.requires_grad_(True)
                     (grad,) = torch.autograd.grad(energy(z).sum(), z)
-                z = LangevinSampler._move(z, 0.5 * eps**2 * grad, self.noise * eps * LangevinSampler._noise(z, generator, shard), None)
+                noise = self.noise * eps * LangevinSampler._noise(z, generator, shard)
+                z = LangevinSampler._move(z, 0.5 * eps**2 * grad * self.mask, noise * self.mask, None)
         return z, kept

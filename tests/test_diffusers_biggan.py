@@ -175,6 +175,20 @@ def test_biggan_matches_the_library_on_the_same_noise(biggan_dir):
         torch.testing.assert_close(g(w), model(noise, torch.from_numpy(one_hot_from_int(207, 3)), 0.4), rtol=1e-4, atol=1e-5)
 
 
+def test_biggan_without_a_class_draws_one_per_sample_and_holds_it(biggan_dir):
+    from pytorch_pretrained_biggan import BigGAN
+
+    g = load_generator("biggan:deep-128[truncation=0.4]", str(biggan_dir))
+    assert g.latent_shape == (1128,) and g.classes == 1000
+    z = g.sample_latent(6, generator=torch.Generator().manual_seed(0))
+    w, label = z[:, :128], z[:, 128:]
+    assert torch.equal(label.sum(1), torch.ones(6)) and len(set(label.argmax(1).tolist())) > 1
+    noise = torch.from_numpy(0.4 * stats.truncnorm.ppf(ndtr(w.double().numpy()), -2, 2)).float()
+    model = BigGAN.from_pretrained(str(biggan_dir)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(g(z), model(noise, label, 0.4), rtol=1e-4, atol=1e-5)  # each sample at its own class
+
+
 def test_truncated_normal_reparametrisation(biggan_dir):
     w = torch.randn(400_000, generator=torch.Generator().manual_seed(0))
     u = truncated_normal(w).double()
@@ -207,8 +221,6 @@ def test_biggan_frozen_in_train_mode_and_gradient_reaches_w(biggan_dir):
 def test_biggan_errors_and_cache(biggan_dir, tmp_path, monkeypatch):
     from pytorch_pretrained_biggan import file_utils, model
 
-    with pytest.raises(HatrefineError, match=r"needs an ImageNet class: biggan:deep-128\[class=207\]"):
-        load_generator("biggan:deep-128", str(biggan_dir))
     with pytest.raises(HatrefineError, match=r"truncation must be in \(0, 1\], got 1.5"):
         load_generator("biggan:deep-128[class=1,truncation=1.5]", str(biggan_dir))
     with pytest.raises(HatrefineError, match="class must be in 0-999, got 1000"):

@@ -210,3 +210,29 @@ def test_test_time_residual_prior_and_initial_scale_apply_to_sampling_only(tiny_
     y = refiner.sample(200, batch_size=200).y  # K 0: the chains' starting residuals
     assert y.std().item() == pytest.approx(0.3, rel=0.05)
     assert FitConfig(hat="small").init_scale_res == 0.0 and (HatRefiner(tiny_generator, refiner.hat, FitConfig(hat="small", langevin_steps=0)).sample(8).y == 0).all()
+
+
+def test_a_held_class_stays_as_drawn_in_every_chain_and_inversion():
+    """Generator(classes=3): the one-hot tail of each latent is drawn uniformly and never moves;
+    the rest of the latent does (Hat EBM chains of both updates, DDLS-style Z chains, latent
+    Langevin, inversion)."""
+    from hatrefine.latent_prior import LatentLangevin
+    from hatrefine.refiner import invert_latents
+
+    torch.manual_seed(0)
+    G = wrap(nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Unflatten(1, (1, 2, 2))), latent_shape=(5,), image_shape=(1, 2, 2), name="toy", classes=3)
+    z0 = G.sample_latent(600, generator=torch.Generator().manual_seed(0))
+    onehot = z0[:, 2:]
+    assert torch.equal(onehot.sum(1), torch.ones(600)) and set(onehot.argmax(1).tolist()) == {0, 1, 2}
+    assert onehot.argmax(1).bincount().min() > 150  # uniform classes
+    assert G.latent_mask.tolist() == [1, 1, 0, 0, 0]
+    energy = HatEnergy(Quadratic(0.3, 0.5), G, temperature=1.0, z_prior_weight=1.0)
+    for joint_update in ("alternate", "simultaneous"):
+        out = JointLangevin(energy, n_steps=5, eps_z=0.3, eps_y=0.1, joint_update=joint_update).sample(z0, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(out.z[:, 2:], onehot) and (out.z[:, :2] - z0[:, :2]).abs().min() > 0
+    z = LatentLangevin(5, 0.3, mask=G.latent_mask).sample(z0, lambda v: v.square().sum(1) / 2, torch.Generator().manual_seed(2))[0]
+    assert torch.equal(z[:, 2:], onehot) and (z[:, :2] - z0[:, :2]).abs().min() > 0
+    z = invert_latents(G, torch.zeros(600, 1, 2, 2), steps=5, seed=0)
+    assert torch.equal(z[:, 2:], onehot) and (z[:, :2] - z0[:, :2]).abs().min() > 0  # (seed 0: the same draw as z0)
+    with pytest.raises(HatrefineError, match="one-hot classes need a 1-D latent longer than that"):
+        wrap(nn.Identity(), latent_shape=(1, 2, 2), image_shape=(1, 2, 2), classes=2)
