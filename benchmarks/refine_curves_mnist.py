@@ -44,6 +44,7 @@ DATA = "builtin:mnist"
 STEPS = (5, 10, 20, 50, 100)
 DDLS_TEMPERATURES = (1.0, 0.5, 0.25)
 HAT_FACTORS = (1.0, 1 / 1.5, 1 / 2, 1 / 3)
+ORDER = ("ddls_calibrated", "hat", "ddls_raw")  # the order points are scored in
 
 
 def select(make_sampler, temperatures, z, steps, lenet, real, generator_scores, seed, batch_size) -> tuple[dict[int, float], list[dict]]:
@@ -120,25 +121,31 @@ def main() -> None:
         print(f"{name}: chosen T by K {result['chosen_temperature'][name]}", flush=True)
     chosen = {name: {int(K): t for K, t in by_k.items()} for name, by_k in result["chosen_temperature"].items()}
 
-    # 2. the measured chains, from other latents, and their FID (written point by point)
+    # 2. the measured chains, from other latents: all sampled first (their wall seconds recorded
+    # then, with nothing else of this script running), then scored by FID point by point
     z = G.sample_latent(args.n, generator=torch.Generator(device).manual_seed(args.seed))
-    if "generator" not in result:
-        with torch.no_grad():
-            x = torch.cat([G(z[s : s + args.batch_size]) for s in range(0, args.n, args.batch_size)]).cpu()
-        fids, reference = inception_fids({"generator": x}, DATA, args.inception, device)
-        result |= reference | {"fid_generator": fids["generator"]["fid"], "generator": fids["generator"]}
-        write_json(args.json, result)
+    with torch.no_grad():
+        images = {("generator", 0): torch.cat([G(z[s : s + args.batch_size]) for s in range(0, args.n, args.batch_size)]).cpu()}
+    seconds = result.setdefault("sample_seconds", {})
+    measured = {(p["method"], p["langevin_steps"]) for p in result["points"]}
     for name, make in makers.items():
         for t in sorted(set(chosen[name].values())):
-            done = {p["langevin_steps"] for p in result["points"] if p["method"] == name}
-            ks = sorted(K for K, tk in chosen[name].items() if tk == t and K not in done)
-            if not ks:
+            ks = sorted(K for K, tk in chosen[name].items() if tk == t)
+            if all((name, K) in measured for K in ks):
                 continue
-            x, seconds = chain_ends(make(t), z, ks, args.seed, args.batch_size)
-            for K in ks:
-                fids, _ = inception_fids({f"{name}_K{K}": x[K].cpu()}, DATA, args.inception, device)
-                result["points"].append({"method": name, "langevin_steps": K, "temperature": t, "sample_seconds": round(seconds[K], 1), **fids[f"{name}_K{K}"]})
-                write_json(args.json, result)
+            x, s = chain_ends(make(t), z, ks, args.seed, args.batch_size)
+            images |= {(name, K): x[K].cpu() for K in ks}
+            for K in ks:  # (a resumed run keeps the seconds of its first sampling)
+                seconds.setdefault(name, {}).setdefault(str(K), round(s[K], 1))
+        write_json(args.json, result)
+    if "generator" not in result:
+        fids, reference = inception_fids({"generator": images["generator", 0]}, DATA, args.inception, device)
+        result |= reference | {"fid_generator": fids["generator"]["fid"], "generator": fids["generator"]}
+        write_json(args.json, result)
+    for name, K in sorted(set(images) - measured - {("generator", 0)}, key=lambda key: (ORDER.index(key[0]), key[1])):
+        fids, _ = inception_fids({f"{name}_K{K}": images[name, K]}, DATA, args.inception, device)
+        result["points"].append({"method": name, "langevin_steps": K, "temperature": chosen[name][K], "sample_seconds": seconds[name][str(K)], **fids[f"{name}_K{K}"]})
+        write_json(args.json, result)
 
     point = {(p["method"], p["langevin_steps"]): p for p in result["points"]}
     for name in makers:
