@@ -9,7 +9,7 @@ Names (``create_hat``):
                                          (``block="mimicry"``: relu(x) shortcut, runs saved
                                          before the choice existed)
   ``small``                              a 4-layer conv net for small images (the MNIST default;
-                                         any size from 8x8, square or not)
+                                         any size, square or not)
   ``timm:MODEL``                         any timm model, one output, no pretrained download
 
 ``hat_from_discriminator`` turns a GAN's discriminator into a hat (``fit --hat discriminator``):
@@ -36,17 +36,19 @@ DEFAULT_WIDTH = {"sngan32": 256, "sngan64": 1024, "sngan128": 1024, "small": 32}
 class SmallHat(nn.Module):
     """conv3 -> three stride-2 conv4 (width w, 2w, 4w, 4w) with leaky ReLU -> linear (no bias: an energy offset is meaningless) -> scalar.
 
-    ``size``: the image side, or (height, width); each stride-2 layer halves it (rounding down)."""
+    ``size``: the image side, or (height, width); each stride-2 layer halves it (rounding down).
+    Images under 8 pixels a side get as many stride-2 layers as their shorter side allows."""
 
     def __init__(self, channels: int, size: int | Sequence[int], width: int = 32):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 3, 1, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(4 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(4 * width * math.prod(s // 8 for s in _pair(size)), 1, bias=False),
-        )  # fmt: skip
+        size = _pair(size)
+        halvings = min(3, min(size).bit_length() - 1)
+        widths = [width, 2 * width, 4 * width, 4 * width][: halvings + 1]
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, 1, 1), nn.LeakyReLU(0.2)]
+        for a, b in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(a, b, 4, 2, 1), nn.LeakyReLU(0.2)]
+        layers += [nn.Flatten(), nn.Linear(widths[-1] * math.prod(s >> halvings for s in size), 1, bias=False)]
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -121,8 +123,6 @@ def create_hat(name: str, image_shape: Sequence[int], width: Optional[int] = Non
     if width <= 0:
         raise HatrefineError(f"hat width must be positive, got {width}")
     if name == "small":
-        if min(h, w_) < 8:
-            raise HatrefineError(f"the small hat needs images of at least 8x8 pixels, got {h}x{w_}; use --hat timm:MODEL")
         return SmallHat(c, (h, w_), width)
     need = {"sngan32": 32, "sngan64": 64, "sngan128": 128}[name]
     if (h, w_) != (need, need):
