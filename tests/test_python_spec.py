@@ -36,11 +36,14 @@ def user_code(tmp_path, monkeypatch):
 def test_the_factory_builds_the_generator_and_names_it_by_spec(user_code):
     G = load_generator("py:my_models:make")
     assert G.name == "py:my_models:make" and G.image_shape == (1, 8, 8)
-    torch.save(G.module.state_dict(), user_code / "w.pt")
     with torch.no_grad():
-        G.module[0].weight.zero_()  # the file holds the weights before this
+        G.module[0].weight.mul_(-0.5)  # weights the factory alone does not make
+    torch.save(G.module.state_dict(), user_code / "w.pt")
     z = torch.randn(2, 4)
-    torch.testing.assert_close(load_generator("py:my_models:make", str(user_code / "w.pt"))(z), load_generator("py:my_models:make")(z))
+    with torch.no_grad():
+        from_file, fresh = load_generator("py:my_models:make", str(user_code / "w.pt"))(z), load_generator("py:my_models:make")(z)
+        torch.testing.assert_close(from_file, G(z))  # --checkpoint reaches the factory
+        assert not torch.allclose(from_file, fresh)
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -60,6 +63,29 @@ def test_a_run_records_the_spec_and_reloads_the_generator_from_it(user_code, blo
     assert reloaded.config.generator == "py:my_models:make"
     z = torch.randn(3, 4)
     torch.testing.assert_close(reloaded.generator(z), refiner.generator(z))
+
+
+def test_fit_and_sample_from_the_cli_with_a_py_spec_and_its_checkpoint(user_code, blobs_8px):
+    import json
+
+    import numpy as np
+    from click.testing import CliRunner
+
+    from hatrefine.cli import main
+
+    G = load_generator("py:my_models:make")
+    with torch.no_grad():
+        G.module[0].weight.mul_(-0.5)
+    torch.save(G.module.state_dict(), user_code / "w.pt")
+    args = ["fit", "--generator", "py:my_models:make", "--checkpoint", "w.pt", "--data", blobs_8px, "--out", "run", "--steps", "2", "--batch-size", "8",
+            "--langevin-steps", "1", "--eval-samples", "0", "--no-calibrate", "--quiet", "--device", "cpu"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((user_code / "run" / "config.json").read_text())["hatrefine"]["generator"] == "py:my_models:make"
+    result = CliRunner().invoke(main, ["sample", "--run", "run", "--n", "3", "--langevin-steps", "0", "--out", "s.npz"])
+    assert result.exit_code == 0, result.output
+    with np.load(user_code / "s.npz") as f, torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(f["g"]), G(torch.from_numpy(f["z"])))  # the checkpoint's weights, reloaded from the run
 
 
 @pytest.fixture
