@@ -51,7 +51,7 @@ from .data import DataStream, open_dataset
 from .errors import HatrefineError
 from .events import EventLog, require_tensorboard
 from .loop import TrainingLoop
-from .registry import register_architecture
+from .registry import create_architecture, register_architecture
 from .schema import FORMAT_VERSION, check_version, settings_from_dict
 
 CONFIG, DECODER_WEIGHTS, ENCODER_WEIGHTS = "config.json", "model.safetensors", "encoder.safetensors"
@@ -109,6 +109,9 @@ class Decoder(nn.Module):
         return self.out_factor * self.net(z)
 
 
+DECODERS = ("conv", "resnet")  # hatrefine's conv decoder; the authors' ResNet gen_decoder (C x 16 x 16 -> 32 x 32)
+
+
 @dataclass
 class AEConfig:
     """Settings of ``hatrefine pretrain-ae`` (saved under ``autoencoder`` in config.json)."""
@@ -130,6 +133,7 @@ class AEConfig:
     save_every: int = 500
     tensorboard: bool = False
     gen_factor: float = 2.0  # the decoder ends in gen_factor * tanh, as the authors' (1.0 before this setting existed)
+    decoder: str = "conv"  # DECODERS; "resnet": the authors' gen_decoder, its width the conv decoder's top (width << levels)
 
     def __post_init__(self):
         self.image_shape, self.latent_shape = [int(s) for s in self.image_shape], [int(s) for s in self.latent_shape]
@@ -138,6 +142,12 @@ class AEConfig:
         if self.image_shape[1] != self.image_shape[2] or self.latent_shape[1] != self.latent_shape[2]:
             raise HatrefineError(f"the autoencoder needs square images and latents; got {self.image_shape} and {self.latent_shape}")
         _levels(self.image_shape[1], self.latent_shape[1])
+        if self.decoder not in DECODERS:
+            raise HatrefineError(f"unknown decoder {self.decoder!r}; use {' or '.join(DECODERS)}")
+        if self.decoder == "resnet" and self.image_shape[1] != 2 * self.latent_shape[1]:
+            raise HatrefineError(
+                f"--decoder resnet (the authors' gen_decoder) doubles the latent's side once; got latent {self.latent_shape} for images {self.image_shape}: use --latent-shape C,{self.image_shape[1] // 2},{self.image_shape[1] // 2}"
+            )
         for name in ("width", "steps", "batch_size", "log_every", "save_every"):
             if getattr(self, name) <= 0:
                 raise HatrefineError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -155,7 +165,13 @@ class AEConfig:
         r = learned_output_range(self.gen_factor)
         return None if r is None else list(r)
 
+    def decoder_architecture(self) -> str:
+        return {"conv": "ae_decoder", "resnet": "sngan_resnet_decoder"}[self.decoder]
+
     def decoder_kwargs(self) -> dict:
+        if self.decoder == "resnet":
+            top = self.width << _levels(self.image_shape[1], self.latent_shape[1])
+            return {"latent_channels": self.latent_shape[0], "width": top, "out_channels": self.image_shape[0], "out_factor": self.gen_factor}
         return self.kwargs() | {"out_factor": self.gen_factor}
 
 
@@ -179,7 +195,7 @@ class AutoencoderTrainer(TrainingLoop):
             check_version(saved, str(source))
             if not isinstance(saved.get("autoencoder"), dict):
                 raise HatrefineError(f"{self.out} is not an autoencoder directory (no 'autoencoder' in {CONFIG}); pass the --out of pretrain-ae")
-            config = settings_from_dict(AEConfig, {**saved["autoencoder"], **({"steps": steps} if steps is not None else {})}, str(source), legacy={"tensorboard": False, "gen_factor": 1.0, "recipe": None})
+            config = settings_from_dict(AEConfig, {**saved["autoencoder"], **({"steps": steps} if steps is not None else {})}, str(source), legacy={"tensorboard": False, "gen_factor": 1.0, "recipe": None, "decoder": "conv"})
         elif config is None:
             raise HatrefineError("a new autoencoder needs its settings (an AEConfig)")
         if config.tensorboard:
@@ -189,7 +205,7 @@ class AutoencoderTrainer(TrainingLoop):
         torch.manual_seed(c.seed)
         self.data = DataStream(open_dataset(c.data, c.image_shape, split="train", root=c.data_root), c.batch_size, c.seed)
         self.encoder = Encoder(**c.kwargs()).to(self.device)
-        self.decoder = Decoder(**c.decoder_kwargs()).to(self.device)
+        self.decoder = create_architecture(c.decoder_architecture(), **c.decoder_kwargs()).to(self.device)
         self.opt = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=c.lr)
         self.rng = torch.Generator(self.device).manual_seed(c.seed)
         self.log = RunLog(self.out / "log.csv", ["step", "loss", "seconds_per_step"])
@@ -205,7 +221,7 @@ class AutoencoderTrainer(TrainingLoop):
     def _directory_config(self, versions: dict) -> dict:
         c = self.config
         entry = lambda arch: {"architecture": arch, "kwargs": c.kwargs()}  # noqa: E731
-        decoder = {"architecture": "ae_decoder", "kwargs": c.decoder_kwargs()} | {"latent_shape": c.latent_shape, "image_shape": c.image_shape, "prior": None, "value_range": c.value_range()}
+        decoder = {"architecture": c.decoder_architecture(), "kwargs": c.decoder_kwargs()} | {"latent_shape": c.latent_shape, "image_shape": c.image_shape, "prior": None, "value_range": c.value_range()}
         return {"format_version": FORMAT_VERSION, "generator": decoder, "encoder": entry("ae_encoder"), "autoencoder": dataclasses.asdict(c), "versions": versions}
 
     def reconstruct(self, x: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
@@ -232,6 +248,13 @@ class AutoencoderTrainer(TrainingLoop):
 
     @torch.no_grad()
     def save_figures(self, n: int = 32) -> None:
+        self.decoder.eval()  # (the ResNet decoder's batch norm: its running statistics, left as trained)
+        try:
+            self._save_figures(n)
+        finally:
+            self.decoder.train()
+
+    def _save_figures(self, n: int) -> None:
         x = self.data.batch(0)[:n].to(self.device)
         recon = self.reconstruct(x)
         pairs = torch.stack([x.view(-1, 8, *x.shape[1:]), recon.view(-1, 8, *x.shape[1:])], 1).flatten(0, 2)

@@ -400,6 +400,7 @@ def _shape(value: str, what: str) -> list[int]:
 @click.option("--lr", type=float, default=5e-4, show_default=True, help="Adam learning rate.")
 @click.option("--latent-noise", type=float, default=0.02, show_default=True, help="Std of the Gaussian noise on the latent during training.")
 @click.option("--gen-factor", type=float, default=2.0, show_default=True, help="The decoder's output is gen_factor * tanh (the authors' 2).")
+@click.option("--decoder", type=click.Choice(["conv", "resnet"]), default="conv", show_default=True, help="conv: hatrefine's decoder; resnet: the authors' ResNet gen_decoder (latent side x 2; the cifar10-retrofit recipe's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--save-every", type=int, default=500, show_default=True, help="Checkpoint every N steps.")

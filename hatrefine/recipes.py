@@ -66,11 +66,11 @@ RECIPES = {
             "pretrain a CIFAR-10 autoencoder, then sample from its decoder with a joint Hat EBM (pretrain-ae --out runs/cifar10-ae, then fit: its generator is ae:runs/cifar10-ae)",
             "paper section 5.2; configs_joint/cifar10_ae.py, configs_joint/cifar10_retrofit.py, fid/fid_config_cifar10_retrofit.py",
             {
-                "pretrain-ae": {"data": "cifar10", "image_shape": [3, 32, 32], "latent_shape": [1, 16, 16], "width": 128, "steps": 49900, "batch_size": 128, "lr": 1e-4, "latent_noise": 0.02, "gen_factor": 2.0},
+                "pretrain-ae": {"data": "cifar10", "image_shape": [3, 32, 32], "latent_shape": [1, 16, 16], "width": 128, "steps": 49900, "batch_size": 128, "lr": 1e-4, "latent_noise": 0.02, "gen_factor": 2.0, "decoder": "resnet"},
                 "fit": _PAPER | {"generator": "ae:runs/cifar10-ae", "data": "cifar10", "mode": "joint", "joint_update": "alternate", "hat": "sngan32", "hat_block": "authors", "steps": 25000, "lr": 1e-4, "langevin_steps": 100, "langevin_steps_test": 125, "eps_y": 5e-4, "eps_z": 1e-3, "temperature": 1e-3, "y_sigma": 0.1, "y_sigma_test": 0.1, "data_noise": 1e-2, "init_scale_res": 0.01},
             },
             (
-                "hatrefine's autoencoder (pretrain-ae) is its own convolutional encoder/decoder, not the authors' ResNet gen_decoder / inf_encoder (ngf 256); width 128 gives a 256-channel top like theirs (their trained decoder and hat: hatebm:cifar10_retrofit)",
+                "the decoder is the authors' ResNet gen_decoder (--decoder resnet, 256 channels: width 128 doubled once, their ngf); the encoder is hatrefine's convolutional one, not their inf_encoder (their trained decoder and hat: hatebm:cifar10_retrofit)",
                 "the authors' autoencoder loss is 1000 x MSE; hatrefine's is MSE (Adam is nearly invariant to the scale)",
                 _FID_CLIP,
             ),

@@ -80,6 +80,29 @@ def test_ae_spec_loads_the_decoder_without_a_prior(tmp_path, digits16):
         assert torch.allclose(G(z), trainer.decoder(z), atol=1e-6)  # the saved decoder, bit for bit up to float
 
 
+def test_the_resnet_decoder_is_the_authors_trains_resumes_and_loads_as_ae(tmp_path, digits16):
+    """--decoder resnet (the cifar10-retrofit recipe's): the authors' gen_decoder at width << levels,
+    batch norm trained in training mode, its running statistics resumed exactly and used by ae:DIR."""
+    from hatrefine.resblocks import ResNetDecoder
+
+    config = tiny_ae(digits16, steps=20, decoder="resnet")
+    trainer = AutoencoderTrainer(config, tmp_path / "full")
+    assert isinstance(trainer.decoder, ResNetDecoder) and trainer.decoder.b5.num_features == 16  # width 8, one doubling
+    trainer.run(progress=False)
+    assert trainer.decoder.training and trainer.decoder.b5.running_var.ne(1).any()  # (figures ran in eval mode, then back)
+    AutoencoderTrainer(tiny_ae(digits16, steps=10, decoder="resnet"), tmp_path / "split").run(progress=False)
+    AutoencoderTrainer(None, tmp_path / "split", resume=True, steps=20).run(progress=False)
+    full = read_state_dict(tmp_path / "full" / "checkpoint" / "state.safetensors")
+    split = read_state_dict(tmp_path / "split" / "checkpoint" / "state.safetensors")
+    assert any("running_mean" in k for k in full) and all(torch.equal(full[k], split[k]) for k in full)
+    G = load_generator(f"ae:{tmp_path / 'full'}")
+    z = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(G(z), trainer.decoder.eval()(z))  # eval-mode batch norm: the running statistics
+    with pytest.raises(HatrefineError, match=r"--decoder resnet .* doubles the latent's side once; .* use --latent-shape C,8,8"):
+        AEConfig(image_shape=[1, 16, 16], latent_shape=[1, 4, 4], decoder="resnet")
+
+
 def test_ae_spec_refuses_conditional_mode_and_other_directories(tmp_path, digits16):
     AutoencoderTrainer(tiny_ae(digits16, steps=10), tmp_path / "ae").run(progress=False)
     config = FitConfig(generator=f"ae:{tmp_path / 'ae'}", data=digits16, mode="conditional", hat_width=4, device="cpu")

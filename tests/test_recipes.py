@@ -27,6 +27,7 @@ AUTHORS = [
     ("cifar10-retrofit", "fit", "y_sigma", 0.1), ("cifar10-retrofit", "fit", "data_noise", 1e-2), ("cifar10-retrofit", "fit", "init_scale_res", 0.01),
     ("cifar10-retrofit", "pretrain-ae", "latent_shape", [1, 16, 16]), ("cifar10-retrofit", "pretrain-ae", "lr", 1e-4),
     ("cifar10-retrofit", "pretrain-ae", "latent_noise", 0.02), ("cifar10-retrofit", "pretrain-ae", "gen_factor", 2.0),
+    ("cifar10-retrofit", "pretrain-ae", "decoder", "resnet"),
     ("cifar10-synth", "synthesize", "steps", 50000), ("cifar10-synth", "synthesize", "langevin_steps", 50), ("cifar10-synth", "synthesize", "langevin_steps_test", 125),
     ("cifar10-synth", "synthesize", "temperature", 1e-8), ("cifar10-synth", "synthesize", "temperature_test", 1e-3), ("cifar10-synth", "synthesize", "eps_y", 5e-4),
     ("cifar10-synth", "synthesize", "bank_size", 10000), ("cifar10-synth", "synthesize", "generator_loss_weight", 1000.0),
