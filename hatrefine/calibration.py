@@ -10,6 +10,8 @@ precision, recall, density and coverage (``evaluation``).
 The criterion counts fidelity and diversity: the lowest Frechet distance among the settings
 whose recall and coverage are both at least the generator's own minus ``SLACK``; when no
 setting keeps them, the one that loses least of them (the largest of the two shortfalls, smallest).
+With the LeNet each grid row also records the share of digits that change class (not part of
+the criterion: on the embedded default the distance falls with it, docs/results.md).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import nn
 
 from .data import load_images
 from .errors import HatrefineError
-from .evaluation import feature_scores, features, load_lenet
+from .evaluation import class_changes, class_probabilities, feature_scores, features, load_lenet
 from .sampler import LangevinSampler
 
 
@@ -105,13 +107,17 @@ def calibrate(
     held = load_images(data, G.image_shape, split="test", root=data_root)
     real = features(net, held)
     z0 = G.sample_latent(n, generator=torch.Generator(dev).manual_seed(seed + 2))
-    generator = feature_scores(net, real, _generator_images(refiner, z0, batch_size))
+    before = _generator_images(refiner, z0, batch_size)
+    generator = feature_scores(net, real, before)
+    labels = class_probabilities(before, net) if metric == "lenet" else None  # the trade the criterion does not see: digits changing class
     steps = sorted({max(1, round(c.test_steps * f)) for f in step_factors})
     grid = []
     for factor in temperature_factors:
         t = c.test_temperature * factor
         images, _ = chain_ends(refiner.sampler(steps[-1], temperature=t), z0, steps, seed, batch_size)
-        grid += [{"temperature": t, "temperature_factor": round(factor, 4), "langevin_steps": K, **feature_scores(net, real, images[K])} for K in steps]
+        for K in steps:
+            changes = {} if labels is None else class_changes(labels, class_probabilities(images[K], net))
+            grid.append({"temperature": t, "temperature_factor": round(factor, 4), "langevin_steps": K, **feature_scores(net, real, images[K]), **changes})
     chosen, kept = choose(grid, generator)
     return {
         "metric": metric,

@@ -542,7 +542,8 @@ def calibrate(run_dir, n, device, overwrite) -> None:
     save_json(Path(run_dir) / SAMPLING, sampling.to_dict())
     write_quality(run_dir, quality | {"calibration": record})
     for row in record["grid"]:
-        click.echo(f"T {row['temperature']:.4g}  K {row['langevin_steps']:>4}  {record['metric']} FD {row['fd']:.3f}  recall {row['recall']:.3f}  coverage {row['coverage']:.3f}")
+        click.echo(f"T {row['temperature']:.4g}  K {row['langevin_steps']:>4}  {record['metric']} FD {row['fd']:.3f}  recall {row['recall']:.3f}  coverage {row['coverage']:.3f}"
+                   + (f"  class changes {row['class_changed']:.3f}" if "class_changed" in row else ""))
     g = record["generator"]
     click.echo(f"generator: FD {g['fd']:.3f}  recall {g['recall']:.3f}  coverage {g['coverage']:.3f}")
     click.echo(f"chosen: T {sampling.temperature:.4g}, K {sampling.langevin_steps}" + ("" if record["keeps_recall"] else " (no setting kept the generator's recall and coverage)") + f"; wrote {Path(run_dir) / SAMPLING}")

@@ -221,6 +221,23 @@ def class_probabilities(images: torch.Tensor, net: LeNet | None = None) -> torch
     return torch.cat([net(b.to(device)).softmax(1).cpu() for b in images.split(500)])
 
 
+SURE = 0.9  # LeNet "is sure of" a digit when its top class probability is at least this
+
+
+def class_changes(before: torch.Tensor, after: torch.Tensor, sure: float = SURE) -> dict:
+    """Which digits change LeNet label between class probabilities ``before`` and ``after`` (N, 10):
+    the share of all, of those LeNet was ``sure`` of before, of the others, and the share of the
+    changes that started from a digit it was not sure of (None where a group is empty)."""
+    changed, confident = before.argmax(1) != after.argmax(1), before.max(1).values >= sure
+    share = lambda mask: round(changed[mask].double().mean().item(), 4) if mask.any() else None
+    return {
+        "class_changed": share(torch.ones_like(changed)),
+        "class_changed_if_sure": share(confident),
+        "class_changed_if_unsure": share(~confident),
+        "changes_from_unsure": round((changed & ~confident).sum().item() / changed.sum().item(), 4) if changed.any() else None,
+    }
+
+
 def class_histogram(images: torch.Tensor, net: LeNet | None = None) -> dict:
     """The shipped LeNet's labels of (N, 1, 32, 32) digits: frequency of each class, label entropy (nats), mean confidence."""
     probs = class_probabilities(images, net)

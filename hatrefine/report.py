@@ -28,8 +28,9 @@ QUALITY = "quality.json"
 QUALITY_FIELDS = {
     "n_samples": int, "langevin_steps": int, "temperature": NUMBER, "sample_seconds": NUMBER, "seed": int, "metric": str,
     "n_reference": int, "generator": NUMBER, "hat": NUMBER, "prdc_generator": dict, "prdc_hat": dict, "class_changed": NUMBER,
-    "line": str, "calibration": dict,
+    "class_sure": NUMBER, "class_changed_if_sure": NUMBER, "class_changed_if_unsure": NUMBER, "changes_from_unsure": NUMBER, "line": str, "calibration": dict,
 }  # fmt: skip
+NULLABLE = ("class_changed_if_sure", "class_changed_if_unsure", "changes_from_unsure")  # None where no digit falls in the group
 
 
 def read_quality(run: str | Path) -> dict:
@@ -39,7 +40,7 @@ def read_quality(run: str | Path) -> dict:
         return {}
     record = read_json(path)
     check_version(record, str(path))
-    check_fields(record, QUALITY_FIELDS, str(path), optional=QUALITY_FIELDS)
+    check_fields(record, QUALITY_FIELDS, str(path), optional=QUALITY_FIELDS, nullable=NULLABLE)
     return {k: v for k, v in record.items() if k != "format_version"}
 
 
@@ -137,7 +138,7 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
     ``before_after.png``, ``langevin_path.png`` and ``quality.json`` (with ``calibration``, if
     given), print the quality line: the LeNet distance with recall and coverage for digits."""
     from .data import load_images
-    from .evaluation import class_probabilities, feature_scores, features, load_lenet
+    from .evaluation import SURE, class_changes, class_probabilities, feature_scores, features, load_lenet
 
     c, G, label = refiner.config, refiner.generator, refiner.label
     rng = torch.Generator(refiner.device).manual_seed(seed + 1)
@@ -165,14 +166,16 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
         real = features(net, reference)
         pr_before, pr_after = feature_scores(net, real, before), feature_scores(net, real, after)
         fd_before, fd_after = pr_before.pop("fd"), pr_after.pop("fd")
-        changed = (class_probabilities(before, net).argmax(1) != class_probabilities(after, net).argmax(1)).double().mean().item()
+        changes = class_changes(class_probabilities(before, net), class_probabilities(after, net))
+        changed, sure_changed = changes["class_changed"], changes["class_changed_if_sure"]
         result |= {"metric": "frechet_distance_lenet", "n_reference": len(reference), "generator": round(fd_before, 3), "hat": round(fd_after, 3),
-                   "prdc_generator": pr_before, "prdc_hat": pr_after, "class_changed": round(changed, 4)}
+                   "prdc_generator": pr_before, "prdc_hat": pr_after, "class_sure": SURE, **changes}
         line = (
             f"quality (Frechet distance in LeNet features, {n} samples vs {len(reference)} data images, lower is better): "
             f"generator {fd_before:.3f} -> {label} {fd_after:.3f} ({100 * (fd_after / fd_before - 1):+.1f}%); "
             f"recall {pr_before['recall']:.3f} -> {pr_after['recall']:.3f}, coverage {pr_before['coverage']:.3f} -> {pr_after['coverage']:.3f}; "
             f"{100 * changed:.1f}% of digits change class"
+            + (f" ({100 * sure_changed:.1f}% of those LeNet labels at p >= {SURE:g})" if sure_changed is not None else "")
         )
     else:
         line = "quality: the quick LeNet distance applies to 1x32x32 digits; run `hatrefine eval` on sampled images for FID"

@@ -63,7 +63,7 @@ def _zero_steps_change_nothing(run_dir, out):
     refiner.sampling = dataclasses.replace(refiner.sampling, langevin_steps=0)
     out.mkdir()
     r = before_after(refiner, out, n=16, seed=0)
-    assert r["class_changed"] == 0 and r["hat"] == r["generator"]
+    assert r["class_changed"] == 0 and r["hat"] == r["generator"] and r["changes_from_unsure"] is None
     moved = before_after(HatRefiner.from_pretrained(run_dir), out, n=16, seed=0)
     assert moved["hat"] != moved["generator"]
 
@@ -75,6 +75,10 @@ def test_fit_sample_refine_end_to_end(tmp_path):
     assert "quality (Frechet distance in LeNet features" in result.output and "of digits change class" in result.output
     for name in ("before_after.png", "langevin_path.png", "quality.json", "hat.safetensors"):
         assert (run_dir / name).is_file()
+    from hatrefine.report import read_quality
+
+    grid = read_quality(run_dir)["calibration"]["grid"]
+    assert all(0 <= row["class_changed"] <= 1 and "class_changed_if_sure" in row for row in grid)  # the trade calibration does not choose on, recorded
     _zero_steps_change_nothing(run_dir, tmp_path / "k0")
     before = (run_dir / "sampling.json").read_text()
     one_line_error(run("calibrate", "--run", run_dir, "--n", 10), "already calibrated", "--overwrite")

@@ -207,3 +207,16 @@ def test_the_lenet_class_histogram_names_the_digit_it_is_shown():
     assert h["frequencies"][3] > 0.9 and h["label_entropy"] < 0.5 and sum(h["frequencies"]) == pytest.approx(1.0, abs=1e-3)
     mixed = class_histogram(fit_to_shape(to_tensor(images[::10]), (1, 32, 32)))
     assert mixed["label_entropy"] > 2.2  # ten classes, about equally often: log(10) = 2.30
+
+
+def test_class_changes_split_by_how_sure_the_classifier_was():
+    from hatrefine.evaluation import class_changes
+
+    onehot = lambda labels, p: torch.full((len(labels), 10), (1 - p) / 9).scatter_(1, torch.tensor(labels)[:, None], p)
+    before = torch.cat([onehot([0, 1, 2, 3], 0.95), onehot([4, 5, 6, 7], 0.5)])  # four sure digits, four unsure
+    after = onehot([0, 1, 2, 9, 9, 9, 6, 7], 0.95)  # one sure and two unsure digits change
+    c = class_changes(before, after, sure=0.9)
+    assert c == {"class_changed": 0.375, "class_changed_if_sure": 0.25, "class_changed_if_unsure": 0.5, "changes_from_unsure": round(2 / 3, 4)}
+    same = class_changes(before, before)
+    assert same["class_changed"] == 0 and same["changes_from_unsure"] is None
+    assert class_changes(before[:4], after[:4])["class_changed_if_unsure"] is None  # no unsure digit: no share
