@@ -34,10 +34,16 @@ STEP_FACTORS = (0.5, 1.0, 1.5)
 SLACK = 0.02  # recall and coverage may fall this far below the generator's (about their sampling noise at 500 images)
 
 
-def quick_metric_net(image_shape, device: torch.device, inception_on_cpu: bool = True) -> tuple[nn.Module, str]:
-    """The product's quick metric: the shipped LeNet for 1x32x32 digits, else the FID Inception
-    (refused on a CPU unless ``inception_on_cpu``: there the grid takes about 10 minutes)."""
-    if tuple(image_shape) == (1, 32, 32):
+METRICS = ("quick", "inception")
+
+
+def quick_metric_net(image_shape, device: torch.device, inception_on_cpu: bool = True, metric: str = "quick") -> tuple[nn.Module, str]:
+    """The feature network of ``metric``: ``quick``, the product's quick metric (the shipped LeNet
+    for 1x32x32 digits, else the FID Inception), or ``inception``, the FID Inception for any images.
+    Inception is refused on a CPU unless ``inception_on_cpu`` (there the grid takes 10-20 minutes)."""
+    if metric not in METRICS:
+        raise HatrefineError(f"unknown calibration metric {metric!r}; use {' or '.join(METRICS)}")
+    if metric == "quick" and tuple(image_shape) == (1, 32, 32):
         return load_lenet().to(device), "lenet"
     if device.type == "cpu" and not inception_on_cpu:
         raise HatrefineError("for images other than 1x32x32 digits calibration scores Inception features, about 10 minutes on a CPU; run `hatrefine calibrate --run RUN` when that suits")
@@ -93,17 +99,19 @@ def calibrate(
     net: Optional[nn.Module] = None,
     temperature_factors=TEMPERATURE_FACTORS,
     step_factors=STEP_FACTORS,
+    metric: str = "quick",
 ) -> dict:
     """Score the grid on ``data``'s held-out split and choose (see the module docstring).
 
     Returns a JSON-ready record: ``metric``, ``criterion``, ``n_samples``, ``n_reference``,
     ``generator`` (its scores), ``grid`` (one row per temperature and K), ``chosen``
     (``temperature``, ``langevin_steps``) and ``keeps_recall``. ``net``: the feature network
-    (default: the quick metric's)."""
+    (default: ``metric``'s, see ``quick_metric_net``)."""
     c, G, dev = refiner.config, refiner.generator, refiner.device
-    metric = "given"
     if net is None:
-        net, metric = quick_metric_net(G.image_shape, dev)
+        net, metric = quick_metric_net(G.image_shape, dev, metric=metric)
+    else:
+        metric = "given"
     held = load_images(data, G.image_shape, split="test", root=data_root)
     real = features(net, held)
     z0 = G.sample_latent(n, generator=torch.Generator(dev).manual_seed(seed + 2))

@@ -514,12 +514,15 @@ def refine(run_dir, seed, checkpoint, langevin_steps, temperature, eps_y, eps_z,
 @click.option("--run", "run_dir", required=True, help="Run directory of `hatrefine fit` / `synthesize`.")
 @click.option("--n", "n", type=int, default=None, help="Samples per setting (default: the run's --calibration-samples).")
 @click.option("--device", default=None, help="Default: the run's device setting.")
+@click.option("--metric", type=click.Choice(["quick", "inception"]), default="quick", show_default=True,
+              help="Features to score in: quick (the shipped LeNet for 1x32x32 digits, what fit uses; Inception otherwise) or inception (FID's Inception; 10-20 minutes on a CPU).")
 @click.option("--overwrite", is_flag=True, help="Replace a calibration the run already has.")
-def calibrate(run_dir, n, device, overwrite) -> None:
+def calibrate(run_dir, n, device, metric, overwrite) -> None:
     """Choose a fitted run's test-time temperature and K on held-out data (what `fit` does at its end).
 
     Writes the choice to RUN/sampling.json (what sample and refine use) and the grid and scores under
-    `calibration` in RUN/quality.json."""
+    `calibration` in RUN/quality.json. Choosing again in other features (--metric) also says whether
+    they agree with the earlier choice, and keeps it under `calibration.replaced`."""
     from .calibration import calibrate as run_calibration
     from .checkpoint import lock_run_dir, save_json
     from .refiner import SAMPLING, HatRefiner, run_directory
@@ -536,9 +539,12 @@ def calibrate(run_dir, n, device, overwrite) -> None:
     if refiner.sampling.chosen_by == "calibration" and not overwrite:
         raise HatrefineError(f"{run_dir} is already calibrated (T {refiner.sampling.temperature:.4g}, K {refiner.sampling.langevin_steps}); pass --overwrite to choose again")
     c = refiner.config
-    record = run_calibration(refiner, c.data, c.data_root, n=n or c.calibration_samples, seed=c.seed)
+    record = run_calibration(refiner, c.data, c.data_root, n=n or c.calibration_samples, seed=c.seed, metric=metric)
     sampling = refiner.sampling.calibrated(record)
     quality = read_quality(run_dir)
+    before = quality.get("calibration", {})
+    if "chosen" in before:
+        record["replaced"] = {"metric": before["metric"], "chosen": before["chosen"], "agrees": before["chosen"] == record["chosen"]}
     save_json(Path(run_dir) / SAMPLING, sampling.to_dict())
     write_quality(run_dir, quality | {"calibration": record})
     for row in record["grid"]:
@@ -547,6 +553,10 @@ def calibrate(run_dir, n, device, overwrite) -> None:
     g = record["generator"]
     click.echo(f"generator: FD {g['fd']:.3f}  recall {g['recall']:.3f}  coverage {g['coverage']:.3f}")
     click.echo(f"chosen: T {sampling.temperature:.4g}, K {sampling.langevin_steps}" + ("" if record["keeps_recall"] else " (no setting kept the generator's recall and coverage)") + f"; wrote {Path(run_dir) / SAMPLING}")
+    if "replaced" in record:
+        old, pick = record["replaced"], record["replaced"]["chosen"]
+        verdict = "the same choice" if old["agrees"] else "the metrics disagree; sampling now uses this choice"
+        click.echo(f"before: {old['metric']} features chose T {pick['temperature']:.4g}, K {pick['langevin_steps']}: {verdict}")
 
 
 @main.command()

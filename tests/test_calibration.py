@@ -61,7 +61,7 @@ def test_a_fit_writes_its_calibration_to_the_run_and_sample_uses_it(tmp_path, ti
     from hatrefine.checkpoint import read_json
     from hatrefine.trainer import Trainer
 
-    monkeypatch.setattr(calibration, "quick_metric_net", lambda shape, device, inception_on_cpu=True: (Flat(), "pixels"))
+    monkeypatch.setattr(calibration, "quick_metric_net", lambda shape, device, inception_on_cpu=True, metric="quick": (Flat(), "pixels"))
     rng = np.random.default_rng(0)
     x = np.full((400, 1, 8, 8), -1.0, dtype=np.float32)
     x[:, :, 2:6, 2:6] = rng.uniform(0.5, 1.0, size=(400, 1, 1, 1))

@@ -1,6 +1,9 @@
 """The command line end to end, on tiny settings."""
 
+import json
+
 import numpy as np
+import torch
 from click.testing import CliRunner
 
 from hatrefine.cli import main
@@ -68,7 +71,18 @@ def _zero_steps_change_nothing(run_dir, out):
     assert moved["hat"] != moved["generator"]
 
 
-def test_fit_sample_refine_end_to_end(tmp_path):
+class PooledFeatures(torch.nn.Module):
+    """A stand-in for the FID Inception in calibration: 4x4 average pools of the image."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def features(self, x):
+        return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1) * self.scale
+
+
+def test_fit_sample_refine_end_to_end(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     result = run("fit", "--out", run_dir, *TINY_FIT)
     assert result.exit_code == 0, result.output
@@ -85,7 +99,13 @@ def test_fit_sample_refine_end_to_end(tmp_path):
     assert (run_dir / "sampling.json").read_text() == before
     one_line_error(run("calibrate", "--run", "hf:me/model"), "not a run directory")
     again = run("calibrate", "--run", run_dir, "--n", 10, "--overwrite")
-    assert again.exit_code == 0 and "chosen: T" in again.output, again.output
+    assert again.exit_code == 0 and "chosen: T" in again.output and "before: lenet features chose" in again.output, again.output
+    monkeypatch.setattr("hatrefine.inception.load_inception", lambda source="auto", device="cpu": PooledFeatures())
+    other = run("calibrate", "--run", run_dir, "--n", 10, "--overwrite", "--metric", "inception")
+    assert other.exit_code == 0 and "before: lenet features chose" in other.output, other.output
+    record = read_quality(run_dir)["calibration"]
+    assert record["metric"] == "inception" and record["replaced"]["metric"] == "lenet"
+    assert json.loads((run_dir / "sampling.json").read_text())["temperature"] == record["chosen"]["temperature"]
 
     samples = tmp_path / "s.npz"
     result = run("sample", "--run", run_dir, "--n", 5, "--seed", 1, "--out", samples, "--batch-size", 2, "--png", tmp_path / "s.png")
