@@ -11,7 +11,7 @@ The criterion counts fidelity and diversity: the lowest Frechet distance among t
 whose recall and coverage are both at least the generator's own minus ``SLACK``; when no
 setting keeps them, the one that loses least of them (the largest of the two shortfalls, smallest).
 With the LeNet each grid row also records the share of digits that change class (not part of
-the criterion: on the embedded default the distance falls with it, docs/results.md).
+the criterion; docs/results.md has what it costs to change fewer).
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ METRICS = ("quick", "inception")
 def quick_metric_net(image_shape, device: torch.device, inception_on_cpu: bool = True, metric: str = "quick") -> tuple[nn.Module, str]:
     """The feature network of ``metric``: ``quick``, the product's quick metric (the shipped LeNet
     for 1x32x32 digits, else the FID Inception), or ``inception``, the FID Inception for any images.
-    Inception is refused on a CPU unless ``inception_on_cpu`` (there the grid takes 10-20 minutes)."""
+    Inception is refused on a CPU unless ``inception_on_cpu`` (there the grid takes 10-30 minutes)."""
     if metric not in METRICS:
         raise HatrefineError(f"unknown calibration metric {metric!r}; use {' or '.join(METRICS)}")
     if metric == "quick" and tuple(image_shape) == (1, 32, 32):
         return load_lenet().to(device), "lenet"
     if device.type == "cpu" and not inception_on_cpu:
-        raise HatrefineError("for images other than 1x32x32 digits calibration scores Inception features, about 10 minutes on a CPU; run `hatrefine calibrate --run RUN` when that suits")
+        raise HatrefineError("for images other than 1x32x32 digits calibration scores Inception features, 10-30 minutes on a CPU; run `hatrefine calibrate --run RUN` when that suits")
     from .inception import load_inception
 
     return load_inception("auto", device), "inception"

@@ -515,7 +515,7 @@ def refine(run_dir, seed, checkpoint, langevin_steps, temperature, eps_y, eps_z,
 @click.option("--n", "n", type=int, default=None, help="Samples per setting (default: the run's --calibration-samples).")
 @click.option("--device", default=None, help="Default: the run's device setting.")
 @click.option("--metric", type=click.Choice(["quick", "inception"]), default="quick", show_default=True,
-              help="Features to score in: quick (the shipped LeNet for 1x32x32 digits, what fit uses; Inception otherwise) or inception (FID's Inception; 10-20 minutes on a CPU).")
+              help="Features to score in: quick (the shipped LeNet for 1x32x32 digits, what fit uses; Inception otherwise) or inception (FID's Inception; 10-30 minutes on a CPU).")
 @click.option("--overwrite", is_flag=True, help="Replace a calibration the run already has.")
 def calibrate(run_dir, n, device, metric, overwrite) -> None:
     """Choose a fitted run's test-time temperature and K on held-out data (what `fit` does at its end).
@@ -544,7 +544,7 @@ def calibrate(run_dir, n, device, metric, overwrite) -> None:
     quality = read_quality(run_dir)
     before = quality.get("calibration", {})
     if "chosen" in before:
-        record["replaced"] = {"metric": before["metric"], "chosen": before["chosen"], "agrees": before["chosen"] == record["chosen"]}
+        record["replaced"] = {"metric": before["metric"], "n_samples": before["n_samples"], "chosen": before["chosen"], "agrees": before["chosen"] == record["chosen"]}
     save_json(Path(run_dir) / SAMPLING, sampling.to_dict())
     write_quality(run_dir, quality | {"calibration": record})
     for row in record["grid"]:
@@ -555,7 +555,7 @@ def calibrate(run_dir, n, device, metric, overwrite) -> None:
     click.echo(f"chosen: T {sampling.temperature:.4g}, K {sampling.langevin_steps}" + ("" if record["keeps_recall"] else " (no setting kept the generator's recall and coverage)") + f"; wrote {Path(run_dir) / SAMPLING}")
     if "replaced" in record:
         old, pick = record["replaced"], record["replaced"]["chosen"]
-        verdict = "the same choice" if old["agrees"] else "the metrics disagree; sampling now uses this choice"
+        verdict = "the same choice" if old["agrees"] else ("the metrics disagree" if old["metric"] != record["metric"] else "another choice") + "; sampling now uses this one"
         click.echo(f"before: {old['metric']} features chose T {pick['temperature']:.4g}, K {pick['langevin_steps']}: {verdict}")
 
 

@@ -175,7 +175,7 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
             f"generator {fd_before:.3f} -> {label} {fd_after:.3f} ({100 * (fd_after / fd_before - 1):+.1f}%); "
             f"recall {pr_before['recall']:.3f} -> {pr_after['recall']:.3f}, coverage {pr_before['coverage']:.3f} -> {pr_after['coverage']:.3f}; "
             f"{100 * changed:.1f}% of digits change class"
-            + (f" ({100 * sure_changed:.1f}% of those LeNet labels at p >= {SURE:g})" if sure_changed is not None else "")
+            + (f" ({100 * sure_changed:.1f}% of the digits LeNet labels at p >= {SURE:g})" if sure_changed is not None else "")
         )
     else:
         line = "quality: the quick LeNet distance applies to 1x32x32 digits; run `hatrefine eval` on sampled images for FID"

@@ -364,7 +364,7 @@ class Trainer(TrainingLoop):
         record = calibrate(refiner, c.data, c.data_root, n=c.calibration_samples, seed=c.seed)
         save_json(self.out / SAMPLING, refiner.sampling.calibrated(record).to_dict())
         pick = record["chosen"]
-        check = "" if record["metric"] == "inception" else "; `hatrefine calibrate --metric inception` checks it in FID's features"
+        check = "" if record["metric"] == "inception" else f"; `hatrefine calibrate --run {self.out} --metric inception --overwrite` chooses again in FID's features"
         tqdm.write(f"calibration in {record['metric']} features: sampling at T {pick['temperature']:.4g} (training T x {pick['temperature'] / c.temperature:.3g}), K {pick['langevin_steps']}"
                    + ("" if record["keeps_recall"] else "; no setting kept the generator's recall and coverage: chose the one losing least") + check)
         return record

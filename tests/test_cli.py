@@ -100,11 +100,13 @@ def test_fit_sample_refine_end_to_end(tmp_path, monkeypatch):
     one_line_error(run("calibrate", "--run", "hf:me/model"), "not a run directory")
     again = run("calibrate", "--run", run_dir, "--n", 10, "--overwrite")
     assert again.exit_code == 0 and "chosen: T" in again.output and "before: lenet features chose" in again.output, again.output
+    assert "the metrics disagree" not in again.output  # the same features both times
     monkeypatch.setattr("hatrefine.inception.load_inception", lambda source="auto", device="cpu": PooledFeatures())
     other = run("calibrate", "--run", run_dir, "--n", 10, "--overwrite", "--metric", "inception")
     assert other.exit_code == 0 and "before: lenet features chose" in other.output, other.output
     record = read_quality(run_dir)["calibration"]
-    assert record["metric"] == "inception" and record["replaced"]["metric"] == "lenet"
+    assert record["metric"] == "inception" and record["replaced"]["metric"] == "lenet" and record["replaced"]["n_samples"] == 10
+    assert all("class_changed" not in row for row in record["grid"])  # class changes are LeNet's labels
     assert json.loads((run_dir / "sampling.json").read_text())["temperature"] == record["chosen"]["temperature"]
 
     samples = tmp_path / "s.npz"
