@@ -61,7 +61,7 @@ def main() -> None:
     p.add_argument("--run", default="runs/mnist-joint")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--eps-z-factors", default="1,0.5,0.25,0")
-    p.add_argument("--anchor-weights", default="3e3,1e4,3e4,1e5")
+    p.add_argument("--anchor-weights", default="3e3,1e4,3e4,1e5", help="'' for none")
     p.add_argument("--sure", type=float, default=SURE)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
@@ -82,7 +82,7 @@ def main() -> None:
         entry = result["sets"].setdefault(name, {"reference": f"builtin:mnist {split} split", "latent_seed": latent_seed, "rows": {}})
         entry["generator"] = feature_scores(net, real, before) | {"unsure_share": round((p0.max(1).values < args.sure).double().mean().item(), 4)}
         settings = {f"eps_z x{f:g}": (f, 0.0) for f in map(float, args.eps_z_factors.split(","))}
-        settings |= {f"anchor {w:g}": (1.0, w) for w in map(float, args.anchor_weights.split(","))}
+        settings |= {f"anchor {w:g}": (1.0, w) for w in map(float, filter(None, args.anchor_weights.split(",")))}
         for key, (factor, weight) in settings.items():
             if key in entry["rows"]:
                 continue
