@@ -717,11 +717,11 @@ def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, bat
     click.echo("precision {precision:.3f}  recall {recall:.3f}  density {density:.3f}  coverage {coverage:.3f}  (Inception features, k = 5, ".format(**result) + f"against {result['n_prdc_reference']} data images)")
     if tuple(x.shape[1:]) == (1, 32, 32):
         from .data import load_images
-        from .evaluation import class_histogram, lenet_fd, load_lenet
+        from .evaluation import class_histogram, class_probabilities, lenet_fd, load_lenet
 
         lenet = load_lenet()
         result["lenet_fd"] = lenet_fd(x, load_images(data, (1, 32, 32), split=split, root=data_root, limit=n_ref), lenet)
-        result["lenet_classes"] = class_histogram(x, lenet)
+        result["lenet_classes"] = class_histogram(class_probabilities(x, lenet))
         click.echo(f"LeNet distance {result['lenet_fd']:.3f}; LeNet classes {result['lenet_classes']['frequencies']} (label entropy {result['lenet_classes']['label_entropy']}, confidence {result['lenet_classes']['confidence']})")
     if json_out:
         save_json(json_out, result)

@@ -238,9 +238,8 @@ def class_changes(before: torch.Tensor, after: torch.Tensor, sure: float = SURE)
     }
 
 
-def class_histogram(images: torch.Tensor, net: LeNet | None = None) -> dict:
-    """The shipped LeNet's labels of (N, 1, 32, 32) digits: frequency of each class, label entropy (nats), mean confidence."""
-    probs = class_probabilities(images, net)
+def class_histogram(probs: torch.Tensor) -> dict:
+    """The labels of class probabilities ``probs`` (N, 10) (``class_probabilities``): frequency of each class, label entropy (nats), mean confidence."""
     freq = torch.bincount(probs.argmax(1), minlength=10).double() / len(probs)
     entropy = -(freq[freq > 0] * freq[freq > 0].log()).sum()
     return {"frequencies": [round(v, 4) for v in freq.tolist()], "label_entropy": round(entropy.item(), 4), "confidence": round(probs.max(1).values.mean().item(), 4)}

@@ -27,7 +27,7 @@ Y_MAGNIFY = 5.0  # residual images are magnified 5x in the path figure, as in th
 QUALITY = "quality.json"
 QUALITY_FIELDS = {
     "n_samples": int, "langevin_steps": int, "temperature": NUMBER, "sample_seconds": NUMBER, "seed": int, "metric": str,
-    "n_reference": int, "generator": NUMBER, "hat": NUMBER, "prdc_generator": dict, "prdc_hat": dict, "class_changed": NUMBER,
+    "n_reference": int, "generator": NUMBER, "hat": NUMBER, "prdc_generator": dict, "prdc_hat": dict, "classes_generator": dict, "classes_hat": dict, "class_changed": NUMBER,
     "class_sure": NUMBER, "class_changed_if_sure": NUMBER, "class_changed_if_unsure": NUMBER, "changes_from_unsure": NUMBER, "line": str, "calibration": dict,
 }  # fmt: skip
 NULLABLE = ("class_changed_if_sure", "class_changed_if_unsure", "changes_from_unsure")  # None where no digit falls in the group
@@ -138,7 +138,7 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
     ``before_after.png``, ``langevin_path.png`` and ``quality.json`` (with ``calibration``, if
     given), print the quality line: the LeNet distance with recall and coverage for digits."""
     from .data import load_images
-    from .evaluation import SURE, class_changes, class_probabilities, feature_scores, features, load_lenet
+    from .evaluation import SURE, class_changes, class_histogram, class_probabilities, feature_scores, features, load_lenet
 
     c, G, label = refiner.config, refiner.generator, refiner.label
     rng = torch.Generator(refiner.device).manual_seed(seed + 1)
@@ -166,10 +166,12 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
         real = features(net, reference)
         pr_before, pr_after = feature_scores(net, real, before), feature_scores(net, real, after)
         fd_before, fd_after = pr_before.pop("fd"), pr_after.pop("fd")
-        changes = class_changes(class_probabilities(before, net), class_probabilities(after, net))
+        p_before, p_after = class_probabilities(before, net), class_probabilities(after, net)
+        changes = class_changes(p_before, p_after)
         changed, sure_changed = changes["class_changed"], changes["class_changed_if_sure"]
         result |= {"metric": "frechet_distance_lenet", "n_reference": len(reference), "generator": round(fd_before, 3), "hat": round(fd_after, 3),
-                   "prdc_generator": pr_before, "prdc_hat": pr_after, "class_sure": SURE, **changes}
+                   "prdc_generator": pr_before, "prdc_hat": pr_after, "classes_generator": class_histogram(p_before), "classes_hat": class_histogram(p_after),
+                   "class_sure": SURE, **changes}
         line = (
             f"quality (Frechet distance in LeNet features, {n} samples vs {len(reference)} data images, lower is better): "
             f"generator {fd_before:.3f} -> {label} {fd_after:.3f} ({100 * (fd_after / fd_before - 1):+.1f}%); "

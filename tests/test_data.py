@@ -33,6 +33,13 @@ def test_npz_uint8_nhwc(tmp_path):
     torch.testing.assert_close(x[0, :, 2, 3], torch.tensor(arr[0, 2, 3] / 127.5 - 1, dtype=torch.float32))
 
 
+def test_an_npz_holds_out_every_tenth_image_for_calibration(tmp_path):
+    arr = np.arange(30, dtype=np.float32)[:, None, None, None] / 15 - 1 + np.zeros((30, 1, 4, 4), np.float32)  # image i is the constant i / 15 - 1
+    np.savez(tmp_path / "imgs.npz", x=arr)
+    value = lambda split: sorted(round((v + 1) * 15) for v in load_images(str(tmp_path / "imgs.npz"), (1, 4, 4), split=split)[:, 0, 0, 0].tolist())
+    assert value("test") == [9, 19, 29] and value("train") == [i for i in range(30) if i % 10 != 9]  # disjoint, and together the whole file
+
+
 def test_npz_without_images_key(tmp_path):
     np.savez(tmp_path / "bad.npz", labels=np.zeros(3))
     with pytest.raises(HatrefineError, match=r"has arrays \['labels'\]; put the images under the key 'x'"):

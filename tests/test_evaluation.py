@@ -191,7 +191,7 @@ def test_precision_recall_density_coverage_on_sets_with_known_answers():
         prdc(real, a[:5])
 
 
-def test_fid_reports_precision_and_recall_of_a_half_covering_set(digits, tmp_path):
+def test_fid_reports_precision_and_recall_of_the_reference_itself(digits, tmp_path):
     x, path = digits
     bright = fid(x, path, stand_in(), progress=False, cache=tmp_path / "cache")
     assert bright["precision"] == bright["recall"] == bright["coverage"] == 1.0 and bright["n_prdc_reference"] == 54
@@ -199,13 +199,13 @@ def test_fid_reports_precision_and_recall_of_a_half_covering_set(digits, tmp_pat
 
 def test_the_lenet_class_histogram_names_the_digit_it_is_shown():
     from hatrefine.data import embedded_mnist, fit_to_shape, to_tensor
-    from hatrefine.evaluation import class_histogram
+    from hatrefine.evaluation import class_histogram, class_probabilities
 
     images, labels = embedded_mnist()
     threes = fit_to_shape(to_tensor(images[labels == 3][:100]), (1, 32, 32))
-    h = class_histogram(threes)
+    h = class_histogram(class_probabilities(threes))
     assert h["frequencies"][3] > 0.9 and h["label_entropy"] < 0.5 and sum(h["frequencies"]) == pytest.approx(1.0, abs=1e-3)
-    mixed = class_histogram(fit_to_shape(to_tensor(images[::10]), (1, 32, 32)))
+    mixed = class_histogram(class_probabilities(fit_to_shape(to_tensor(images[::10]), (1, 32, 32))))
     assert mixed["label_entropy"] > 2.2  # ten classes, about equally often: log(10) = 2.30
 
 
