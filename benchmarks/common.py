@@ -54,6 +54,23 @@ def inception_fids(images: dict[str, torch.Tensor], data: str, inception: str, d
     return scores, info
 
 
+def lenet_scores(images: dict[str, torch.Tensor], data: str) -> dict[str, dict]:
+    """For 1x32x32 digits: the Frechet distance in the shipped LeNet's features against ``data``'s
+    train split (the quick metric) and LeNet's class histogram of each image set ({name: scores})."""
+    from hatrefine.data import load_images
+    from hatrefine.evaluation import class_histogram, class_probabilities, feature_scores, features, load_lenet
+
+    net = load_lenet()
+    real = features(net, load_images(data, (1, 32, 32), split="train"))
+    scores = {}
+    for name, x in images.items():
+        classes = class_histogram(class_probabilities(x, net))
+        scores[name] = {"lenet_fd": round(feature_scores(net, real, x)["fd"], 3), "label_entropy": classes["label_entropy"],
+                        "confidence": classes["confidence"], "class_frequencies": classes["frequencies"]}
+        print(f"{name:12s} LeNet distance {scores[name]['lenet_fd']}, label entropy {classes['label_entropy']}, confidence {classes['confidence']}", flush=True)
+    return scores
+
+
 def command_line() -> str:
     """This process's command, quoted so that it can be pasted into a shell."""
     import shlex

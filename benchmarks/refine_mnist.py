@@ -19,6 +19,11 @@ not the training one, the Hat EBM is also sampled at the training temperature, a
 ``--temperature T`` samples the Hat EBM at T instead of the run's calibrated one (recorded as such).
 ``--no-ddls`` leaves out the DDLS rows, e.g. to measure the Hat EBM of other fit seeds on the
 same latents: ``--no-ddls --fit '{..., "seed": 1}'`` (``--seed`` sets the latents and noise).
+
+Next to FID every row has the quick metric of the embedded digits: the Frechet distance in the
+shipped LeNet's features (against the same 4,500 digits) and LeNet's class histogram (label
+entropy, mean confidence). ``--no-inception`` measures only those (seconds instead of half an
+hour on a CPU), e.g. on the run of an earlier FID measurement: ``--run RUN --no-inception``.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from hatrefine.refiner import resolve_device
 from hatrefine.registry import load_discriminator, load_generator
 from hatrefine.trainer import Trainer
 
-from common import header, inception_fids, measured, write_json
+from common import header, inception_fids, lenet_scores, measured, write_json
 
 DATA = GENERATOR = "builtin:mnist"
 FIT = '{"steps": 900, "langevin_steps": 20, "lr": 1e-4, "joint_update": "simultaneous", "hat": "discriminator"}'
@@ -61,6 +66,7 @@ def main() -> None:
     p.add_argument("--temperature", type=float, default=None, help="sample the Hat EBM at this T instead of the run's calibrated one")
     p.add_argument("--batch-size", type=int, default=250, help="chains per chunk when sampling")
     p.add_argument("--no-ddls", action="store_true", help="only the generator and Hat EBM rows")
+    p.add_argument("--no-inception", action="store_true", help="only the LeNet columns, no FID")
     p.add_argument("--json", default=None, help="write the result here")
     args = p.parse_args()
     device = resolve_device(args.device)
@@ -123,13 +129,15 @@ def main() -> None:
             images[name] = draw().cpu()
         rows[name] = {"sample_seconds": record["seconds"], "sample_peak_rss_mib": record["peak_rss_mib"]}
 
-    # 3. FID of each against the same reference statistics
-    scores, reference = inception_fids(images, DATA, args.inception, device)
-    result |= reference
-    n_ref = reference["n_reference"]
-    for name in images:
-        rows[name] |= scores[name]
-        result[f"fid_{name}"] = scores[name]["fid"]
+    # 3. FID of each against the same reference statistics, and the LeNet distance and class histogram
+    for name, scores in lenet_scores(images, DATA).items():
+        rows[name] |= scores
+    if not args.no_inception:
+        scores, reference = inception_fids(images, DATA, args.inception, device)
+        result |= reference
+        for name in images:
+            rows[name] |= scores[name]
+            result[f"fid_{name}"] = scores[name]["fid"]
     result["rows"] = rows
     result["peak_rss_mib_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
@@ -139,14 +147,18 @@ def main() -> None:
         "hat": (f"Hat EBM, {mode}" + (f", sampling T {t:g}" if "hat_train_temperature" in rows else ""), K, result["fit_seconds"]),
         "hat_train_temperature": (f"Hat EBM, {mode}, sampling T {c.temperature:g} (as trained)", K, "same fit"),
     }
-    g = rows["generator"]["fid"]
-    lines = [f"| method | FID ({args.n} samples vs {n_ref} digits) | vs generator | precision | recall | density | coverage | Langevin steps | sampling s | fit s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lenet = "LeNet distance | label entropy | confidence"
+    if args.no_inception:
+        lines = [f"| method | {lenet} | Langevin steps | sampling s | fit s |", "|---|---|---|---|---|---|---|"]
+    else:
+        lines = [f"| method | FID ({args.n} samples vs {result['n_reference']} digits) | vs generator | precision | recall | density | coverage | {lenet} | Langevin steps | sampling s | fit s |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, (label, steps, fit_s) in labels.items():
         if name not in rows:
             continue
         r = rows[name]
-        lines.append(f"| {label} | {r['fid']:.2f} | {r['fid'] / g:.2f}x | {r['precision']:.3f} | {r['recall']:.3f} | {r['density']:.3f} | {r['coverage']:.3f} | {steps} | {r['sample_seconds']} | {fit_s} |")
+        fid_cells = "" if args.no_inception else f"{r['fid']:.2f} | {r['fid'] / rows['generator']['fid']:.2f}x | {r['precision']:.3f} | {r['recall']:.3f} | {r['density']:.3f} | {r['coverage']:.3f} | "
+        lines.append(f"| {label} | {fid_cells}{r['lenet_fd']:.2f} | {r['label_entropy']:.3f} | {r['confidence']:.3f} | {steps} | {r['sample_seconds']} | {fit_s} |")
     result["table"] = "\n".join(lines)
     print(result["table"])
     print(f"peak memory: fit {fit.get('peak_rss_mib')} MiB RSS; process {result['peak_rss_mib_process']} MiB")
