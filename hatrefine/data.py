@@ -50,6 +50,15 @@ def embedded_mnist() -> tuple[np.ndarray, np.ndarray]:
             return f["x"], f["y"]
 
 
+def embedded_split(labels: np.ndarray, split: str) -> np.ndarray:
+    """Which of the embedded digits form ``split``: ``train`` the first 450 of each class, ``test`` the other 50."""
+    rank = np.zeros(len(labels), dtype=int)  # position of each image within its class
+    for digit in np.unique(labels):
+        idx = np.flatnonzero(labels == digit)
+        rank[idx] = np.arange(len(idx))
+    return rank < 450 if split == "train" else rank >= 450
+
+
 def parse_value_range(text: Optional[str]) -> Optional[tuple[float, float]]:
     """``"0,1"`` -> (0.0, 1.0) for ``--value-range``; None stays None."""
     if text is None:
@@ -222,12 +231,7 @@ def open_dataset(
         return TensorDataset(-load_images(spec[7:], image_shape, split=split, root=root, download=download, limit=limit))
     if spec in ("builtin:mnist", "mnist5k"):
         images, labels = embedded_mnist()
-        rank = np.zeros(len(labels), dtype=int)  # position of each image within its class
-        for digit in np.unique(labels):
-            idx = np.flatnonzero(labels == digit)
-            rank[idx] = np.arange(len(idx))
-        keep = rank < 450 if split == "train" else rank >= 450
-        x = fit_to_shape(to_tensor(images[keep]), image_shape)
+        x = fit_to_shape(to_tensor(images[embedded_split(labels, split)]), image_shape)
     elif name in TORCHVISION_DATASETS:
         base = _torchvision_dataset(name, split, Path(root) if root else default_data_root() / name, download)
         ds = _ConvertedDataset(base, image_shape)

@@ -227,14 +227,8 @@ def test_eval_without_inception_weights_is_one_line(tmp_path, monkeypatch):
 
 def test_eval_of_the_reference_itself_scores_a_perfect_match(tmp_path, monkeypatch):
     from hatrefine import inception
-    from hatrefine.data import embedded_mnist, load_images
+    from hatrefine.data import embedded_mnist, embedded_split, load_images
     from tests.test_evaluation import stand_in
-
-    def held_out_mask(labels):  # the embedded digits' test split: the 51st and later image of each class
-        rank = np.zeros(len(labels), dtype=int)
-        for d in range(10):
-            rank[labels == d] = np.arange((labels == d).sum())
-        return rank >= 450
 
     monkeypatch.setattr(inception, "load_inception", lambda source="auto", device="cpu": stand_in())
     monkeypatch.setenv("HATREFINE_CACHE", str(tmp_path / "cache"))
@@ -245,7 +239,7 @@ def test_eval_of_the_reference_itself_scores_a_perfect_match(tmp_path, monkeypat
     r = json.loads((tmp_path / "e.json").read_text())
     assert abs(r["fid"]) < 1e-3 and r["precision"] == r["recall"] == r["coverage"] == 1.0 and r["n_prdc_reference"] == 200
     _, labels = embedded_mnist()
-    truth = np.bincount(labels[held_out_mask(labels)][:200], minlength=10) / 200
+    truth = np.bincount(labels[embedded_split(labels, "test")][:200], minlength=10) / 200
     assert abs(r["lenet_fd"]) < 1e-3 and np.abs(np.array(r["lenet_classes"]["frequencies"]) - truth).max() < 0.03  # LeNet reads these digits' labels
     assert "recall 1.000" in result.output and "LeNet distance" in result.output
 
