@@ -6,7 +6,17 @@ Importing this package registers every spec scheme: ``builtin:``, ``mimicry:``, 
 ``diffusers:`` and ``biggan:`` are imported only when such a spec is loaded. ``wrap`` / ``vae_decoder`` / ``autoencoder_decoder`` wrap your own module.
 """
 
-from . import autoencoder, biggan, builtin, diffusers, hatebm, hierarchical, hub, mimicry, python, torchscript  # noqa: F401  (registration side effects)
+from . import (  # noqa: F401  (registration side effects)
+    autoencoder,
+    biggan,
+    builtin,
+    diffusers,
+    hatebm,
+    hub,
+    mimicry,
+    python,
+    torchscript,
+)
 from .modules import autoencoder_decoder, vae_decoder, wrap
 
 __all__ = ["wrap", "vae_decoder", "autoencoder_decoder"]

@@ -9,20 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import hatrefine.autoencoder as ae  # noqa: F401  (registers the ae_encoder / ae_decoder architectures)
-from hatrefine.checkpoint import read_json
 from hatrefine.errors import HatrefineError
-from hatrefine.generator import Generator
-from hatrefine.registry import Scheme, register_scheme
+from hatrefine.files.jsonfiles import read_json
+from hatrefine.files.names import CONFIG, MODEL_WEIGHTS
+from hatrefine.networks.generator import Generator
+from hatrefine.networks.registry import Scheme, register_scheme
 
 from .hub import load_generator_dir
 
 
 def _autoencoder(path: str, checkpoint: Optional[str]) -> Generator:
     directory = Path(path)
-    if not (directory / ae.CONFIG).is_file() or "autoencoder" not in read_json(directory / ae.CONFIG):
+    if not (directory / CONFIG).is_file() or "autoencoder" not in read_json(directory / CONFIG):
         raise HatrefineError(f"{path} is not an autoencoder directory; create it with `hatrefine pretrain-ae --out {path}`")
-    if not (directory / ae.DECODER_WEIGHTS).is_file():
+    if not (directory / MODEL_WEIGHTS).is_file():
         raise HatrefineError(f"{path} has no decoder weights yet; let `hatrefine pretrain-ae --resume --out {path}` reach its first checkpoint")
     return load_generator_dir(directory, name=f"ae:{path}")
 

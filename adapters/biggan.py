@@ -28,11 +28,11 @@ from typing import Optional
 import torch
 from torch import nn
 
-from hatrefine.checkpoint import load_strict, read_state_dict
 from hatrefine.errors import HatrefineError
-from hatrefine.generator import Generator
-from hatrefine.inception import offline
-from hatrefine.registry import Scheme, register_scheme, spec_options
+from hatrefine.files.cache import offline
+from hatrefine.files.checkpoint import load_strict, read_state_dict
+from hatrefine.networks.generator import Generator
+from hatrefine.networks.registry import Scheme, register_scheme, spec_options
 
 INSTALL = "pip install 'hatrefine[biggan]'"
 MODELS = {"deep-128": 128, "deep-256": 256, "deep-512": 512}

@@ -13,10 +13,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from hatrefine.checkpoint import load_strict, read_state_dict
 from hatrefine.errors import HatrefineError
-from hatrefine.generator import Generator
-from hatrefine.registry import Scheme, register_architecture, register_scheme
+from hatrefine.files.checkpoint import load_strict, read_state_dict
+from hatrefine.networks.generator import Generator
+from hatrefine.networks.registry import Scheme, register_architecture, register_scheme
 
 from .hub import load_discriminator_dir, load_generator_dir
 

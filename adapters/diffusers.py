@@ -17,6 +17,7 @@ the batch. ``Generator.encode`` is the encoder's posterior mean in the same unit
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -25,8 +26,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from hatrefine.errors import HatrefineError
-from hatrefine.generator import Generator
-from hatrefine.registry import Scheme, register_scheme, spec_options
+from hatrefine.networks.generator import Generator
+from hatrefine.networks.registry import Scheme, register_scheme, spec_options
 
 INSTALL = "pip install 'hatrefine[diffusers]'"
 OPTIONS = {"subfolder": str, "size": int, "chunk": int}
@@ -66,7 +67,9 @@ def _load(spec: str, repo: str, subfolder: Optional[str]) -> nn.Module:
     try:  # (without accelerate, diffusers warns unless told to skip its low-memory loading)
         if not Path(repo).is_dir():
             validate_repo_id(repo)
-        return AutoencoderKL.from_pretrained(repo, subfolder=subfolder, low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
+        with warnings.catch_warnings():  # diffusers itself still passes this argument that huggingface_hub deprecated
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            return AutoencoderKL.from_pretrained(repo, subfolder=subfolder, low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
     except HFValidationError:
         raise HatrefineError(f"{spec}: {repo!r} is neither a local directory nor a Hub repository id (ORG/NAME)") from None
     except (OSError, ValueError) as e:

@@ -34,14 +34,28 @@ from typing import Optional
 import numpy as np
 import torch
 
-from hatrefine.checkpoint import cache_root, load_strict, save_json, save_tensors
-from hatrefine.config import GENERATOR_DIR, FitConfig, SamplingSettings, SynthesisConfig, learned_output_range, run_config
 from hatrefine.errors import HatrefineError
-from hatrefine.generator import Generator
-from hatrefine.hat import create_hat
-from hatrefine.recipes import RECIPES
-from hatrefine.registry import Scheme, create_architecture, register_architecture, register_scheme
-from hatrefine.resblocks import ResNetDecoder
+from hatrefine.files.cache import cache_root, offline
+from hatrefine.files.checkpoint import load_strict, save_tensors
+from hatrefine.files.jsonfiles import save_json
+from hatrefine.files.names import GENERATOR_DIR
+from hatrefine.networks.generator import Generator
+from hatrefine.networks.hat import create_hat
+from hatrefine.networks.registry import (
+    Scheme,
+    create_architecture,
+    register_architecture,
+    register_scheme,
+)
+from hatrefine.networks.resblocks import ResNetDecoder
+from hatrefine.settings.config import (
+    FitConfig,
+    SamplingSettings,
+    SynthesisConfig,
+    learned_output_range,
+    run_config,
+)
+from hatrefine.settings.recipes import RECIPES
 
 from .hub import load_generator_dir, save_generator_dir
 
@@ -90,8 +104,6 @@ def _model(name: str) -> Model:
 
 
 # -- the checkpoints: a local release folder, or the GitHub release ----------------------------
-def _offline() -> bool:
-    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HATREFINE_OFFLINE", "HF_HUB_OFFLINE"))
 
 
 def _how(model: Model) -> str:
@@ -144,7 +156,7 @@ def download_release(model: Model) -> Path:
     folder = find_folder(root, model) if root.is_dir() else None
     if folder is not None:
         return folder
-    if _offline():
+    if offline():
         raise HatrefineError(f"the authors' checkpoints for {model.folder} are not on this disk and downloads are off; {_how(model)}")
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -260,7 +272,7 @@ def settings(model: Model, hat_width: int, generator_kwargs: dict) -> FitConfig:
 
 def write_run(name: str, gen_variables: dict, hat_variables: dict, out: Path, source: str = "the release folder") -> Path:
     """Write the converted run directory ``out`` for ``hatebm:NAME`` from the checkpoints' variables (no TensorFlow needed)."""
-    from hatrefine.refiner import CONFIG, HAT_WEIGHTS, SAMPLING
+    from hatrefine.files.names import CONFIG, HAT_WEIGHTS, SAMPLING
 
     model = _model(name)
     generator, arch, kwargs, latent = build_generator(model, gen_variables, f"{source}/{GEN}")

@@ -19,13 +19,13 @@ from typing import Optional
 
 from torch import nn
 
-from hatrefine.checkpoint import load_strict, read_json, read_state_dict, save_json, save_tensors
 from hatrefine.errors import HatrefineError
-from hatrefine.generator import Generator
-from hatrefine.registry import Scheme, create_architecture, register_scheme
-from hatrefine.schema import FORMAT_VERSION, check_fields, check_version
-
-CONFIG, WEIGHTS, D_WEIGHTS = "config.json", "model.safetensors", "discriminator.safetensors"
+from hatrefine.files.checkpoint import load_strict, read_state_dict, save_tensors
+from hatrefine.files.jsonfiles import read_json, save_json
+from hatrefine.files.names import CONFIG, DISCRIMINATOR_WEIGHTS, MODEL_WEIGHTS
+from hatrefine.files.schema import FORMAT_VERSION, check_fields, check_version
+from hatrefine.networks.generator import Generator
+from hatrefine.networks.registry import Scheme, create_architecture, register_scheme
 
 
 def resolve_hub_dir(repo: str, allow_patterns: Optional[list[str]] = None) -> Path:
@@ -33,7 +33,11 @@ def resolve_hub_dir(repo: str, allow_patterns: Optional[list[str]] = None) -> Pa
     if Path(repo).is_dir():
         return Path(repo)
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     try:
         return Path(snapshot_download(repo_id=repo, allow_patterns=allow_patterns))
@@ -67,7 +71,7 @@ def load_generator_dir(directory: str | Path, name: Optional[str] = None) -> Gen
         raise HatrefineError(f"{source} has no 'generator' entry; save it with save_generator_dir")
     g = cfg["generator"]
     check_fields(g, GENERATOR_FIELDS, f"{source} (generator)", optional=("kwargs", "prior", "value_range"), nullable=("prior", "value_range"))
-    module = _build(g, directory / WEIGHTS, str(directory / WEIGHTS))
+    module = _build(g, directory / MODEL_WEIGHTS, str(directory / MODEL_WEIGHTS))
     return Generator(
         module,
         latent_shape=g["latent_shape"],
@@ -84,7 +88,7 @@ def load_discriminator_dir(directory: str | Path) -> nn.Module:
     cfg = read_json(directory / CONFIG)
     if "discriminator" not in cfg:
         raise HatrefineError(f"{directory} holds no discriminator; pass one with --discriminator")
-    return _build(cfg["discriminator"], directory / D_WEIGHTS, str(directory / D_WEIGHTS))
+    return _build(cfg["discriminator"], directory / DISCRIMINATOR_WEIGHTS, str(directory / DISCRIMINATOR_WEIGHTS))
 
 
 def save_generator_dir(
@@ -111,20 +115,20 @@ def save_generator_dir(
             "value_range": None if value_range is None else list(value_range),
         }
     }
-    save_tensors(directory / WEIGHTS, generator.state_dict())
+    save_tensors(directory / MODEL_WEIGHTS, generator.state_dict())
     if discriminator is not None:
         d, d_arch, d_kwargs = discriminator
         cfg["discriminator"] = {"architecture": d_arch, "kwargs": d_kwargs}
-        save_tensors(directory / D_WEIGHTS, d.state_dict())
+        save_tensors(directory / DISCRIMINATOR_WEIGHTS, d.state_dict())
     save_json(directory / CONFIG, cfg)
 
 
 def _hub_generator(repo: str, checkpoint: Optional[str]) -> Generator:
-    return load_generator_dir(resolve_hub_dir(repo, [CONFIG, WEIGHTS]), name=f"hf:{repo}")
+    return load_generator_dir(resolve_hub_dir(repo, [CONFIG, MODEL_WEIGHTS]), name=f"hf:{repo}")
 
 
 def _hub_discriminator(repo: str, checkpoint: Optional[str]) -> nn.Module:
-    return load_discriminator_dir(resolve_hub_dir(repo, [CONFIG, D_WEIGHTS]))
+    return load_discriminator_dir(resolve_hub_dir(repo, [CONFIG, DISCRIMINATOR_WEIGHTS]))
 
 
 register_scheme("hf", Scheme(_hub_generator, _hub_discriminator, help="ORG/NAME or a local directory"))
@@ -133,7 +137,7 @@ register_scheme("hf", Scheme(_hub_generator, _hub_discriminator, help="ORG/NAME 
 def generator_dir(path: str | Path) -> Path:
     """The generator directory at ``path``; a synthesis run directory stands for its ``generator/``."""
     p = Path(path)
-    return p / "generator" if (p / "generator" / CONFIG).is_file() and not (p / WEIGHTS).is_file() else p
+    return p / "generator" if (p / "generator" / CONFIG).is_file() and not (p / MODEL_WEIGHTS).is_file() else p
 
 
 def _local_dir(path: str) -> Path:

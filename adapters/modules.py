@@ -7,7 +7,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from hatrefine.generator import Generator
+from hatrefine.networks.generator import Generator
 
 
 def wrap(

@@ -15,8 +15,8 @@ import sys
 from typing import Optional
 
 from hatrefine.errors import HatrefineError
-from hatrefine.generator import Generator
-from hatrefine.registry import Scheme, register_scheme
+from hatrefine.networks.generator import Generator
+from hatrefine.networks.registry import Scheme, register_scheme
 
 
 def _generator(name: str, checkpoint: Optional[str]) -> Generator:
@@ -29,6 +29,8 @@ def _generator(name: str, checkpoint: Optional[str]) -> Generator:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise HatrefineError(f"py:{name}: cannot import {module_name!r} ({e}); run from the folder that holds it or add it to PYTHONPATH") from None
+    except Exception as e:  # the user's module itself failed while importing
+        raise HatrefineError(f"py:{name}: importing module {module_name!r} raised {type(e).__name__}: {e}; fix that module (rerun with --debug for its traceback)") from e
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise HatrefineError(f"py:{name}: {module_name} has no function {attr!r}")

@@ -15,10 +15,9 @@ from typing import Optional
 import torch
 
 from hatrefine.errors import HatrefineError
-from hatrefine.generator import Generator
-from hatrefine.registry import Scheme, register_scheme
-
-META = "hatrefine.json"
+from hatrefine.files.names import TORCHSCRIPT_META
+from hatrefine.networks.generator import Generator
+from hatrefine.networks.registry import Scheme, register_scheme
 
 
 def save_torchscript(module: torch.nn.Module, path: str | Path, latent_shape, image_shape, prior="normal", value_range=(-1.0, 1.0)) -> None:
@@ -28,21 +27,21 @@ def save_torchscript(module: torch.nn.Module, path: str | Path, latent_shape, im
     except Exception:
         scripted = torch.jit.trace(module.eval(), torch.zeros(2, *latent_shape))
     meta = {"latent_shape": list(latent_shape), "image_shape": list(image_shape), "prior": prior, "value_range": None if value_range is None else list(value_range)}
-    torch.jit.save(scripted, str(path), _extra_files={META: json.dumps(meta)})
+    torch.jit.save(scripted, str(path), _extra_files={TORCHSCRIPT_META: json.dumps(meta)})
 
 
 def _load(path_str: str, checkpoint: Optional[str]) -> Generator:
     path = Path(path_str)
     if not path.is_file():
         raise HatrefineError(f"TorchScript file {path} does not exist; pass torchscript:PATH to a file saved with torch.jit.save")
-    extra = {META: ""}
+    extra = {TORCHSCRIPT_META: ""}
     try:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except RuntimeError as e:
         raise HatrefineError(f"{path} is not a TorchScript file ({str(e).splitlines()[0][:100]}); save it with torch.jit.save") from None
     sidecar = path.with_name(path.name + ".json")
-    if extra[META]:
-        meta = json.loads(extra[META])
+    if extra[TORCHSCRIPT_META]:
+        meta = json.loads(extra[TORCHSCRIPT_META])
     elif sidecar.is_file():
         meta = json.loads(sidecar.read_text())
     else:

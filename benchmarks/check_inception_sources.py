@@ -23,7 +23,12 @@ from unittest import mock
 import torch
 
 from hatrefine.data import load_images
-from hatrefine.inception import _fid_helper_net, fid_helper_weights, load_inception, pytorch_fid_weights
+from hatrefine.evaluation.inception import (
+    _fid_helper_net,
+    fid_helper_weights,
+    load_inception,
+    pytorch_fid_weights,
+)
 
 
 def rebuild_pytorch_fid_weights(path: Path) -> None:

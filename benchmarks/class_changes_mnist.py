@@ -25,13 +25,19 @@ import time
 from pathlib import Path
 
 import torch
+from common import header, write_json
 
 from hatrefine.data import load_images
-from hatrefine.evaluation import SURE, class_changes, class_probabilities, feature_scores, features, load_lenet
-from hatrefine.refiner import HatRefiner
-from hatrefine.sampler import LangevinSampler
-
-from common import header, write_json
+from hatrefine.evaluation.metrics import (
+    SURE,
+    class_changes,
+    class_probabilities,
+    feature_scores,
+    features,
+    load_lenet,
+)
+from hatrefine.models.refiner import HatRefiner
+from hatrefine.sampling.langevin import LangevinSampler
 
 SETS = {"select": ("test", 10), "report": ("train", 20)}  # latent set: (reference split, latent seed)
 

@@ -40,9 +40,9 @@ def measured(record: dict):
 
 def inception_fids(images: dict[str, torch.Tensor], data: str, inception: str, device: torch.device) -> tuple[dict[str, dict], dict]:
     """FID, precision, recall, density and coverage of each image set against the same cached
-    reference (``data``'s train split; ``hatrefine.evaluation.fid``): ({name: scores}, reference info)."""
-    from hatrefine.evaluation import fid
-    from hatrefine.inception import load_inception
+    reference (``data``'s train split; ``hatrefine.evaluation.metrics.fid``): ({name: scores}, reference info)."""
+    from hatrefine.evaluation.inception import load_inception
+    from hatrefine.evaluation.metrics import fid
 
     net = load_inception(inception, device)
     scores, info = {}, {}
@@ -58,7 +58,13 @@ def lenet_scores(images: dict[str, torch.Tensor], data: str) -> dict[str, dict]:
     """For 1x32x32 digits: the Frechet distance in the shipped LeNet's features against ``data``'s
     train split (the quick metric) and LeNet's class histogram of each image set ({name: scores})."""
     from hatrefine.data import load_images
-    from hatrefine.evaluation import class_histogram, class_probabilities, feature_scores, features, load_lenet
+    from hatrefine.evaluation.metrics import (
+        class_histogram,
+        class_probabilities,
+        feature_scores,
+        features,
+        load_lenet,
+    )
 
     net = load_lenet()
     real = features(net, load_images(data, (1, 32, 32), split="train"))
@@ -83,7 +89,7 @@ def header(args, device: torch.device) -> dict:
     """The start of every benchmark result: the command, seed, sample count and the machine."""
     import platform
 
-    from hatrefine.trainer import versions
+    from hatrefine.training.trainer import versions
 
     return {"command": command_line(), "seed": args.seed, "n_samples": args.n, "device": str(device),
             "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "versions": versions()}

@@ -29,13 +29,14 @@ import torch
 from common import header, inception_fids, measured, write_json
 
 from hatrefine.data import load_images
-from hatrefine.hierarchical import HierarchicalConfig, HierarchicalTrainer
-from hatrefine.latent_prior import LatentPriorRefiner, PriorConfig
-from hatrefine.ood import ood_scores
-from hatrefine.prior_trainer import PriorTrainer
-from hatrefine.refiner import resolve_device
-from hatrefine.trainer import Trainer
-from hatrefine.config import FitConfig
+from hatrefine.evaluation.ood import ood_scores
+from hatrefine.models.latent_prior import LatentPriorRefiner
+from hatrefine.models.refiner import resolve_device
+from hatrefine.settings.config import FitConfig
+from hatrefine.settings.prior import HierarchicalConfig, PriorConfig
+from hatrefine.training.hierarchical import HierarchicalTrainer
+from hatrefine.training.prior_trainer import PriorTrainer
+from hatrefine.training.trainer import Trainer
 
 DATA, GENERATOR = "builtin:mnist", "builtin:mnist"
 OOD_SETS = ["invert:builtin:mnist", "sklearn:digits", "noise:gaussian", "noise:uniform"]

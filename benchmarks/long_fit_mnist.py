@@ -29,15 +29,15 @@ import time
 from pathlib import Path
 
 import torch
-
-from hatrefine.checkpoint import has_checkpoint, read_json, save_json
-from hatrefine.config import FitConfig
-from hatrefine.data import load_images
-from hatrefine.evaluation import feature_scores, features, load_lenet
-from hatrefine.refiner import resolve_device
-from hatrefine.trainer import Trainer
-
 from common import header, inception_fids, write_json
+
+from hatrefine.data import load_images
+from hatrefine.evaluation.metrics import feature_scores, features, load_lenet
+from hatrefine.files.checkpoint import has_checkpoint
+from hatrefine.files.jsonfiles import read_json, save_json
+from hatrefine.models.refiner import resolve_device
+from hatrefine.settings.config import FitConfig
+from hatrefine.training.trainer import Trainer
 
 DATA = "builtin:mnist"
 SEGMENT = 500

@@ -21,13 +21,12 @@ import argparse
 
 import numpy as np
 import torch
-
-from hatrefine.calibration import SLACK
-from hatrefine.data import load_images
-from hatrefine.evaluation import feature_scores, features, load_lenet
-from hatrefine.registry import load_generator
-
 from common import header, inception_fids, write_json
+
+from hatrefine.data import load_images
+from hatrefine.evaluation.calibration import SLACK
+from hatrefine.evaluation.metrics import feature_scores, features, load_lenet
+from hatrefine.networks.registry import load_generator
 
 
 def main() -> None:

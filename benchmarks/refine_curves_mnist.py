@@ -5,7 +5,7 @@ DDLS with the discriminator's raw logit, and DDLS calibrated (the logistic head 
 recommends). Each method gets its own temperature at each K, chosen on other latents than
 the measured ones: 500 chains per temperature (the Hat EBM: the run's training T x 1, 1/1.5,
 1/2, 1/3; DDLS: T 1, 1/2, 1/4) scored on the held-out digits by the product's calibration
-criterion (``hatrefine.calibration.choose``: the lowest LeNet distance among the temperatures
+criterion (``hatrefine.evaluation.calibration.choose``: the lowest LeNet distance among the temperatures
 that keep recall and coverage). Then 2,000 chains from the measured latents run at the
 chosen temperatures and are scored by Inception FID, precision, recall, density and
 coverage against the 4,500 training digits. Chains of one temperature are continued from
@@ -29,16 +29,15 @@ import json
 from pathlib import Path
 
 import torch
+from common import header, inception_fids, write_json
 
 from hatrefine import HatRefiner
-from hatrefine.calibration import chain_ends, choose
 from hatrefine.data import load_images
-from hatrefine.ddls import DDLS, calibrate
-from hatrefine.evaluation import feature_scores, features, load_lenet
-from hatrefine.refiner import resolve_device
-from hatrefine.registry import load_discriminator
-
-from common import header, inception_fids, write_json
+from hatrefine.evaluation.calibration import chain_ends, choose
+from hatrefine.evaluation.metrics import feature_scores, features, load_lenet
+from hatrefine.models.refiner import resolve_device
+from hatrefine.networks.registry import load_discriminator
+from hatrefine.sampling.ddls import DDLS, calibrate
 
 DATA = "builtin:mnist"
 STEPS = (5, 10, 20, 50, 100)
@@ -48,7 +47,7 @@ ORDER = ("ddls_calibrated", "hat", "ddls_raw")  # the order points are scored in
 
 
 def select(make_sampler, temperatures, z, steps, lenet, real, generator_scores, seed, batch_size) -> tuple[dict[int, float], list[dict]]:
-    """The chosen temperature at each K (criterion of hatrefine.calibration) and every scored row."""
+    """The chosen temperature at each K (criterion of hatrefine.evaluation.calibration) and every scored row."""
     rows = []
     for t in temperatures:
         images, _ = chain_ends(make_sampler(t), z, list(steps), seed, batch_size)

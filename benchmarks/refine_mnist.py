@@ -34,17 +34,16 @@ import resource
 from pathlib import Path
 
 import torch
+from common import header, inception_fids, lenet_scores, measured, write_json
 
 from hatrefine import HatRefiner
-from hatrefine.checkpoint import read_json
-from hatrefine.config import FitConfig
 from hatrefine.data import load_images
-from hatrefine.ddls import DDLS, calibrate
-from hatrefine.refiner import resolve_device
-from hatrefine.registry import load_discriminator, load_generator
-from hatrefine.trainer import Trainer
-
-from common import header, inception_fids, lenet_scores, measured, write_json
+from hatrefine.files.jsonfiles import read_json
+from hatrefine.models.refiner import resolve_device
+from hatrefine.networks.registry import load_discriminator, load_generator
+from hatrefine.sampling.ddls import DDLS, calibrate
+from hatrefine.settings.config import FitConfig
+from hatrefine.training.trainer import Trainer
 
 DATA = GENERATOR = "builtin:mnist"
 FIT = '{"steps": 900, "langevin_steps": 20, "lr": 1e-4, "joint_update": "simultaneous", "hat": "discriminator"}'

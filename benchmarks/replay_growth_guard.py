@@ -15,8 +15,8 @@ import csv
 import json
 from pathlib import Path
 
-from hatrefine.config import FitConfig
-from hatrefine.trainer import GROWTH_WINDOW, energy_gap_growth
+from hatrefine.settings.config import FitConfig
+from hatrefine.training.trainer import GROWTH_WINDOW, energy_gap_growth
 
 
 def replay(run: Path, limit: float) -> dict:

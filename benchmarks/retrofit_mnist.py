@@ -18,15 +18,15 @@ import json
 from pathlib import Path
 
 import torch
+from common import header, inception_fids, measured, write_json
 
 from hatrefine import load_generator
-from hatrefine.autoencoder import AEConfig, AutoencoderTrainer
-from hatrefine.config import FitConfig
-from hatrefine.refiner import resolve_device
-from hatrefine.report import path_figure, save_grid
-from hatrefine.trainer import Trainer
-
-from common import header, inception_fids, measured, write_json
+from hatrefine.evaluation.report import path_figure, save_grid
+from hatrefine.models.refiner import resolve_device
+from hatrefine.settings.autoencoder import AEConfig
+from hatrefine.settings.config import FitConfig
+from hatrefine.training.autoencoder import AutoencoderTrainer
+from hatrefine.training.trainer import Trainer
 
 DATA = "builtin:mnist"
 FIT = '{"steps": 400, "langevin_steps": 30, "eps_y": 5e-4, "eps_z": 2e-2, "y_sigma": 0.1, "lr": 1e-4, "joint_update": "alternate", "grad_penalty": 0, "calibrate": false}'

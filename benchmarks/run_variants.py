@@ -12,9 +12,9 @@ import json
 import torch
 
 from hatrefine import HatRefiner
-from hatrefine.checkpoint import read_state_dict
 from hatrefine.data import load_images
-from hatrefine.evaluation import lenet_fd, load_lenet
+from hatrefine.evaluation.metrics import lenet_fd, load_lenet
+from hatrefine.files.checkpoint import read_state_dict
 
 
 def main() -> None:

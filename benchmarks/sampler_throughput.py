@@ -20,15 +20,14 @@ import time
 from pathlib import Path
 
 import torch
-
-from hatrefine import load_generator
+from common import command_line
 from hatrefine.adapters import wrap
 from hatrefine.adapters.mimicry import MODELS
-from hatrefine.energy import HatEnergy
-from hatrefine.hat import create_hat
-from hatrefine.sampler import ConditionalLangevin, JointLangevin
 
-from common import command_line
+from hatrefine import load_generator
+from hatrefine.networks.hat import create_hat
+from hatrefine.sampling.energy import HatEnergy
+from hatrefine.sampling.langevin import ConditionalLangevin, JointLangevin
 
 
 def timed(fn, reps: int, device: torch.device) -> float:

@@ -22,15 +22,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-
-from hatrefine.config import SynthesisConfig  # noqa: E402
-from hatrefine.data import load_images  # noqa: E402
-from hatrefine.evaluation import lenet_fd, load_lenet  # noqa: E402
-from hatrefine.refiner import resolve_device  # noqa: E402
-from hatrefine.report import save_grid  # noqa: E402
-from hatrefine.synthesis import SynthesisTrainer  # noqa: E402
-
 from common import header, inception_fids, measured, write_json  # noqa: E402
+
+from hatrefine.data import load_images  # noqa: E402
+from hatrefine.evaluation.metrics import lenet_fd, load_lenet  # noqa: E402
+from hatrefine.evaluation.report import save_grid  # noqa: E402
+from hatrefine.models.refiner import resolve_device  # noqa: E402
+from hatrefine.settings.config import SynthesisConfig  # noqa: E402
+from hatrefine.training.synthesis import SynthesisTrainer  # noqa: E402
 
 DATA = "builtin:mnist"
 

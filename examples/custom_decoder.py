@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hatrefine.adapters import wrap
 from torch import nn
 
 from hatrefine import fit, load_generator
-from hatrefine.adapters import wrap
 
 OUT = Path("runs/custom")
 SPEC = "py:custom_decoder:make_decoder"

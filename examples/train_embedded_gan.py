@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from hatrefine.adapters.builtin import DCGANDiscriminator, DCGANGenerator
 from hatrefine.adapters.hub import save_generator_dir
-from hatrefine.checkpoint import save_tensors
+
 from hatrefine.data import DataStream, open_dataset
-from hatrefine.evaluation import LeNet
+from hatrefine.evaluation.metrics import LeNet
+from hatrefine.files.checkpoint import save_tensors
 
 ASSETS = Path(__file__).resolve().parents[1] / "hatrefine" / "assets"
 

@@ -7,21 +7,27 @@ traceback). No command overwrites an existing file or run without ``--overwrite`
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
-import torch
 
-from .config import MODES, FitConfig, SynthesisConfig
-from .errors import HatrefineError, HatrefineWarning
-from .hat import HAT_BLOCKS
-from .hierarchical import HierarchicalConfig
-from .latent_prior import POSTERIOR_INITS, PriorConfig
-from .sampler import JOINT_UPDATES
+from hatrefine.errors import HatrefineError, HatrefineWarning
+from hatrefine.settings.config import (
+    HAT_BLOCKS,
+    JOINT_UPDATES,
+    MODES,
+    FitConfig,
+    SynthesisConfig,
+)
+from hatrefine.settings.prior import POSTERIOR_INITS, HierarchicalConfig, PriorConfig
+
+if TYPE_CHECKING:
+    import torch
 
 FIT_HELP = {
     "recipe": "Start from one of the paper's experiments (`hatrefine recipes`); options given explicitly override its values. Default: the generator spec's own recipe if it has one (mimicry:sngan_cifar10 -> cifar10-refine, mimicry:sngan_celeba64 -> celeba64-refine), else the embedded MNIST defaults.",
@@ -169,9 +175,9 @@ def _check_temperature(temperature: Optional[float]) -> None:
         raise HatrefineError(f"--temperature must be positive, got {temperature}; leave it out to use the run's own test-time T")
 
 
-def _write_png(images: torch.Tensor, png: Optional[str]) -> None:
+def _write_png(images: "torch.Tensor", png: Optional[str]) -> None:
     if png:
-        from .report import save_grid
+        from hatrefine.evaluation.report import save_grid
 
         save_grid(images, png)
         click.echo(f"wrote {png}")
@@ -211,20 +217,38 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, envvar="HATREFINE_THREADS", show_envvar=True,
+    help="CPU threads for torch (default: torch's, one per core). Idle threads always wait passively, so jobs that share the cores slow each other down only by the cores they share.",
+)  # fmt: skip
 @click.version_option(package_name="hatrefine")
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, debug: bool, threads: Optional[int]) -> None:
     """Hat EBM on top of a frozen pretrained generator: fit it, sample from it, refine images; retrofit
     autoencoders; learn a generator from scratch; score out-of-distribution images; compare with DDLS; measure FID;
     share on the Hub. Under torchrun: torchrun --nproc_per_node N --no-python -- hatrefine COMMAND ..."""
     ctx.meta["debug"] = debug
     warnings.showwarning = _one_line_warning
+    use_threads(threads)
+
+
+def use_threads(threads: Optional[int]) -> None:
+    """Set torch's CPU threads before torch loads (OpenMP reads its settings once), or now if it has.
+
+    Idle OpenMP threads spin by default, and two spinning jobs on shared cores slow each other
+    down many times over: passive waiting is the default here unless ``OMP_WAIT_POLICY`` says otherwise."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if threads is None:
+        return
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 @main.command("list")
 def list_cmd() -> None:
     """List the generator specs the registry knows."""
-    from .registry import known_specs
+    from hatrefine.networks.registry import known_specs
 
     for spec in known_specs():
         click.echo(spec)
@@ -234,7 +258,7 @@ def list_cmd() -> None:
 @click.argument("name", required=False)
 def recipes(name: Optional[str]) -> None:
     """List the paper's experiments by name; with NAME, its settings per command, source and departures."""
-    from .recipes import RECIPES, find_recipe
+    from hatrefine.settings.recipes import RECIPES, find_recipe
 
     if name is None:
         for r in RECIPES.values():
@@ -264,9 +288,11 @@ def recipes(name: Optional[str]) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 def generate(spec, checkpoint, n, seed, out, batch_size, device, png, overwrite) -> None:
     """Write the generator's own samples (no refinement)."""
-    from .io import NpzWriter
-    from .refiner import resolve_device
-    from .registry import load_generator
+    import torch
+
+    from hatrefine.files.npz import NpzWriter
+    from hatrefine.models.refiner import resolve_device
+    from hatrefine.networks.registry import load_generator
 
     if n <= 0 or batch_size <= 0:
         raise HatrefineError(f"--n and --batch-size must be positive, got {n} and {batch_size}")
@@ -291,7 +317,7 @@ def fit(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
     """Fit a hat network on top of a frozen generator (defaults: the embedded MNIST setting).
 
     With --resume every setting comes from the saved run; only --steps may extend it."""
-    from .trainer import Trainer
+    from hatrefine.training.trainer import Trainer
 
     trainer = _make_trainer(ctx, Trainer, FitConfig, out, resume, overwrite, settings)
     click.echo(f"fitting {trainer.config.mode} Hat EBM on {trainer.config.generator} with {trainer.config.data} into {out} (device {trainer.device})")
@@ -304,8 +330,8 @@ def _make_trainer(ctx: click.Context, trainer_class, config_class, out: str, res
 
     On --resume, options repeated with their saved values are fine; only --steps may change."""
     if resume:
-        from .checkpoint import read_json
-        from .registry import absolute_source, absolute_spec
+        from hatrefine.files.jsonfiles import read_json
+        from hatrefine.networks.registry import absolute_source, absolute_spec
 
         cfg = read_json(Path(out) / "config.json") if (Path(out) / "config.json").is_file() else {}
         saved = cfg.get(getattr(config_class, "key", "")) or cfg.get("hatrefine") or cfg.get("autoencoder") or cfg.get("latent_prior") or {}
@@ -321,7 +347,7 @@ def _make_trainer(ctx: click.Context, trainer_class, config_class, out: str, res
             flags = ", ".join(f"--{k.replace('_', '-')} ({saved[k]} -> {given[k]})" for k in changed)
             raise HatrefineError(f"{flags} cannot change on --resume; the run keeps the settings in {Path(out) / 'config.json'} (only --steps may extend it)")
         return trainer_class(None, out, resume=True, steps=given.get("steps"))
-    from .recipes import apply_recipe
+    from hatrefine.settings.recipes import apply_recipe
 
     given = {k for k in settings if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     settings, recipe = apply_recipe(config_class.command, settings, given)
@@ -340,7 +366,7 @@ def synthesize(ctx: click.Context, out, resume, overwrite, quiet, **settings) ->
     The generator regresses onto past sampler outputs from a persistent bank of (Z, X) pairs
     and never sees data. Afterwards `hatrefine sample --run RUN_DIR` draws refined samples and
     `hatrefine generate --generator dir:RUN_DIR` the generator's own."""
-    from .synthesis import SynthesisTrainer
+    from hatrefine.training.synthesis import SynthesisTrainer
 
     trainer = _make_trainer(ctx, SynthesisTrainer, SynthesisConfig, out, resume, overwrite, settings)
     click.echo(f"tandem synthesis on {trainer.config.data} into {out} (device {trainer.device})")
@@ -356,7 +382,7 @@ def fit_prior(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> 
 
     p(z) ~ exp(f(z)) N(0, I), learned by maximum likelihood with posterior and prior Langevin chains;
     sample, refine, ood and push work on the run. With --resume only --steps may change."""
-    from .prior_trainer import PriorTrainer
+    from hatrefine.training.prior_trainer import PriorTrainer
 
     trainer = _make_trainer(ctx, PriorTrainer, PriorConfig, out, resume, overwrite, settings)
     click.echo(f"fitting a latent EBM prior on {trainer.config.generator} with {trainer.config.data} into {out} (device {trainer.device})")
@@ -372,7 +398,7 @@ def hierarchical(ctx: click.Context, out, resume, overwrite, quiet, **settings) 
 
     The generator is saved as a generator directory: `dir:RUN` works with every command (fit included);
     the run is a latent-prior run for sample, refine, ood and push."""
-    from .hierarchical import HierarchicalTrainer
+    from hatrefine.training.hierarchical import HierarchicalTrainer
 
     trainer = _make_trainer(ctx, HierarchicalTrainer, HierarchicalConfig, out, resume, overwrite, settings)
     click.echo(f"learning a {len(trainer.config.sizes())}-layer generator with its joint latent EBM prior on {trainer.config.data} into {out} (device {trainer.device})")
@@ -413,7 +439,8 @@ def pretrain_ae(ctx: click.Context, out, resume, overwrite, quiet, image_shape, 
     """Pretrain a deterministic autoencoder for a retrofit (its encoder output lies on the sphere of radius sqrt(m)).
 
     Then: hatrefine fit --generator ae:OUT --mode joint --y-sigma 0.1"""
-    from .autoencoder import AEConfig, AutoencoderTrainer
+    from hatrefine.settings.autoencoder import AEConfig
+    from hatrefine.training.autoencoder import AutoencoderTrainer
 
     settings |= {"image_shape": _shape(image_shape, "--image-shape"), "latent_shape": _shape(latent_shape, "--latent-shape")}
     trainer = _make_trainer(ctx, AutoencoderTrainer, AEConfig, out, resume, overwrite, settings)
@@ -446,9 +473,9 @@ def sample(run_dir, seed, checkpoint, langevin_steps, temperature, eps_y, eps_z,
 
     The same --seed and --batch-size give the same samples, on any number of processes
     (under torchrun each rank writes its chunks, rank 0 merges them)."""
-    from .distributed import setup
-    from .io import NpzWriter, merge_chunk_shards
-    from .runs import load_run
+    from hatrefine.distributed import setup
+    from hatrefine.files.npz import NpzWriter, merge_chunk_shards
+    from hatrefine.models.runs import load_run
 
     if n <= 0 or batch_size <= 0:
         raise HatrefineError(f"--n and --batch-size must be positive, got {n} and {batch_size}")
@@ -489,9 +516,9 @@ def sample(run_dir, seed, checkpoint, langevin_steps, temperature, eps_y, eps_z,
 @click.option("--value-range", default=None, help="LOW,HIGH the input images are in, mapped to [-1, 1] (e.g. 0,1 or 0,255; default -1,1).")
 def refine(run_dir, seed, checkpoint, langevin_steps, temperature, eps_y, eps_z, batch_size, device, png, overwrite, input_path, out, pixel_only, invert_steps, start, value_range) -> None:
     """Improve samples you already have: from their latents, or from images alone (by inversion)."""
-    from .data import parse_value_range
-    from .io import read_npz, save_npz
-    from .runs import load_run
+    from hatrefine.data import parse_value_range
+    from hatrefine.files.npz import read_npz, save_npz
+    from hatrefine.models.runs import load_run
 
     _check_temperature(temperature)
     value_range = parse_value_range(value_range)
@@ -523,14 +550,16 @@ def calibrate(run_dir, n, device, metric, overwrite) -> None:
     Writes the choice to RUN/sampling.json (what sample and refine use) and the grid and scores under
     `calibration` in RUN/quality.json. Choosing again in other features (--metric) also says whether
     they agree with the earlier choice, and keeps it under `calibration.replaced`."""
-    from .calibration import calibrate as run_calibration
-    from .checkpoint import lock_run_dir, save_json
-    from .refiner import SAMPLING, HatRefiner, run_directory
-    from .report import read_quality, write_quality
+    from hatrefine.evaluation.calibration import calibrate as run_calibration
+    from hatrefine.files.checkpoint import lock_run_dir
+    from hatrefine.files.jsonfiles import save_json
+    from hatrefine.files.names import SAMPLING
+    from hatrefine.files.quality import read_quality, write_quality
+    from hatrefine.models.refiner import HatRefiner, run_directory
 
     if not Path(run_dir).is_dir():
         raise HatrefineError(f"--run {run_dir} is not a run directory; calibrate a local run (`hatrefine fit --out`), not a Hub model")
-    from .latent_prior import is_prior_run
+    from hatrefine.models.latent_prior import is_prior_run
 
     if is_prior_run(run_directory(run_dir)):
         raise HatrefineError(f"{run_dir} is a latent-prior run: it samples at T 1 with its prior chain (set --langevin-steps and --eps-z on sample); calibrate applies to Hat EBM runs")
@@ -582,12 +611,12 @@ def calibrate(run_dir, n, device, metric, overwrite) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 def ddls(spec, checkpoint, discriminator, n, out, langevin_steps, eps, noise, temperature, step_schedule, step_schedule_end, calibrate, data, data_root, calibrate_n, seed, batch_size, device, png, overwrite) -> None:
     """DDLS baseline: Langevin in latent space on E(z) = ||z||^2/2 - d(G(z)) / T."""
-    from . import ddls as ddls_lib
-    from .data import load_images
-    from .io import NpzWriter
-    from .refiner import resolve_device
-    from .registry import load_generator, resolve_discriminator
-    from .sampler import Schedule
+    from hatrefine.data import load_images
+    from hatrefine.files.npz import NpzWriter
+    from hatrefine.models.refiner import resolve_device
+    from hatrefine.networks.registry import load_generator, resolve_discriminator
+    from hatrefine.sampling import ddls as ddls_lib
+    from hatrefine.settings.config import Schedule
 
     if temperature <= 0 or eps <= 0:
         raise HatrefineError(f"--temperature and --eps must be positive, got {temperature} and {eps}")
@@ -626,10 +655,10 @@ def ood(run_dir, in_data, ood_data, split, n, data_root, json_out, plot, batch_s
     """Score images by the hat network's energy H(x) / T and report the AUROC of each OOD set.
 
     Higher energy = more out of distribution; AUROC 1.0 separates perfectly, 0.5 not at all."""
-    from .checkpoint import save_json
-    from .ood import ood_scores
-    from .runs import load_run
-    from .report import energy_histogram
+    from hatrefine.evaluation.ood import ood_scores
+    from hatrefine.evaluation.report import energy_histogram
+    from hatrefine.files.jsonfiles import save_json
+    from hatrefine.models.runs import load_run
 
     if (n is not None and n <= 0) or batch_size <= 0:
         raise HatrefineError(f"--n and --batch-size must be positive, got {n} and {batch_size}")
@@ -659,8 +688,8 @@ def push(run_dir, repo, fid_json, private, token, message) -> None:
     """Upload a fitted Hat EBM (weights, config, model card, sample grid) to the Hugging Face Hub.
 
     Load it anywhere with `hatrefine sample --run hf:ORG/NAME` or HatRefiner.from_pretrained("hf:ORG/NAME")."""
-    from .checkpoint import read_json
-    from .hub import push as push_run
+    from hatrefine.files.jsonfiles import read_json
+    from hatrefine.models.hub import push as push_run
 
     fid = read_json(fid_json) if fid_json else None
     if fid is not None and "fid" not in fid:
@@ -689,14 +718,13 @@ def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, bat
 
     The data's statistics (and the features of its first 5,000 images) are cached in $HATREFINE_CACHE or
     ~/.cache/hatrefine/fid."""
-    from .checkpoint import save_json
-    from .data import parse_value_range, to_unit_range
-    from .evaluation import fid
-    from .inception import load_inception
-    from .io import read_npz
-    from .refiner import resolve_device
-
-    from .distributed import setup
+    from hatrefine.data import parse_value_range, to_unit_range
+    from hatrefine.distributed import setup
+    from hatrefine.evaluation.inception import load_inception
+    from hatrefine.evaluation.metrics import check_set_size, fid
+    from hatrefine.files.jsonfiles import save_json
+    from hatrefine.files.npz import read_npz
+    from hatrefine.models.refiner import resolve_device
 
     for name, v in (("--n", n), ("--n-ref", n_ref), ("--batch-size", batch_size)):
         if v is not None and v < 2:
@@ -708,6 +736,7 @@ def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, bat
     if x.dim() != 4:
         raise HatrefineError(f"{samples}: x has shape {tuple(x.shape)}; expected images (N, C, H, W)")
     x = to_unit_range(x[:n] if n else x, f"the images in {samples}", parse_value_range(value_range), slack=0.5)  # refined samples overshoot
+    check_set_size(len(x), f"sample images in {samples}", "pass a file with more samples")  # before Inception loads
     net = load_inception(inception, resolve_device(device))
     result = fid(x, data, net, split=split, n_reference=n_ref, data_root=data_root, batch_size=batch_size, progress=not quiet, shard=shard)
     if not shard.main:
@@ -716,8 +745,13 @@ def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, bat
     click.echo(f"FID {result['fid']:.3f}  ({result['n_samples']} samples vs {result['n_reference']} {data} {split} images; Inception from {result['inception']})")
     click.echo("precision {precision:.3f}  recall {recall:.3f}  density {density:.3f}  coverage {coverage:.3f}  (Inception features, k = 5, ".format(**result) + f"against {result['n_prdc_reference']} data images)")
     if tuple(x.shape[1:]) == (1, 32, 32):
-        from .data import load_images
-        from .evaluation import class_histogram, class_probabilities, lenet_fd, load_lenet
+        from hatrefine.data import load_images
+        from hatrefine.evaluation.metrics import (
+            class_histogram,
+            class_probabilities,
+            lenet_fd,
+            load_lenet,
+        )
 
         lenet = load_lenet()
         result["lenet_fd"] = lenet_fd(x, load_images(data, (1, 32, 32), split=split, root=data_root, limit=n_ref), lenet)

@@ -2,6 +2,8 @@
 
 Specs:
   ``builtin:mnist``        the embedded 5,000-digit MNIST subset shipped with hatrefine
+  ``builtin:twemoji``      the embedded 3,786 Twitter emoji, 3x32x32 colour on white (Twemoji by Twitter,
+                           Inc. and other contributors, CC-BY 4.0, from emoji-datasource-twitter 16.0.0)
   ``cifar10``, ``mnist``, ``svhn``, ``celeba`` (or ``torchvision:NAME``)
                            torchvision datasets, downloaded into ``--data-root`` when online
   ``PATH.npz``             an array ``x`` (or ``images``): uint8 in [0, 255] or float in [-1, 1];
@@ -33,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
-from .errors import HatrefineError, HatrefineWarning
+from hatrefine.errors import HatrefineError, HatrefineWarning
 
 TORCHVISION_DATASETS = ("cifar10", "mnist", "svhn", "celeba")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -48,6 +50,25 @@ def embedded_mnist() -> tuple[np.ndarray, np.ndarray]:
     with resources.as_file(resources.files("hatrefine") / "assets" / "mnist5k.npz") as path:
         with np.load(path) as f:
             return f["x"], f["y"]
+
+
+def embedded_twemoji() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The embedded Twemoji set: ``x`` uint8 (3786, 3, 32, 32) composited on white, its category index
+    ``y``, short ``names`` (a skin-tone variant carries its code, e.g. ``_1F3FB``) and the ten ``categories``.
+
+    Twemoji graphics by Twitter, Inc. and other contributors, CC-BY 4.0 (https://creativecommons.org/licenses/by/4.0/),
+    taken from the npm package emoji-datasource-twitter 16.0.0 and resized to 32x32 with Lanczos."""
+    with resources.as_file(resources.files("hatrefine") / "assets" / "twemoji32.npz") as path:
+        with np.load(path) as f:
+            return f["x"], f["y"], f["names"], f["categories"]
+
+
+def twemoji_split(names: np.ndarray, split: str) -> np.ndarray:
+    """Which emoji form ``split``: ``test`` every tenth emoji with all its skin-tone variants (so no
+    variant of a held-out emoji is trained on), ``train`` the rest."""
+    groups = {}
+    index = np.array([groups.setdefault(str(n).split("_1F3F")[0], len(groups)) for n in names])
+    return index % 10 == 9 if split == "test" else index % 10 != 9
 
 
 def embedded_split(labels: np.ndarray, split: str) -> np.ndarray:
@@ -80,6 +101,8 @@ def to_unit_range(x: torch.Tensor, what: str, value_range: Optional[tuple[float,
     One-line errors for NaN or inf pixels (how many, in which images) and for values outside the
     range (8-bit levels get the exact mapping); a warning when nothing was declared and every
     value lies in [0, 1], the usual convention outside GAN code, which [-1, 1] would read as dark images."""
+    if x.numel() == 0:
+        raise HatrefineError(f"{what} are empty (shape {tuple(x.shape)}); pass a file that holds images")
     bad = ~torch.isfinite(x)
     if bad.any():
         images = bad.flatten(1).any(dim=1).nonzero().flatten().tolist()
@@ -232,6 +255,9 @@ def open_dataset(
     if spec in ("builtin:mnist", "mnist5k"):
         images, labels = embedded_mnist()
         x = fit_to_shape(to_tensor(images[embedded_split(labels, split)]), image_shape)
+    elif spec == "builtin:twemoji":
+        images, _, names, _ = embedded_twemoji()
+        x = fit_to_shape(to_tensor(images[twemoji_split(names, split)]), image_shape)
     elif name in TORCHVISION_DATASETS:
         base = _torchvision_dataset(name, split, Path(root) if root else default_data_root() / name, download)
         ds = _ConvertedDataset(base, image_shape)
@@ -256,7 +282,7 @@ def open_dataset(
         x = held_out(fit_to_shape(_load_folder(Path(spec)), image_shape), split)
     else:
         raise HatrefineError(
-            f"unknown data spec {spec!r}; use builtin:mnist, one of {', '.join(TORCHVISION_DATASETS)}, "
+            f"unknown data spec {spec!r}; use builtin:mnist, builtin:twemoji, one of {', '.join(TORCHVISION_DATASETS)}, "
             f"a .npz file, a folder of images, sklearn:digits, noise:gaussian, noise:uniform or invert:SPEC"
         )
     if limit is not None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import HatrefineError
+from hatrefine.errors import HatrefineError
 
 
 @dataclass(frozen=True)

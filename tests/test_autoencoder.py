@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from hatrefine import HatrefineError, load_generator
-from hatrefine.autoencoder import AEConfig, AutoencoderTrainer, Decoder, Encoder, project_to_sphere
-from hatrefine.checkpoint import read_state_dict
-from hatrefine.config import FitConfig
-from hatrefine.trainer import Trainer
+from hatrefine.files.checkpoint import read_state_dict
+from hatrefine.networks.autoencoder import Decoder, Encoder, project_to_sphere
+from hatrefine.settings.autoencoder import AEConfig
+from hatrefine.settings.config import FitConfig
+from hatrefine.training.autoencoder import AutoencoderTrainer
+from hatrefine.training.trainer import Trainer
 
 
 @pytest.fixture
@@ -83,7 +85,7 @@ def test_ae_spec_loads_the_decoder_without_a_prior(tmp_path, digits16):
 def test_the_resnet_decoder_is_the_authors_trains_resumes_and_loads_as_ae(tmp_path, digits16):
     """--decoder resnet (the cifar10-retrofit recipe's): the authors' gen_decoder at width << levels,
     batch norm trained in training mode, its running statistics resumed exactly and used by ae:DIR."""
-    from hatrefine.resblocks import ResNetDecoder
+    from hatrefine.networks.resblocks import ResNetDecoder
 
     config = tiny_ae(digits16, steps=20, decoder="resnet")
     trainer = AutoencoderTrainer(config, tmp_path / "full")

@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from hatrefine.cli import main
+from tests.test_evaluation import stand_in
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,9 @@ def world(tmp_path_factory):
     np.savez(d / "nan.npz", x=nan)
     np.savez(d / "levels.npz", x=np.arange(2 * 32 * 32).reshape(2, 1, 32, 32).astype(np.float32) % 255)
     np.savez(d / "nokeys.npz", pictures=np.zeros((2, 1, 32, 32), np.float32))
+    np.savez(d / "empty.npz", x=np.zeros((0, 1, 32, 32), np.float32))
+    np.savez(d / "three.npz", x=np.zeros((3, 1, 32, 32), np.float32))
+    np.savez(d / "six.npz", x=np.zeros((6, 1, 32, 32), np.float32))
     torch.save({"foo.weight": torch.zeros(3)}, d / "other_arch.pth")
     full = (d / "run" / "hat.safetensors").read_bytes()
     (d / "truncated.safetensors").write_bytes(full[: len(full) // 2])
@@ -58,6 +62,9 @@ CATALOGUE = {
     "truncated weights file": (["generate", "--checkpoint", "{d}/truncated.safetensors", "--out", "{d}/o.npz"], ["truncated or not a weights file", "save it again"]),
     "corrupt npz": (["fit", "--data", "{d}/corrupt.npz", "--out", "{d}/run", "--overwrite"], ["not a readable .npz", "numpy.savez"]),
     "npz without the expected keys": (["eval", "--samples", "{d}/nokeys.npz"], ["lacks ['x']", "write images under 'x'"]),
+    "empty sample file": (["eval", "--samples", "{d}/empty.npz"], ["are empty", "(0, 1, 32, 32)", "holds images"]),
+    "too few samples for FID": (["eval", "--samples", "{d}/three.npz"], ["3 sample images", "need at least 6"]),
+    "too few reference images for FID": (["eval", "--samples", "{d}/six.npz", "--data", "{d}/three.npz"], ["reference images in", "need at least 6", "larger set"]),
     "missing weights offline": (["generate", "--generator", "mimicry:sngan_cifar10", "--out", "{d}/o.npz"], ["not cached", "--checkpoint"]),
     "data folder with no images": (["fit", "--data", "{d}/no_images", "--out", "{d}/run", "--overwrite"], ["holds no images", "folder of images"]),
     "conditional mode on a prior-less generator": (["fit", "--generator", "ae:{d}/ae", "--mode", "conditional", "--out", "{d}/run", "--overwrite"], ["no latent prior", "--mode joint"]),
@@ -74,6 +81,8 @@ def test_bad_input(case, world, monkeypatch):
         assert CliRunner().invoke(main, ["pretrain-ae", "--out", str(world / "ae"), "--steps", "1", "--width", "4", "--quiet"]).exit_code == 0
     monkeypatch.setenv("HATREFINE_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(world / "torch_home"))  # an empty hub cache
+    monkeypatch.setenv("HATREFINE_CACHE", str(world.parent / "cache"))  # FID reference statistics go elsewhere
+    monkeypatch.setattr("hatrefine.evaluation.inception.load_inception", lambda source="auto", device="cpu": stand_in())
     before = snapshot(world)
     result = CliRunner().invoke(main, [a.format(d=world) for a in args])
     assert result.exit_code == 1, result.output

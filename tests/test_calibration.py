@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from hatrefine.adapters import wrap
 from torch import nn
 
-from hatrefine.adapters import wrap
-from hatrefine.calibration import calibrate, choose
-from hatrefine.config import FitConfig
-from hatrefine.refiner import HatRefiner
+from hatrefine.evaluation.calibration import calibrate, choose
+from hatrefine.models.refiner import HatRefiner
+from hatrefine.settings.config import FitConfig
 
 SIGMA = 0.3  # the data: N(0, SIGMA^2) in every pixel
 
@@ -58,9 +58,9 @@ def test_the_criterion_does_not_buy_a_lower_distance_with_recall():
 
 
 def test_a_fit_writes_its_calibration_to_the_run_and_sample_uses_it(tmp_path, tiny_generator, monkeypatch):
-    import hatrefine.calibration as calibration
-    from hatrefine.checkpoint import read_json
-    from hatrefine.trainer import Trainer
+    import hatrefine.evaluation.calibration as calibration
+    from hatrefine.files.jsonfiles import read_json
+    from hatrefine.training.trainer import Trainer
 
     monkeypatch.setattr(calibration, "quick_metric_net", lambda shape, device, inception_on_cpu=True, metric="quick": (Flat(), "pixels"))
     rng = np.random.default_rng(0)
@@ -81,9 +81,9 @@ def test_a_fit_writes_its_calibration_to_the_run_and_sample_uses_it(tmp_path, ti
 
 
 def test_no_calibrate_samples_at_the_configs_test_settings(tmp_path, tiny_generator, monkeypatch):
-    import hatrefine.calibration as calibration
-    from hatrefine.checkpoint import read_json
-    from hatrefine.trainer import Trainer
+    import hatrefine.evaluation.calibration as calibration
+    from hatrefine.files.jsonfiles import read_json
+    from hatrefine.training.trainer import Trainer
 
     monkeypatch.setattr(calibration, "calibrate", lambda *a, **k: pytest.fail("--no-calibrate must not calibrate"))
     x = np.random.default_rng(0).uniform(-1, 1, size=(40, 1, 8, 8)).astype(np.float32)
@@ -100,9 +100,10 @@ def test_no_calibrate_samples_at_the_configs_test_settings(tmp_path, tiny_genera
 
 
 def test_continued_chains_end_where_chains_of_each_length_end(tiny_generator):
-    from hatrefine.calibration import chain_ends
-    from hatrefine.energy import HatEnergy
-    from hatrefine.sampler import LangevinSampler, Schedule
+    from hatrefine.evaluation.calibration import chain_ends
+    from hatrefine.sampling.energy import HatEnergy
+    from hatrefine.sampling.langevin import LangevinSampler
+    from hatrefine.settings.config import Schedule
 
     hat = nn.Sequential(nn.Flatten(), nn.Linear(64, 1))
     z0 = tiny_generator.sample_latent(6, generator=torch.Generator().manual_seed(0))
@@ -120,7 +121,7 @@ def test_a_bad_sampling_file_is_one_line_naming_the_file_and_field(tmp_path):
     import pytest
 
     from hatrefine import HatrefineError
-    from hatrefine.config import SamplingSettings
+    from hatrefine.settings.config import SamplingSettings
 
     good = SamplingSettings.from_config(FitConfig()).to_dict()
     assert SamplingSettings.from_dict(good).eps_z == 5e-3

@@ -61,7 +61,7 @@ def _zero_steps_change_nothing(run_dir, out):
     import dataclasses
 
     from hatrefine import HatRefiner
-    from hatrefine.report import before_after
+    from hatrefine.evaluation.report import before_after
 
     refiner = HatRefiner.from_pretrained(run_dir)
     refiner.sampling = dataclasses.replace(refiner.sampling, langevin_steps=0)
@@ -91,7 +91,7 @@ def test_fit_sample_refine_end_to_end(tmp_path, monkeypatch):
     assert "quality (Frechet distance in LeNet features" in result.output and "of digits change class" in result.output
     for name in ("before_after.png", "langevin_path.png", "quality.json", "hat.safetensors"):
         assert (run_dir / name).is_file()
-    from hatrefine.report import read_quality
+    from hatrefine.files.quality import read_quality
 
     grid = read_quality(run_dir)["calibration"]["grid"]
     assert all(0 <= row["class_changed"] <= 1 and "class_changed_if_sure" in row for row in grid)  # the trade calibration does not choose on, recorded
@@ -103,7 +103,7 @@ def test_fit_sample_refine_end_to_end(tmp_path, monkeypatch):
     again = run("calibrate", "--run", run_dir, "--n", 10, "--overwrite")
     assert again.exit_code == 0 and "chosen: T" in again.output and "before: lenet features chose" in again.output, again.output
     assert "the metrics disagree" not in again.output  # the same features both times
-    monkeypatch.setattr("hatrefine.inception.load_inception", lambda source="auto", device="cpu": PooledFeatures())
+    monkeypatch.setattr("hatrefine.evaluation.inception.load_inception", lambda source="auto", device="cpu": PooledFeatures())
     other = run("calibrate", "--run", run_dir, "--n", 10, "--overwrite", "--metric", "inception")
     assert other.exit_code == 0 and "before: lenet features chose" in other.output, other.output
     record = read_quality(run_dir)["calibration"]
@@ -188,7 +188,7 @@ def test_fit_with_the_discriminator_as_hat_starts_from_its_weights(tmp_path, mon
     from safetensors.torch import save_file
 
     from hatrefine import HatRefiner
-    from hatrefine.registry import load_discriminator
+    from hatrefine.networks.registry import load_discriminator
 
     d = load_discriminator("builtin:mnist")
     with torch.no_grad():  # a discriminator of our own: the shipped one with its last layer doubled
@@ -216,7 +216,7 @@ def test_fit_with_the_discriminator_as_hat_starts_from_its_weights(tmp_path, mon
 def test_eval_without_inception_weights_is_one_line(tmp_path, monkeypatch):
     import torch
 
-    from hatrefine import inception
+    from hatrefine.evaluation import inception
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr(inception, "fid_helper_weights", lambda: None)
@@ -226,8 +226,8 @@ def test_eval_without_inception_weights_is_one_line(tmp_path, monkeypatch):
 
 
 def test_eval_of_the_reference_itself_scores_a_perfect_match(tmp_path, monkeypatch):
-    from hatrefine import inception
     from hatrefine.data import embedded_mnist, embedded_split, load_images
+    from hatrefine.evaluation import inception
     from tests.test_evaluation import stand_in
 
     monkeypatch.setattr(inception, "load_inception", lambda source="auto", device="cpu": stand_in())

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from hatrefine.checkpoint import read_state_dict
+from hatrefine.files.checkpoint import read_state_dict
 
 ARGS = ["--steps", "24", "--batch-size", "8", "--langevin-steps", "2", "--hat-width", "4", "--save-every", "1", "--log-every", "1",
         "--sample-every", "1000", "--eval-samples", "0", "--no-calibrate", "--device", "cpu", "--quiet"]  # fmt: skip

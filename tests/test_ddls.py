@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from hatrefine.ddls import DDLS, calibrate, fit_logistic
 from hatrefine.errors import HatrefineError
+from hatrefine.sampling.ddls import DDLS, calibrate, fit_logistic
 
 
 class BrightnessCritic(nn.Module):

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hatrefine.adapters.biggan import truncated_normal
 from scipy import stats
 from scipy.special import ndtr
 
 from hatrefine import HatrefineError, load_generator
-from hatrefine.adapters.biggan import truncated_normal
-from hatrefine.registry import absolute_spec, known_specs
+from hatrefine.networks.registry import absolute_spec, known_specs
 
 from .test_cli import one_line_error, run
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hatrefine.checkpoint import read_state_dict
+from hatrefine.files.checkpoint import read_state_dict
 
 FIT = ["--steps", "3", "--batch-size", "8", "--langevin-steps", "3", "--hat-width", "4", "--eval-samples", "0", "--no-calibrate", "--device", "cpu", "--quiet",
        "--lr", "2e-4", "--grad-penalty", "1e-2"]  # the penalty's double backward under DDP too
@@ -70,7 +70,7 @@ def test_synthesize_sample_and_eval_on_two_processes(tmp_path):
 
 
 def _inception_on_disk():
-    from hatrefine.inception import fid_helper_weights, pytorch_fid_weights
+    from hatrefine.evaluation.inception import fid_helper_weights, pytorch_fid_weights
 
     return fid_helper_weights() is not None or pytorch_fid_weights().is_file()
 

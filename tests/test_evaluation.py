@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from hatrefine import inception as inc
 from hatrefine.errors import HatrefineError
-from hatrefine.evaluation import feature_stats, fid, frechet_distance
-from hatrefine.inception import InceptionFeatures, load_inception
+from hatrefine.evaluation import inception as inc
+from hatrefine.evaluation.inception import InceptionFeatures, load_inception
+from hatrefine.evaluation.metrics import feature_stats, fid, frechet_distance
 
 
 class PoolFeatures(nn.Module):
@@ -160,7 +160,7 @@ def test_both_inception_sources_give_the_same_features():
 
 def test_per_rank_statistics_add_up_to_the_whole_set():
     from hatrefine.distributed import Shard
-    from hatrefine.evaluation import partial_stats, stats_from_sums
+    from hatrefine.evaluation.metrics import partial_stats, stats_from_sums
 
     net = stand_in()
     x = torch.rand(11, 1, 8, 8) * 2 - 1
@@ -175,7 +175,7 @@ def test_per_rank_statistics_add_up_to_the_whole_set():
 
 
 def test_precision_recall_density_coverage_on_sets_with_known_answers():
-    from hatrefine.evaluation import prdc
+    from hatrefine.evaluation.metrics import prdc
 
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(100, 8, generator=g), torch.randn(100, 8, generator=g) + 50.0  # two far-apart clusters
@@ -199,7 +199,7 @@ def test_fid_reports_precision_and_recall_of_the_reference_itself(digits, tmp_pa
 
 def test_the_lenet_class_histogram_names_the_digit_it_is_shown():
     from hatrefine.data import embedded_mnist, fit_to_shape, to_tensor
-    from hatrefine.evaluation import class_histogram, class_probabilities
+    from hatrefine.evaluation.metrics import class_histogram, class_probabilities
 
     images, labels = embedded_mnist()
     threes = fit_to_shape(to_tensor(images[labels == 3][:100]), (1, 32, 32))
@@ -210,7 +210,7 @@ def test_the_lenet_class_histogram_names_the_digit_it_is_shown():
 
 
 def test_class_changes_split_by_how_sure_the_classifier_was():
-    from hatrefine.evaluation import class_changes
+    from hatrefine.evaluation.metrics import class_changes
 
     onehot = lambda labels, p: torch.full((len(labels), 10), (1 - p) / 9).scatter_(1, torch.tensor(labels)[:, None], p)
     before = torch.cat([onehot([0, 1, 2, 3], 0.95), onehot([4, 5, 6, 7], 0.5)])  # four sure digits, four unsure

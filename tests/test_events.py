@@ -19,7 +19,7 @@ def read_events(run):
 
 
 def test_scalars_and_grids_continue_across_a_resume_without_duplicates(tmp_path, monkeypatch):
-    import hatrefine.trainer as trainer_module
+    import hatrefine.training.trainer as trainer_module
 
     real_step = trainer_module.Trainer.train_step
 
@@ -51,7 +51,7 @@ def test_scalars_and_grids_continue_across_a_resume_without_duplicates(tmp_path,
 
 
 def test_a_rollback_purges_the_steps_it_undoes(tmp_path, monkeypatch):
-    import hatrefine.trainer as trainer_module
+    import hatrefine.training.trainer as trainer_module
 
     calls = {"n": 0}
     real = trainer_module.Trainer._guard

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-
-from hatrefine import Generator, HatrefineError, load_generator
 from hatrefine.adapters import autoencoder_decoder, vae_decoder, wrap
 from hatrefine.adapters.hub import save_generator_dir
 from hatrefine.adapters.torchscript import save_torchscript
+from torch import nn
+
+from hatrefine import HatrefineError, load_generator
 
 from .conftest import TinyDecoder
 

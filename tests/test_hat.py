@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from hatrefine import HatrefineError
-from hatrefine.energy import HatEnergy
-from hatrefine.hat import create_hat, default_hat, hat_from_discriminator
-from hatrefine.resblocks import ResNetDiscriminator
-from hatrefine.sampler import JointLangevin
+from hatrefine.networks.hat import create_hat, default_hat, hat_from_discriminator
+from hatrefine.networks.resblocks import ResNetDiscriminator
+from hatrefine.sampling.energy import HatEnergy
+from hatrefine.sampling.langevin import JointLangevin
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,7 @@ def test_mixed_precision_switch_runs_and_stays_close(tiny_generator):
 
 def test_the_authors_block_feeds_the_raw_input_to_the_shortcut():
     """Hand-computed: 1 channel, centre-only 3x3 kernels (a for c1, b for c2), 1x1 shortcut s, no biases, downsampling."""
-    from hatrefine.resblocks import DBlock
+    from hatrefine.networks.resblocks import DBlock
 
     a, b, s = 2.0, 3.0, 0.5
     x = torch.tensor([[[[-1.0, 2.0], [4.0, -3.0]]]])

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
-from hatrefine import HatRefiner, HatrefineError, load_generator
 from hatrefine.adapters import hatebm
+
+from hatrefine import HatrefineError, HatRefiner, load_generator
 from hatrefine.cli import main
-from hatrefine.io import read_npz
-from hatrefine.recipes import RECIPES, apply_recipe
+from hatrefine.files.npz import read_npz
+from hatrefine.settings.recipes import RECIPES, apply_recipe
 
 DATA = Path(__file__).parent / "data" / "hatebm"
 # name -> (fixture folder, the fixture generator's gen_factor); synthesis shares the refine architectures

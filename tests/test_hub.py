@@ -105,8 +105,8 @@ def test_an_unreachable_hub_is_one_line(tmp_path, monkeypatch):
 
 
 def test_model_card_names_a_discriminator_hat():
-    from hatrefine.config import FitConfig
-    from hatrefine.hub import model_card
+    from hatrefine.models.hub import model_card
+    from hatrefine.settings.config import FitConfig
 
     card = model_card(FitConfig(hat="discriminator", discriminator="/models/netD.pth").to_dict(), None, None, has_grid=False)
     assert "| hat network | the discriminator of `/models/netD.pth`, negated, trained from its weights |" in card

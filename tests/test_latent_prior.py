@@ -5,13 +5,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from hatrefine.adapters import wrap
 from torch import nn
 
-from hatrefine.adapters import wrap
-from hatrefine.adapters.hierarchical import MIN_STD, HierarchicalGenerator
 from hatrefine.errors import HatrefineError
-from hatrefine.latent_prior import LatentEnergy, LatentPriorRefiner, PriorConfig
-from hatrefine.prior_trainer import PriorTrainer
+from hatrefine.models.latent_prior import LatentPriorRefiner
+from hatrefine.networks.hierarchical import MIN_STD, HierarchicalGenerator
+from hatrefine.networks.latent_energy import LatentEnergy
+from hatrefine.settings.prior import PriorConfig
+from hatrefine.training.prior_trainer import PriorTrainer
 
 from .test_cli import one_line_error, run
 
@@ -71,7 +73,7 @@ def test_with_a_linear_generator_the_posterior_chain_reaches_the_closed_form_pos
 
 def test_on_the_embedded_gan_posterior_chains_reconstruct_real_digits_better_than_the_prior():
     from hatrefine.data import load_images
-    from hatrefine.registry import load_generator
+    from hatrefine.networks.registry import load_generator
 
     G = load_generator("builtin:mnist")
     m = LatentPriorRefiner(G, LatentEnergy([64], 32, 1), PriorConfig())
@@ -136,7 +138,7 @@ def _tiny(tmp_path, **extra):
 
 
 def test_resume_is_exact(tmp_path):
-    from hatrefine.checkpoint import read_state_dict
+    from hatrefine.files.checkpoint import read_state_dict
 
     straight = PriorTrainer(PriorConfig(**_tiny(tmp_path, posterior_init="persistent")), tmp_path / "a")
     straight.run(progress=False)
@@ -182,8 +184,8 @@ def test_fit_prior_and_every_command_on_its_run(tmp_path):
     one_line_error(run("sample", "--run", out, "--n", 2, "--out", tmp_path / "t.npz", "--temperature", 0.5), "apply only to Hat EBM runs")
     one_line_error(run("calibrate", "--run", out), "is a latent-prior run")
     one_line_error(run("fit-prior", "--out", out, "--resume", "--sigma", 0.5), "cannot change on --resume")
-    from hatrefine.hub import stage
-    from hatrefine.runs import load_run
+    from hatrefine.models.hub import stage
+    from hatrefine.models.runs import load_run
 
     folder = stage(out, tmp_path / "staged")
     assert (folder / "prior.safetensors").is_file() and "Latent-space EBM prior" in (folder / "README.md").read_text()

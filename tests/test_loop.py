@@ -1,12 +1,12 @@
-"""The shared training loop (hatrefine.loop): checkpoints, log rows, roll-back and finish, on a toy trainer."""
+"""The shared training loop (hatrefine.training.loop): checkpoints, log rows, roll-back and finish, on a toy trainer."""
 
 from types import SimpleNamespace
 
 import pytest
 
-from hatrefine.checkpoint import RunLog
 from hatrefine.errors import HatrefineError
-from hatrefine.loop import Divergence, TrainingLoop
+from hatrefine.files.checkpoint import RunLog
+from hatrefine.training.loop import Divergence, TrainingLoop
 
 
 class Toy(TrainingLoop):

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from hatrefine.adapters.mimicry import MODELS, fetch_zoo_checkpoint
 
 from hatrefine import HatrefineError, load_discriminator, load_generator
-from hatrefine.adapters.mimicry import MODELS, fetch_zoo_checkpoint
-from hatrefine.checkpoint import read_state_dict
-from hatrefine.resblocks import ResNetDiscriminator, ResNetGenerator
+from hatrefine.files.checkpoint import read_state_dict
+from hatrefine.networks.resblocks import ResNetDiscriminator, ResNetGenerator
 
 DATA = Path(__file__).parent / "data"
 LAYOUT = json.loads((DATA / "mimicry_layout.json").read_text())
@@ -139,3 +139,23 @@ def test_zoo_download_is_cached(tmp_path, monkeypatch):
     z = torch.randn(2, 128)
     with torch.no_grad():
         assert torch.equal(loaded(z), g.eval()(z))
+
+
+def test_narrow_widths_load_from_the_spec_or_the_checkpoint_and_match_mimicry(tmp_path):
+    t = read_state_dict(DATA / "mimicry_tiny_sngan32.safetensors")  # Mimicry's own modules at ngf 16, ndf 8
+    for net, name in (("G", "netG"), ("D", "netD")):
+        state = {k[2:]: v for k, v in t.items() if k.startswith(net + ".")}
+        torch.save({"model_state_dict": state, "optimizer_state_dict": {}, "global_step": 7}, tmp_path / f"{name}.pth")
+    for spec in ("mimicry:sngan_cifar10", "mimicry:sngan_cifar10[ngf=16,ndf=8]"):
+        G = load_generator(spec, str(tmp_path / "netG.pth"))
+        D = load_discriminator(spec, str(tmp_path / "netD.pth"))
+        with torch.no_grad():
+            torch.testing.assert_close(G(t["z"]), t["G_out"], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(D(t["x"]), t["D_out"], rtol=1e-5, atol=1e-4)
+    with pytest.raises(HatrefineError, match=r"netG.pth has ngf 16, not 32; pass \[ngf=16\]"):
+        load_generator("mimicry:sngan_cifar10[ngf=32]", str(tmp_path / "netG.pth"))
+    with pytest.raises(HatrefineError, match=r"netD.pth has ndf 8, not 128"):
+        load_discriminator("mimicry:sngan_cifar10[ndf=128]", str(tmp_path / "netD.pth"))
+    with pytest.raises(HatrefineError, match="bad option"):
+        load_generator("mimicry:sngan_cifar10[width=16]", str(tmp_path / "netG.pth"))
+    assert MODELS["sngan_celeba64"].discriminator(64).block1.c1.weight_orig.shape[0] == 4  # ndf >> 4, as Mimicry's SNGANDiscriminator64

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hatrefine.data import load_images
-from hatrefine.ood import auroc
+from hatrefine.evaluation.ood import auroc
 
 
 def test_auroc_of_a_separating_energy_is_one_and_reversed_zero():

@@ -22,15 +22,18 @@ def make(checkpoint=None):
 def not_wrapped():
     return torch.nn.Linear(4, 4)
 '''
+BROKEN = 'raise RuntimeError("boom at import")\n'
 
 
 @pytest.fixture
 def user_code(tmp_path, monkeypatch):
     (tmp_path / "my_models.py").write_text(FACTORY)
+    (tmp_path / "broken_models.py").write_text(BROKEN)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     yield tmp_path
     sys.modules.pop("my_models", None)
+    sys.modules.pop("broken_models", None)
 
 
 def test_the_factory_builds_the_generator_and_names_it_by_spec(user_code):
@@ -51,6 +54,7 @@ def test_the_factory_builds_the_generator_and_names_it_by_spec(user_code):
     ("py:no_such_module:make", "cannot import 'no_such_module'"),
     ("py:my_models:missing", "has no function 'missing'"),
     ("py:my_models:not_wrapped", "returned Linear; the factory must return a wrapped generator"),
+    ("py:broken_models:make", "py:broken_models:make: importing module 'broken_models' raised RuntimeError: boom at import"),
 ])  # fmt: skip
 def test_bad_specs_are_one_line(user_code, spec, message):
     with pytest.raises(HatrefineError, match=message):

@@ -7,10 +7,10 @@ import torch
 from click.testing import CliRunner
 
 from hatrefine import HatrefineError
-from hatrefine.autoencoder import AEConfig
 from hatrefine.cli import main
-from hatrefine.config import FitConfig, SynthesisConfig
-from hatrefine.recipes import RECIPES, apply_recipe
+from hatrefine.settings.autoencoder import AEConfig
+from hatrefine.settings.config import FitConfig, SynthesisConfig
+from hatrefine.settings.recipes import RECIPES, apply_recipe
 
 # The authors' values, read from their configs (point0bar1/hat-ebm; configs_joint/, configs_synth/, fid/):
 # (recipe, command, setting, value)
@@ -85,7 +85,7 @@ def test_the_mimicry_cifar10_generator_selects_cifar10_never_mnist(tmp_path, mon
 
 
 def test_a_generator_without_recipe_or_data_of_another_shape_is_one_line(tmp_path, tiny_generator):
-    from hatrefine.trainer import fit
+    from hatrefine.training.trainer import fit
 
     with pytest.raises(HatrefineError, match=r"tiny makes 1x8x8 images and has no recipe; pass --data"):
         fit(tmp_path / "run", generator=tiny_generator, hat="small", steps=1)

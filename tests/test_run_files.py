@@ -119,7 +119,7 @@ def test_checkpoint_metadata_is_validated(run):
 
 @pytest.mark.parametrize("code, cause", [(errno.ENOSPC, "no space left on the device"), (errno.EACCES, "permission denied")])
 def test_a_failed_save_keeps_the_last_checkpoint_and_resume_continues(tmp_path, monkeypatch, code, cause):
-    import hatrefine.checkpoint as ckpt
+    import hatrefine.files.checkpoint as ckpt
 
     out, real_save, calls = tmp_path / "run", ckpt.save_file, []
 
@@ -146,9 +146,10 @@ def test_a_failed_save_keeps_the_last_checkpoint_and_resume_continues(tmp_path, 
 
 
 def test_a_generator_directory_edited_by_hand_is_named(tmp_path):
-    from hatrefine import HatrefineError
     from hatrefine.adapters.hub import load_generator_dir, save_generator_dir
-    from hatrefine.registry import create_architecture
+
+    from hatrefine import HatrefineError
+    from hatrefine.networks.registry import create_architecture
 
     save_generator_dir(tmp_path, create_architecture("dcgan_generator", nz=8, width=4), "dcgan_generator", {"nz": 8, "width": 4}, (8,), (1, 32, 32))
     assert load_generator_dir(tmp_path).latent_shape == (8,)

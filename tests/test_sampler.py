@@ -6,13 +6,18 @@ import textwrap
 
 import pytest
 import torch
+from hatrefine.adapters import autoencoder_decoder, wrap
 from torch import nn
 
 from hatrefine import HatrefineError
-from hatrefine.adapters import autoencoder_decoder, wrap
-from hatrefine.energy import HatEnergy
-from hatrefine.hat import create_hat
-from hatrefine.sampler import ConditionalLangevin, JointLangevin, LangevinSampler, Schedule
+from hatrefine.networks.hat import create_hat
+from hatrefine.sampling.energy import HatEnergy
+from hatrefine.sampling.langevin import (
+    ConditionalLangevin,
+    JointLangevin,
+    LangevinSampler,
+)
+from hatrefine.settings.config import Schedule
 
 
 class Quadratic(nn.Module):
@@ -175,9 +180,9 @@ PEAK_RSS = textwrap.dedent(
     """
     import resource, sys, torch
     from hatrefine.adapters import wrap
-    from hatrefine.energy import HatEnergy
-    from hatrefine.hat import create_hat
-    from hatrefine.sampler import JointLangevin
+    from hatrefine.sampling.energy import HatEnergy
+    from hatrefine.networks.hat import create_hat
+    from hatrefine.sampling.langevin import JointLangevin
     torch.manual_seed(0)
     G = wrap(torch.nn.Sequential(torch.nn.Linear(16, 1024), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 32, 32))), (16,), (1, 32, 32))
     sampler = JointLangevin(HatEnergy(create_hat("small", (1, 32, 32), width=64), G, 1e-3), n_steps=int(sys.argv[1]))
@@ -199,8 +204,8 @@ def test_peak_memory_is_flat_in_the_number_of_steps():
 
 def test_test_time_residual_prior_and_initial_scale_apply_to_sampling_only(tiny_generator):
     """--y-sigma-test and --init-scale-res (the authors' FID-time tau_res and init_scale_res) shape sampling, never training chains."""
-    from hatrefine.config import FitConfig
-    from hatrefine.refiner import HatRefiner
+    from hatrefine.models.refiner import HatRefiner
+    from hatrefine.settings.config import FitConfig
 
     config = FitConfig(hat="small", hat_width=8, y_sigma=1.0, y_sigma_test=0.25, init_scale_res=0.3, langevin_steps=0)
     refiner = HatRefiner(tiny_generator, create_hat("small", (1, 8, 8), width=8), config)
@@ -216,8 +221,8 @@ def test_a_held_class_stays_as_drawn_in_every_chain_and_inversion():
     """Generator(classes=3): the one-hot tail of each latent is drawn uniformly and never moves;
     the rest of the latent does (Hat EBM chains of both updates, DDLS-style Z chains, latent
     Langevin, inversion)."""
-    from hatrefine.latent_prior import LatentLangevin
-    from hatrefine.refiner import invert_latents
+    from hatrefine.models.latent_prior import LatentLangevin
+    from hatrefine.models.refiner import invert_latents
 
     torch.manual_seed(0)
     G = wrap(nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Unflatten(1, (1, 2, 2))), latent_shape=(5,), image_shape=(1, 2, 2), name="toy", classes=3)

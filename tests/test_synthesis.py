@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from hatrefine import HatrefineError, HatRefiner, load_generator
-from hatrefine.checkpoint import read_state_dict
-from hatrefine.config import SynthesisConfig
-from hatrefine.synthesis import SynthesisTrainer
+from hatrefine.files.checkpoint import read_state_dict
+from hatrefine.settings.config import SynthesisConfig
+from hatrefine.training.synthesis import SynthesisTrainer
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_full_size_generators_follow_the_sngan_layout(shape, widths):
     arch, kwargs, nz = SynthesisConfig(image_shape=shape).architecture()
     assert arch == "sngan_resnet_generator" and kwargs["channels"] == widths and nz == 128
     small = SynthesisConfig(image_shape=shape, generator_width=16).architecture()[1]["channels"]
-    from hatrefine.registry import create_architecture
+    from hatrefine.networks.registry import create_architecture
 
     size = int(shape.split(",")[1])
     assert create_architecture("sngan_resnet_generator", **{**kwargs, "channels": small})(torch.randn(2, 128)).shape == (2, 3, size, size)
@@ -111,9 +111,10 @@ def test_full_size_generators_follow_the_sngan_layout(shape, widths):
 
 def test_learned_generators_end_in_gen_factor_times_tanh():
     """The authors' gen_factor 2 for generators learned from scratch (synthesis, the retrofit decoder); 1 for runs saved before it existed."""
-    from hatrefine.autoencoder import AEConfig, Decoder
-    from hatrefine.config import SynthesisConfig
-    from hatrefine.registry import create_architecture
+    from hatrefine.networks.autoencoder import Decoder
+    from hatrefine.networks.registry import create_architecture
+    from hatrefine.settings.autoencoder import AEConfig
+    from hatrefine.settings.config import SynthesisConfig
 
     for image_shape in ("1,32,32", "3,32,32"):
         config = SynthesisConfig(image_shape=image_shape, generator_width=8)

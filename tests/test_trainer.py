@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from hatrefine import HatrefineError
-from hatrefine.checkpoint import read_state_dict
-from hatrefine.config import FitConfig
-from hatrefine.refiner import HatRefiner
-from hatrefine.trainer import Trainer
+from hatrefine.files.checkpoint import read_state_dict
+from hatrefine.models.refiner import HatRefiner
+from hatrefine.settings.config import FitConfig
+from hatrefine.training.trainer import Trainer
 
 
 @pytest.fixture
@@ -187,7 +187,7 @@ def test_a_rolled_back_run_samples_with_the_step_sizes_training_ended_with(tmp_p
 
 
 def test_non_finite_weights_are_never_saved(tmp_path, tiny_generator, blobs):
-    from hatrefine.loop import Divergence
+    from hatrefine.training.loop import Divergence
 
     trainer = Trainer(tiny(blobs, steps=3), tmp_path / "run", generator=tiny_generator)
     trainer.run(progress=False)
@@ -207,7 +207,7 @@ def test_repeated_divergence_gives_up_with_advice(tmp_path, tiny_generator, blob
 
 
 def test_energy_gap_growth_compares_consecutive_windows_from_the_third_on():
-    from hatrefine.trainer import energy_gap_growth
+    from hatrefine.training.trainer import energy_gap_growth
 
     gaps = [1.0, 3.0, 2.0, 20.0, 30.0, 40.0]  # medians 2 and 30
     assert energy_gap_growth(gaps, 9, window=3) == 15.0
@@ -217,7 +217,7 @@ def test_energy_gap_growth_compares_consecutive_windows_from_the_third_on():
 
 
 def test_a_growing_energy_gap_rolls_back(tmp_path, tiny_generator, blobs, monkeypatch):
-    import hatrefine.trainer as trainer_module
+    import hatrefine.training.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "GROWTH_WINDOW", 4)
     config = tiny(blobs, steps=24, save_every=4, max_energy_growth=100)
@@ -266,8 +266,8 @@ def test_simultaneous_joint_update_learns_and_is_what_the_saved_run_samples_with
 
 
 def test_channels_last_and_bf16_switches(tmp_path, tiny_generator, blobs):
-    from hatrefine.energy import HatEnergy
-    from hatrefine.hat import create_hat
+    from hatrefine.networks.hat import create_hat
+    from hatrefine.sampling.energy import HatEnergy
 
     hat = create_hat("small", (1, 8, 8), 8)
     x = torch.rand(5, 1, 8, 8) * 2 - 1
@@ -300,7 +300,7 @@ def test_sampling_temperature_changes_sampling_only(tmp_path, tiny_generator, bl
 
 
 def test_data_gradient_is_the_input_gradient_of_u_at_the_data_half():
-    from hatrefine.trainer import data_gradient
+    from hatrefine.training.trainer import data_gradient
 
     w, temperature = torch.randn(1, 4, 4, requires_grad=True), 0.1
     images = torch.randn(6, 1, 4, 4, requires_grad=True)

@@ -39,7 +39,14 @@ def inputs(shape, seed: int) -> np.ndarray:
 def networks():
     import tensorflow as tf
     import tf_keras as keras
-    from tf_keras.layers import AveragePooling2D, BatchNormalization, Conv2D, Dense, GlobalAveragePooling2D, UpSampling2D
+    from tf_keras.layers import (
+        AveragePooling2D,
+        BatchNormalization,
+        Conv2D,
+        Dense,
+        GlobalAveragePooling2D,
+        UpSampling2D,
+    )
 
     relu = keras.activations.relu
 
