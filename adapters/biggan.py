@@ -126,7 +126,12 @@ def _generator(name: str, checkpoint: Optional[str]) -> Generator:
     load_strict(model, read_state_dict(weights), str(weights))
     classes = config.num_classes if class_index is None else 0
     return Generator(
-        BigGANDecoder(model, class_index, truncation), latent_shape=(config.z_dim + classes,), image_shape=(3, size, size), prior="normal", name=spec, classes=classes
+        BigGANDecoder(model, class_index, truncation),
+        latent_shape=(config.z_dim + classes,),
+        image_shape=(3, size, size),
+        prior="normal",
+        name=spec,
+        classes=classes,
     )
 
 

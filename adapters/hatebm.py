@@ -123,7 +123,9 @@ def _ebm_prefix(folder: Path) -> Path:
         return folder / EBM
     others = sorted(p for p in folder.glob("*.ckpt.index") if p.name != f"{GEN}.index")
     if len(others) != 1:
-        raise HatrefineError(f"{folder} holds {len(others)} hat checkpoints besides {GEN} ({', '.join(p.name for p in others) or 'none'}); keep the release folder's {EBM} only")
+        raise HatrefineError(
+            f"{folder} holds {len(others)} hat checkpoints besides {GEN} ({', '.join(p.name for p in others) or 'none'}); keep the release folder's {EBM} only"
+        )
     return folder / others[0].name[: -len(".index")]
 
 
@@ -238,14 +240,26 @@ def build_generator(model: Model, variables: dict, source: str) -> tuple[torch.n
     if model.generator == "decoder":
         k = _shape(variables, r"block1/conv_1/kernel", source)
         arch = "sngan_resnet_decoder"
-        kwargs = {"latent_channels": k[2], "width": k[3], "out_channels": _shape(variables, r"conv_5/kernel", source)[3], "out_factor": model.gen_factor, "bn_eps": KERAS_BN_EPS}
+        kwargs = {
+            "latent_channels": k[2],
+            "width": k[3],
+            "out_channels": _shape(variables, r"conv_5/kernel", source)[3],
+            "out_factor": model.gen_factor,
+            "bn_eps": KERAS_BN_EPS,
+        }
         latent = (k[2], 16, 16)
     else:
         nz, out = _shape(variables, r"lin_1/kernel", source)
         last = len(SNGAN_SHIFTS[model.size]) + 1
         arch = "sngan_resnet_generator"
         channels = [out // 16 >> s for s in SNGAN_SHIFTS[model.size]]
-        kwargs = {"nz": nz, "channels": channels, "out_channels": _shape(variables, rf"conv_{last}/kernel", source)[3], "out_factor": model.gen_factor, "bn_eps": KERAS_BN_EPS}
+        kwargs = {
+            "nz": nz,
+            "channels": channels,
+            "out_channels": _shape(variables, rf"conv_{last}/kernel", source)[3],
+            "out_factor": model.gen_factor,
+            "bn_eps": KERAS_BN_EPS,
+        }
         latent = (nz,)
     module = create_architecture(arch, **kwargs)
     load_strict(module, torch_state(variables, source), source)
@@ -266,7 +280,9 @@ def settings(model: Model, hat_width: int, generator_kwargs: dict) -> FitConfig:
         return FitConfig.from_recipe(model.recipe, generator=f"dir:{GENERATOR_DIR}", hat_width=hat_width)
     k = generator_kwargs
     no_data = RECIPES[model.recipe].settings["synthesize"]["data"] is None  # ImageNet: a folder of the user's
-    config = SynthesisConfig.from_recipe(model.recipe, hat_width=hat_width, generator_width=k["channels"][0], latent_dim=k["nz"], **({"data": "-"} if no_data else {}))
+    config = SynthesisConfig.from_recipe(
+        model.recipe, hat_width=hat_width, generator_width=k["channels"][0], latent_dim=k["nz"], **({"data": "-"} if no_data else {})
+    )
     return dataclasses.replace(config, data=None) if no_data else config
 
 
@@ -281,9 +297,14 @@ def write_run(name: str, gen_variables: dict, hat_variables: dict, out: Path, so
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     prior = None if model.generator == "decoder" else "normal"
-    save_generator_dir(tmp / GENERATOR_DIR, generator, arch, kwargs, latent, (3, model.size, model.size), prior=prior, value_range=learned_output_range(model.gen_factor))
+    save_generator_dir(
+        tmp / GENERATOR_DIR, generator, arch, kwargs, latent, (3, model.size, model.size), prior=prior, value_range=learned_output_range(model.gen_factor)
+    )
     save_tensors(tmp / HAT_WEIGHTS, hat.state_dict())
-    save_json(tmp / CONFIG, run_config(config, {"torch": torch.__version__}) | {"source": {"release": RELEASES, "folder": model.folder, "files": [GEN, EBM], "read_from": source}})
+    save_json(
+        tmp / CONFIG,
+        run_config(config, {"torch": torch.__version__}) | {"source": {"release": RELEASES, "folder": model.folder, "files": [GEN, EBM], "read_from": source}},
+    )
     save_json(tmp / SAMPLING, SamplingSettings.from_config(config).to_dict())
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)

@@ -47,8 +47,7 @@ def resolve_hub_dir(repo: str, allow_patterns: Optional[list[str]] = None) -> Pa
         raise HatrefineError(f"Hub repository {repo} does not exist or is private; check the name or log in with `hf auth login`") from None
     except LocalEntryNotFoundError:
         raise HatrefineError(
-            f"Hub repository {repo} is not in the local cache and the Hub cannot be reached; "
-            f"go online once (unset HF_HUB_OFFLINE) or pass a local directory"
+            f"Hub repository {repo} is not in the local cache and the Hub cannot be reached; go online once (unset HF_HUB_OFFLINE) or pass a local directory"
         ) from None
 
 
@@ -113,7 +112,7 @@ def save_generator_dir(
             "image_shape": list(image_shape),
             "prior": prior,
             "value_range": None if value_range is None else list(value_range),
-        }
+        },
     }
     save_tensors(directory / MODEL_WEIGHTS, generator.state_dict())
     if discriminator is not None:

@@ -30,7 +30,9 @@ def _generator(name: str, checkpoint: Optional[str]) -> Generator:
     except ImportError as e:
         raise HatrefineError(f"py:{name}: cannot import {module_name!r} ({e}); run from the folder that holds it or add it to PYTHONPATH") from None
     except Exception as e:  # the user's module itself failed while importing
-        raise HatrefineError(f"py:{name}: importing module {module_name!r} raised {type(e).__name__}: {e}; fix that module (rerun with --debug for its traceback)") from e
+        raise HatrefineError(
+            f"py:{name}: importing module {module_name!r} raised {type(e).__name__}: {e}; fix that module (rerun with --debug for its traceback)"
+        ) from e
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise HatrefineError(f"py:{name}: {module_name} has no function {attr!r}")

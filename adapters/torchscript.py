@@ -26,7 +26,12 @@ def save_torchscript(module: torch.nn.Module, path: str | Path, latent_shape, im
         scripted = torch.jit.script(module)
     except Exception:
         scripted = torch.jit.trace(module.eval(), torch.zeros(2, *latent_shape))
-    meta = {"latent_shape": list(latent_shape), "image_shape": list(image_shape), "prior": prior, "value_range": None if value_range is None else list(value_range)}
+    meta = {
+        "latent_shape": list(latent_shape),
+        "image_shape": list(image_shape),
+        "prior": prior,
+        "value_range": None if value_range is None else list(value_range),
+    }
     torch.jit.save(scripted, str(path), _extra_files={TORCHSCRIPT_META: json.dumps(meta)})
 
 
@@ -45,14 +50,23 @@ def _load(path_str: str, checkpoint: Optional[str]) -> Generator:
     elif sidecar.is_file():
         meta = json.loads(sidecar.read_text())
     else:
-        raise HatrefineError(f"{path} does not say its latent shape; write {sidecar} with {{\"latent_shape\": [...]}} or save with hatrefine.adapters.torchscript.save_torchscript")
+        raise HatrefineError(
+            f'{path} does not say its latent shape; write {sidecar} with {{"latent_shape": [...]}} or save with hatrefine.adapters.torchscript.save_torchscript'
+        )
     if "latent_shape" not in meta:
         raise HatrefineError(f"the description of {path} lacks 'latent_shape'; add it, e.g. [128]")
     image_shape = meta.get("image_shape")
     if image_shape is None:
         with torch.no_grad():
             image_shape = list(module.eval()(torch.zeros(1, *meta["latent_shape"])).shape[1:])
-    return Generator(module, meta["latent_shape"], image_shape, prior=meta.get("prior", "normal"), value_range=None if meta.get("value_range", 0) is None else tuple(meta.get("value_range", (-1.0, 1.0))), name=f"torchscript:{path}")
+    return Generator(
+        module,
+        meta["latent_shape"],
+        image_shape,
+        prior=meta.get("prior", "normal"),
+        value_range=None if meta.get("value_range", 0) is None else tuple(meta.get("value_range", (-1.0, 1.0))),
+        name=f"torchscript:{path}",
+    )
 
 
 register_scheme("torchscript", Scheme(_load, help="PATH"))

@@ -77,8 +77,10 @@ def main() -> None:
     G, s, net = refiner.generator, refiner.sampling, load_lenet()
     old = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).is_file() else {}
     result = header(args, torch.device("cpu")) | {
-        "run": args.run, "sampling": {"temperature": s.temperature, "langevin_steps": s.langevin_steps, "eps_z": s.eps_z, "eps_y": s.eps_y},
-        "sure": args.sure, "sets": old.get("sets", {}),
+        "run": args.run,
+        "sampling": {"temperature": s.temperature, "langevin_steps": s.langevin_steps, "eps_z": s.eps_z, "eps_y": s.eps_y},
+        "sure": args.sure,
+        "sets": old.get("sets", {}),
     }
     for name, (split, latent_seed) in SETS.items():
         real = features(net, load_images("builtin:mnist", G.image_shape, split=split))
@@ -97,7 +99,11 @@ def main() -> None:
             sampler = AnchoredSampler(sampler, weight) if weight else sampler
             after = torch.cat([sampler.sample(z0[i : i + 250], generator=torch.Generator().manual_seed(latent_seed + i)).x for i in range(0, args.n, 250)])
             seconds = round(time.perf_counter() - t0, 1)
-            entry["rows"][key] = {"eps_z": s.eps_z * factor, "anchor_weight": weight, "sample_seconds": seconds} | feature_scores(net, real, after) | class_changes(p0, class_probabilities(after, net), args.sure)
+            entry["rows"][key] = (
+                {"eps_z": s.eps_z * factor, "anchor_weight": weight, "sample_seconds": seconds}
+                | feature_scores(net, real, after)
+                | class_changes(p0, class_probabilities(after, net), args.sure)
+            )
             print(name, key, {k: entry["rows"][key][k] for k in ("fd", "recall", "coverage", "class_changed", "class_changed_if_sure")}, flush=True)
             write_json(args.json, result)
     write_json(args.json, result)

@@ -71,8 +71,12 @@ def lenet_scores(images: dict[str, torch.Tensor], data: str) -> dict[str, dict]:
     scores = {}
     for name, x in images.items():
         classes = class_histogram(class_probabilities(x, net))
-        scores[name] = {"lenet_fd": round(feature_scores(net, real, x)["fd"], 3), "label_entropy": classes["label_entropy"],
-                        "confidence": classes["confidence"], "class_frequencies": classes["frequencies"]}
+        scores[name] = {
+            "lenet_fd": round(feature_scores(net, real, x)["fd"], 3),
+            "label_entropy": classes["label_entropy"],
+            "confidence": classes["confidence"],
+            "class_frequencies": classes["frequencies"],
+        }
         print(f"{name:12s} LeNet distance {scores[name]['lenet_fd']}, label entropy {classes['label_entropy']}, confidence {classes['confidence']}", flush=True)
     return scores
 
@@ -89,10 +93,17 @@ def header(args, device: torch.device) -> dict:
     """The start of every benchmark result: the command, seed, sample count and the machine."""
     import platform
 
-    from hatrefine.training.trainer import versions
+    from hatrefine.files.schema import versions
 
-    return {"command": command_line(), "seed": args.seed, "n_samples": args.n, "device": str(device),
-            "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "versions": versions()}
+    return {
+        "command": command_line(),
+        "seed": args.seed,
+        "n_samples": args.n,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "versions": versions(),
+    }
 
 
 def write_json(path, result: dict) -> None:

@@ -29,9 +29,9 @@ import torch
 from common import header, inception_fids, measured, write_json
 
 from hatrefine.data import load_images
+from hatrefine.distributed import resolve_device
 from hatrefine.evaluation.ood import ood_scores
 from hatrefine.models.latent_prior import LatentPriorRefiner
-from hatrefine.models.refiner import resolve_device
 from hatrefine.settings.config import FitConfig
 from hatrefine.settings.prior import HierarchicalConfig, PriorConfig
 from hatrefine.training.hierarchical import HierarchicalTrainer
@@ -68,7 +68,9 @@ def ood(model, n: int) -> dict:
 
 
 def part_refine(args, result: dict, device) -> None:
-    model, fit_seconds = fitted(PriorTrainer, PriorConfig(seed=args.seed, device=args.device, eval_samples=0, steps=args.prior_fit_steps), Path(args.run_dir) / "prior", args.redo)
+    model, fit_seconds = fitted(
+        PriorTrainer, PriorConfig(seed=args.seed, device=args.device, eval_samples=0, steps=args.prior_fit_steps), Path(args.run_dir) / "prior", args.redo
+    )
     G = model.generator
     z0 = G.sample_latent(args.n, generator=torch.Generator(device).manual_seed(args.seed))  # refine_mnist.py's latents
     with torch.no_grad():
@@ -77,9 +79,13 @@ def part_refine(args, result: dict, device) -> None:
     scores, reference = inception_fids({"generator": generator, "latent_prior": prior}, DATA, args.inception, device)
     published = json.loads((RESULTS / "refine_mnist.json").read_text())
     result["refine"] = reference | {
-        "n_samples": args.n, "settings": model.config.to_dict(), "fit_seconds": fit_seconds, "langevin_steps": model.sampling.langevin_steps,
+        "n_samples": args.n,
+        "settings": model.config.to_dict(),
+        "fit_seconds": fit_seconds,
+        "langevin_steps": model.sampling.langevin_steps,
         "rows": {"generator": scores["generator"], "latent_prior": scores["latent_prior"] | {"sample_seconds": sample_seconds}},
-        "quoted_from_refine_mnist_json": {k: published["rows"][k] for k in ("ddls", "ddls_calibrated", "hat")} | {"generator_fid_there": published["fid_generator"], "hat_fit_seconds": published["fit_seconds"], "hat_langevin_steps": published["langevin_steps"]},
+        "quoted_from_refine_mnist_json": {k: published["rows"][k] for k in ("ddls", "ddls_calibrated", "hat")}
+        | {"generator_fid_there": published["fid_generator"], "hat_fit_seconds": published["fit_seconds"], "hat_langevin_steps": published["langevin_steps"]},
     }
 
 
@@ -97,13 +103,22 @@ def part_hierarchical(args, result: dict, device) -> None:
     with torch.no_grad():
         mse = (test - torch.cat([G(v) for v in z.split(250)])).square().mean().item()
     result["hierarchical"] = reference | {
-        "n_samples": args.n, "settings": config.to_dict(), "fit_seconds": fit_seconds, "rows": {"without_prior": scores["without_prior"], "with_prior": scores["with_prior"] | {"sample_seconds": sample_seconds}},
-        "reconstruction_mse_test": round(mse, 5), "posterior_steps": model.config.posterior_steps,
+        "n_samples": args.n,
+        "settings": config.to_dict(),
+        "fit_seconds": fit_seconds,
+        "rows": {"without_prior": scores["without_prior"], "with_prior": scores["with_prior"] | {"sample_seconds": sample_seconds}},
+        "reconstruction_mse_test": round(mse, 5),
+        "posterior_steps": model.config.posterior_steps,
     }
     prior = LatentPriorRefiner.from_pretrained(Path(args.run_dir) / "prior")
     hat = json.loads((RESULTS / "ood_mnist.json").read_text())
-    result["ood"] = {"split": "test", "n_per_set": args.ood_n, "hierarchical": ood(model, args.ood_n), "latent_prior_on_gan": ood(prior, args.ood_n),
-                     "hat_ebm_quoted_from_ood_mnist_json": {row["data"]: round(row["auroc"], 4) for row in hat["ood"]}}
+    result["ood"] = {
+        "split": "test",
+        "n_per_set": args.ood_n,
+        "hierarchical": ood(model, args.ood_n),
+        "latent_prior_on_gan": ood(prior, args.ood_n),
+        "hat_ebm_quoted_from_ood_mnist_json": {row["data"]: round(row["auroc"], 4) for row in hat["ood"]},
+    }
 
 
 def part_cost(args, result: dict) -> None:
@@ -119,7 +134,12 @@ def part_cost(args, result: dict) -> None:
         seconds = sum(times) / len(times)
         rows[name] = {"seconds_per_update": round(seconds, 3)}
         print(name, rows[name], flush=True)
-    result["cost"] = {"updates_timed": steps - 2, "rows": rows, "hat_ebm_settings": "FitConfig defaults (the main job's)", "latent_prior_settings": "PriorConfig defaults but posterior_steps"}
+    result["cost"] = {
+        "updates_timed": steps - 2,
+        "rows": rows,
+        "hat_ebm_settings": "FitConfig defaults (the main job's)",
+        "latent_prior_settings": "PriorConfig defaults but posterior_steps",
+    }
 
 
 def main() -> None:
@@ -142,7 +162,11 @@ def main() -> None:
     result = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).is_file() else {}
     result |= header(args, device)
     for part in args.parts.split(","):
-        {"refine": lambda: part_refine(args, result, device), "hierarchical": lambda: part_hierarchical(args, result, device), "cost": lambda: part_cost(args, result)}[part]()
+        {
+            "refine": lambda: part_refine(args, result, device),
+            "hierarchical": lambda: part_hierarchical(args, result, device),
+            "cost": lambda: part_cost(args, result),
+        }[part]()
         write_json(args.json, result)
 
 

@@ -32,11 +32,12 @@ import torch
 from common import header, inception_fids, write_json
 
 from hatrefine.data import load_images
+from hatrefine.distributed import resolve_device
 from hatrefine.evaluation.metrics import feature_scores, features, load_lenet
 from hatrefine.files.checkpoint import has_checkpoint
 from hatrefine.files.jsonfiles import read_json, save_json
-from hatrefine.models.refiner import resolve_device
 from hatrefine.settings.config import FitConfig
+from hatrefine.training.resolve import resolve_config
 from hatrefine.training.trainer import Trainer
 
 DATA = "builtin:mnist"
@@ -56,7 +57,9 @@ def lenet_scores(net, real: torch.Tensor, images: torch.Tensor) -> dict:
 
 
 def draw(sampler, z: torch.Tensor, seed: int, batch_size: int = 250) -> torch.Tensor:
-    return torch.cat([sampler.sample(z[s : s + batch_size], generator=torch.Generator(z.device).manual_seed(seed + s)).x for s in range(0, len(z), batch_size)]).cpu()
+    return torch.cat(
+        [sampler.sample(z[s : s + batch_size], generator=torch.Generator(z.device).manual_seed(seed + s)).x for s in range(0, len(z), batch_size)]
+    ).cpu()
 
 
 def plot(result: dict, png: Path) -> None:
@@ -105,7 +108,7 @@ def main() -> None:
     if "steps" in overrides or overrides.get("lr_schedule", "constant") != "constant":
         raise SystemExit("set the length with --steps, not in --fit; the fit runs in segments, so only a constant learning rate means the same fit")
     settings = FitConfig(**{"seed": args.seed, "device": args.device, "eval_samples": 0, "calibrate": False, **overrides, "steps": points[0]})
-    settings.resolve_hat()  # as the trainer records it
+    settings = resolve_config(settings).config  # as the trainer records it
     if has_checkpoint(run) and state_file.is_file():
         result = read_json(state_file)
         if {k: v for k, v in result["fit_settings"].items() if k != "steps"} != {k: v for k, v in settings.to_dict().items() if k != "steps"}:

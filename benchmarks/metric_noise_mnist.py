@@ -56,7 +56,9 @@ def main() -> None:
         result = header(args, device) | reference | {"sets": scores, "scores": {}}
         score_sets = {2000: list(scores.values())}
     for n, rows in score_sets.items():
-        result["scores"][str(n)] = {k: {"mean": round(float(np.mean([r[k] for r in rows])), 4), "std": round(float(np.std([r[k] for r in rows], ddof=1)), 4)} for k in rows[0]}
+        result["scores"][str(n)] = {
+            k: {"mean": round(float(np.mean([r[k] for r in rows])), 4), "std": round(float(np.std([r[k] for r in rows], ddof=1)), 4)} for k in rows[0]
+        }
         print(n, result["scores"][str(n)], flush=True)
     write_json(args.json, result)
 

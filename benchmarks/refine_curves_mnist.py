@@ -33,9 +33,9 @@ from common import header, inception_fids, write_json
 
 from hatrefine import HatRefiner
 from hatrefine.data import load_images
+from hatrefine.distributed import resolve_device
 from hatrefine.evaluation.calibration import chain_ends, choose
 from hatrefine.evaluation.metrics import feature_scores, features, load_lenet
-from hatrefine.models.refiner import resolve_device
 from hatrefine.networks.registry import load_discriminator
 from hatrefine.sampling.ddls import DDLS, calibrate
 
@@ -97,8 +97,14 @@ def main() -> None:
         "ddls_calibrated": lambda t: DDLS(G, D, eps=args.ddls_eps, temperature=t, calibration=ddls_calibration).sampler,
     }
     temperatures = {"hat": [refiner.config.temperature * f for f in HAT_FACTORS], "ddls_raw": DDLS_TEMPERATURES, "ddls_calibrated": DDLS_TEMPERATURES}
-    settings = {"run": args.run, "hat_sampling": refiner.sampling.to_dict(), "steps": steps, "n_select": args.n_select,
-                "ddls_eps": args.ddls_eps, "ddls_logit_scale": round(ddls_calibration.scale, 4)}
+    settings = {
+        "run": args.run,
+        "hat_sampling": refiner.sampling.to_dict(),
+        "steps": steps,
+        "n_select": args.n_select,
+        "ddls_eps": args.ddls_eps,
+        "ddls_logit_scale": round(ddls_calibration.scale, 4),
+    }
     result = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).is_file() else {}
     if not result.get("complete", True) and all(result.get(k) == v for k, v in settings.items()) and result.get("n_samples") == args.n:
         print(f"resuming {args.json}: {len(result['points'])} points measured", flush=True)
@@ -114,7 +120,9 @@ def main() -> None:
     result["selection"]["generator"] = generator_scores
     for name, make in makers.items():
         if name not in result["chosen_temperature"]:
-            chosen, result["selection"][name] = select(make, temperatures[name], z_select, steps, lenet, real, generator_scores, args.seed + 101, args.batch_size)
+            chosen, result["selection"][name] = select(
+                make, temperatures[name], z_select, steps, lenet, real, generator_scores, args.seed + 101, args.batch_size
+            )
             result["chosen_temperature"][name] = {str(K): t for K, t in chosen.items()}
             write_json(args.json, result)
         print(f"{name}: chosen T by K {result['chosen_temperature'][name]}", flush=True)
@@ -143,17 +151,24 @@ def main() -> None:
         write_json(args.json, result)
     for name, K in sorted(set(images) - measured - {("generator", 0)}, key=lambda key: (ORDER.index(key[0]), key[1])):
         fids, _ = inception_fids({f"{name}_K{K}": images[name, K]}, DATA, args.inception, device)
-        result["points"].append({"method": name, "langevin_steps": K, "temperature": chosen[name][K], "sample_seconds": seconds[name][str(K)], **fids[f"{name}_K{K}"]})
+        result["points"].append(
+            {"method": name, "langevin_steps": K, "temperature": chosen[name][K], "sample_seconds": seconds[name][str(K)], **fids[f"{name}_K{K}"]}
+        )
         write_json(args.json, result)
 
     point = {(p["method"], p["langevin_steps"]): p for p in result["points"]}
     for name in makers:
         result[name] = {str(K): point[name, K]["fid"] for K in steps}
     result["ddls_best"] = {str(K): min(result["ddls_raw"][str(K)], result["ddls_calibrated"][str(K)]) for K in steps}
-    lines = ["| K | Hat EBM FID (T) | DDLS raw FID (T) | DDLS calibrated FID (T) | Hat EBM s | DDLS raw s | DDLS calibrated s |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| K | Hat EBM FID (T) | DDLS raw FID (T) | DDLS calibrated FID (T) | Hat EBM s | DDLS raw s | DDLS calibrated s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for K in steps:
         cell = lambda m: f"{point[m, K]['fid']:.2f} ({point[m, K]['temperature']:.3g})"
-        lines.append(f"| {K} | {cell('hat')} | {cell('ddls_raw')} | {cell('ddls_calibrated')} | " + " | ".join(str(point[m, K]["sample_seconds"]) for m in makers) + " |")
+        lines.append(
+            f"| {K} | {cell('hat')} | {cell('ddls_raw')} | {cell('ddls_calibrated')} | " + " | ".join(str(point[m, K]["sample_seconds"]) for m in makers) + " |"
+        )
     result["table"] = "\n".join(lines) + f"\n\ngenerator FID {result['fid_generator']:.2f}"
     result["complete"] = True
     print(result["table"])

@@ -38,8 +38,8 @@ from common import header, inception_fids, lenet_scores, measured, write_json
 
 from hatrefine import HatRefiner
 from hatrefine.data import load_images
+from hatrefine.distributed import resolve_device
 from hatrefine.files.jsonfiles import read_json
-from hatrefine.models.refiner import resolve_device
 from hatrefine.networks.registry import load_discriminator, load_generator
 from hatrefine.sampling.ddls import DDLS, calibrate
 from hatrefine.settings.config import FitConfig
@@ -108,12 +108,19 @@ def main() -> None:
         ddls, ddls_calibrated = DDLS(G, D, n_steps=K, **ddls_args), DDLS(G, D, n_steps=K, **ddls_args, calibration=calibration)
         ddls_settings = {"langevin_steps": K, **ddls_args}
         result["ddls_settings"] = ddls_settings | {"calibrated": False}
-        result["ddls_calibrated_settings"] = ddls_settings | {"calibrated": True, "calibrate_n": args.calibrate_n, "logit_scale": round(calibration.scale, 4),
-                                                             "logit_bias": round(calibration.bias, 4), "discriminator_temperature": round(calibration.temperature, 4)}
+        result["ddls_calibrated_settings"] = ddls_settings | {
+            "calibrated": True,
+            "calibrate_n": args.calibrate_n,
+            "logit_scale": round(calibration.scale, 4),
+            "logit_bias": round(calibration.bias, 4),
+            "discriminator_temperature": round(calibration.temperature, 4),
+        }
         print(f"DDLS calibration: sigmoid({calibration.scale:.4g} * d + {calibration.bias:.4g}); discriminator temperature {calibration.temperature:.4g}")
         methods |= {"ddls": lambda: chains(ddls.sampler), "ddls_calibrated": lambda: chains(ddls_calibrated.sampler)}
-        labels |= {"ddls": (f"DDLS (eps {args.ddls_eps}, T {args.ddls_temperature})", K, "-"),
-                   "ddls_calibrated": (f"DDLS, calibrated (logit x {calibration.scale:.2f})", K, "-")}
+        labels |= {
+            "ddls": (f"DDLS (eps {args.ddls_eps}, T {args.ddls_temperature})", K, "-"),
+            "ddls_calibrated": (f"DDLS, calibrated (logit x {calibration.scale:.2f})", K, "-"),
+        }
     c = refiner.config
     t = refiner.sampling.temperature if args.temperature is None else args.temperature
     result["hat_sampling_temperature"] = t
@@ -150,14 +157,22 @@ def main() -> None:
     if args.no_inception:
         lines = [f"| method | {lenet} | Langevin steps | sampling s | fit s |", "|---|---|---|---|---|---|---|"]
     else:
-        lines = [f"| method | FID ({args.n} samples vs {result['n_reference']} digits) | vs generator | precision | recall | density | coverage | {lenet} | Langevin steps | sampling s | fit s |",
-                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines = [
+            f"| method | FID ({args.n} samples vs {result['n_reference']} digits) | vs generator | precision | recall | density | coverage | {lenet} | Langevin steps | sampling s | fit s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
     for name, (label, steps, fit_s) in labels.items():
         if name not in rows:
             continue
         r = rows[name]
-        fid_cells = "" if args.no_inception else f"{r['fid']:.2f} | {r['fid'] / rows['generator']['fid']:.2f}x | {r['precision']:.3f} | {r['recall']:.3f} | {r['density']:.3f} | {r['coverage']:.3f} | "
-        lines.append(f"| {label} | {fid_cells}{r['lenet_fd']:.2f} | {r['label_entropy']:.3f} | {r['confidence']:.3f} | {steps} | {r['sample_seconds']} | {fit_s} |")
+        fid_cells = (
+            ""
+            if args.no_inception
+            else f"{r['fid']:.2f} | {r['fid'] / rows['generator']['fid']:.2f}x | {r['precision']:.3f} | {r['recall']:.3f} | {r['density']:.3f} | {r['coverage']:.3f} | "
+        )
+        lines.append(
+            f"| {label} | {fid_cells}{r['lenet_fd']:.2f} | {r['label_entropy']:.3f} | {r['confidence']:.3f} | {steps} | {r['sample_seconds']} | {fit_s} |"
+        )
     result["table"] = "\n".join(lines)
     print(result["table"])
     print(f"peak memory: fit {fit.get('peak_rss_mib')} MiB RSS; process {result['peak_rss_mib_process']} MiB")

@@ -21,8 +21,8 @@ import torch
 from common import header, inception_fids, measured, write_json
 
 from hatrefine import load_generator
+from hatrefine.distributed import resolve_device
 from hatrefine.evaluation.report import path_figure, save_grid
-from hatrefine.models.refiner import resolve_device
 from hatrefine.settings.autoencoder import AEConfig
 from hatrefine.settings.config import FitConfig
 from hatrefine.training.autoencoder import AutoencoderTrainer
@@ -55,7 +55,10 @@ def main() -> None:
         resume = (ae_dir / "config.json").is_file()
         trainer = AutoencoderTrainer(None if resume else AEConfig(**{"seed": args.seed, "device": args.device, **json.loads(args.ae)}), ae_dir, resume=resume)
         trainer.run(progress=False)
-    result["autoencoder"] = ae | {"settings": dataclasses.asdict(trainer.config), "final_mse": float(trainer.log.path.read_text().splitlines()[-1].split(",")[1])}
+    result["autoencoder"] = ae | {
+        "settings": dataclasses.asdict(trainer.config),
+        "final_mse": float(trainer.log.path.read_text().splitlines()[-1].split(",")[1]),
+    }
 
     # 2. the retrofit
     fit: dict = {}
@@ -78,14 +81,19 @@ def main() -> None:
     sampler, parts, record = refiner.sampler(), [], {}
     with measured(record):
         for s in chunks:
-            res = sampler.sample(z0[s : s + args.batch_size], generator=torch.Generator(device).manual_seed(args.seed + s), path_frames=8 if s == 0 else 0, path_chains=4)
+            res = sampler.sample(
+                z0[s : s + args.batch_size], generator=torch.Generator(device).manual_seed(args.seed + s), path_frames=8 if s == 0 else 0, path_chains=4
+            )
             if s == 0:
                 K = config.test_steps
                 path_figure(res.path, Path(args.run_dir) / "langevin_path.png", sorted({round(i * K / 7) for i in range(8)}))
             parts.append(res)
     images["retrofit"] = torch.cat([r.x for r in parts]).cpu()
-    rows["retrofit"] = {"sample_seconds": record["seconds"], "mean_residual_norm": round(torch.cat([r.y for r in parts]).flatten(1).norm(dim=1).mean().item(), 3),
-                        "mean_latent_move": round((torch.cat([r.z for r in parts]) - z0).flatten(1).norm(dim=1).mean().item(), 3)}
+    rows["retrofit"] = {
+        "sample_seconds": record["seconds"],
+        "mean_residual_norm": round(torch.cat([r.y for r in parts]).flatten(1).norm(dim=1).mean().item(), 3),
+        "mean_latent_move": round((torch.cat([r.z for r in parts]) - z0).flatten(1).norm(dim=1).mean().item(), 3),
+    }
     save_grid(images["decoder"], Path(args.run_dir) / "decoder_samples.png")
     save_grid(images["retrofit"], Path(args.run_dir) / "retrofit_samples.png")
 

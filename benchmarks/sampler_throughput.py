@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 from common import command_line
-from hatrefine.adapters import wrap
-from hatrefine.adapters.mimicry import MODELS
 
 from hatrefine import load_generator
+from hatrefine.adapters import wrap
+from hatrefine.adapters.mimicry import MODELS
 from hatrefine.networks.hat import create_hat
 from hatrefine.sampling.energy import HatEnergy
-from hatrefine.sampling.langevin import ConditionalLangevin, JointLangevin
+from hatrefine.sampling.langevin import LangevinSampler
 
 
 def timed(fn, reps: int, device: torch.device) -> float:
@@ -100,10 +100,15 @@ def main() -> None:
         H = make_hat(G).to(device)
         z = G.sample_latent(args.batch)
         energy = HatEnergy(H, G, temperature=1e-3, channels_last=args.channels_last)
-        for mode, sampler in (("conditional", ConditionalLangevin(energy, k, amp=args.amp)), ("joint", JointLangevin(energy, k, amp=args.amp))):
+        for mode, sampler in (
+            ("conditional", LangevinSampler(energy, k, eps_y=1e-4, amp=args.amp)),
+            ("joint", LangevinSampler(energy, k, eps_y=1e-4, eps_z=5e-3, amp=args.amp, joint_update="alternate")),
+        ):
             step = measured(sampler, z, k, reps, device)
             b = bound(G, H, z, mode, 2 * reps + 1, device)
-            rows.append({"setting": name, "mode": mode, "batch": args.batch, "step_seconds": round(step, 4), "bound_seconds": round(b, 4), "ratio": round(b / step, 3)})
+            rows.append(
+                {"setting": name, "mode": mode, "batch": args.batch, "step_seconds": round(step, 4), "bound_seconds": round(b, 4), "ratio": round(b / step, 3)}
+            )
             print(f"{name:8s} {mode:12s} step {step * 1e3:8.1f} ms   bound {b * 1e3:8.1f} ms   ratio {b / step:.3f}", flush=True)
     result = {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),

@@ -25,9 +25,9 @@ import torch  # noqa: E402
 from common import header, inception_fids, measured, write_json  # noqa: E402
 
 from hatrefine.data import load_images  # noqa: E402
+from hatrefine.distributed import resolve_device  # noqa: E402
 from hatrefine.evaluation.metrics import lenet_fd, load_lenet  # noqa: E402
 from hatrefine.evaluation.report import save_grid  # noqa: E402
-from hatrefine.models.refiner import resolve_device  # noqa: E402
 from hatrefine.settings.config import SynthesisConfig  # noqa: E402
 from hatrefine.training.synthesis import SynthesisTrainer  # noqa: E402
 
@@ -60,7 +60,9 @@ def main() -> None:
     device = resolve_device(args.device)
     result = header(args, device)
 
-    config = SynthesisConfig(**{"seed": args.seed, "device": args.device, "eval_samples": 0, "calibrate": False, **json.loads(args.fit)})  # sampled at the config's K and T
+    config = SynthesisConfig(
+        **{"seed": args.seed, "device": args.device, "eval_samples": 0, "calibrate": False, **json.loads(args.fit)}
+    )  # sampled at the config's K and T
     trainer = SynthesisTrainer(config, args.run_dir, overwrite=True)
     result |= {"settings": config.to_dict(), "langevin_steps": config.test_steps}
     reference, net = load_images(DATA, trainer.generator.image_shape, split="train").to(device), load_lenet().to(device)
@@ -75,7 +77,14 @@ def main() -> None:
             train_seconds += time.perf_counter() - t0
             if trainer.step % args.eval_every == 0 or trainer.step == config.steps:
                 g, x = draw(trainer, z_eval, args.seed)
-                curve.append({"step": trainer.step, "train_seconds": round(train_seconds, 1), "fd_generator": round(lenet_fd(g, reference, net), 3), "fd_hat": round(lenet_fd(x, reference, net), 3)})
+                curve.append(
+                    {
+                        "step": trainer.step,
+                        "train_seconds": round(train_seconds, 1),
+                        "fd_generator": round(lenet_fd(g, reference, net), 3),
+                        "fd_hat": round(lenet_fd(x, reference, net), 3),
+                    }
+                )
                 print(json.dumps(curve[-1]), flush=True)
         trainer.save_checkpoint()
     result |= {"fit_seconds": round(train_seconds, 1), "fit": fit, "curve": curve}
@@ -91,6 +100,7 @@ def main() -> None:
     scores, reference_info = inception_fids({"generator": g, "hat": x}, DATA, args.inception, device)
     fids = {name: s["fid"] for name, s in scores.items()}
     result |= reference_info | {"fid_generator": fids["generator"], "fid_hat": fids["hat"], "prdc_generator": scores["generator"], "prdc_hat": scores["hat"]}
+
     def along(key: str) -> str:
         return ", ".join(f"{c['step']}: {c[key]:.1f}" for c in curve)
 

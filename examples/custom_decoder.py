@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hatrefine.adapters import wrap
 from torch import nn
 
 from hatrefine import fit, load_generator
+from hatrefine.adapters import wrap
 
 OUT = Path("runs/custom")
 SPEC = "py:custom_decoder:make_decoder"
@@ -85,6 +85,17 @@ if __name__ == "__main__":
     n = "16" if tiny else "500"
     hatrefine("sample", "--run", str(OUT / "run"), "--n", n, "--out", str(OUT / "samples.npz"), "--png", str(OUT / "samples.png"), "--overwrite")
     hatrefine("generate", "--generator", SPEC, "--checkpoint", str(checkpoint), "--n", n, "--out", str(OUT / "decoder_samples.npz"), "--overwrite")
-    hatrefine("refine", "--run", str(OUT / "run"), "--input", str(OUT / "decoder_samples.npz"), "--out", str(OUT / "refined.npz"), "--png", str(OUT / "refined.png"), "--overwrite")
+    hatrefine(
+        "refine",
+        "--run",
+        str(OUT / "run"),
+        "--input",
+        str(OUT / "decoder_samples.npz"),
+        "--out",
+        str(OUT / "refined.npz"),
+        "--png",
+        str(OUT / "refined.png"),
+        "--overwrite",
+    )
     if not tiny:
         hatrefine("eval", "--samples", str(OUT / "samples.npz"), "--data", str(images), "--n", n, "--n-ref", n)

@@ -55,4 +55,17 @@ if __name__ == "__main__":
 
     images = load_images(str(data), (3, size, size), split="test", limit=16)  # real images, in [-1, 1]
     np.savez(OUT / "real.npz", x=images.numpy())
-    hatrefine("refine", "--run", OUT / "run", "--input", OUT / "real.npz", "--start", "encoder", "--out", OUT / "refined.npz", "--png", OUT / "refined.png", "--overwrite")
+    hatrefine(
+        "refine",
+        "--run",
+        OUT / "run",
+        "--input",
+        OUT / "real.npz",
+        "--start",
+        "encoder",
+        "--out",
+        OUT / "refined.npz",
+        "--png",
+        OUT / "refined.png",
+        "--overwrite",
+    )

@@ -1,6 +1,6 @@
 """The Python API on the embedded default: fit a Hat EBM briefly, sample, refine, save, load.
 
-    python examples/quickstart.py      # about 20 s on 2 CPU cores
+python examples/quickstart.py      # about 20 s on 2 CPU cores
 """
 
 import torch

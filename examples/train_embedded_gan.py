@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
 from hatrefine.adapters.builtin import DCGANDiscriminator, DCGANGenerator
 from hatrefine.adapters.hub import save_generator_dir
-
 from hatrefine.data import DataStream, open_dataset
 from hatrefine.evaluation.metrics import LeNet
 from hatrefine.files.checkpoint import save_tensors

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Optional
 import click
 
 from hatrefine.errors import HatrefineError, HatrefineWarning
+from hatrefine.files.names import CONFIG
 from hatrefine.settings.config import (
     HAT_BLOCKS,
     JOINT_UPDATES,
@@ -290,8 +291,8 @@ def generate(spec, checkpoint, n, seed, out, batch_size, device, png, overwrite)
     """Write the generator's own samples (no refinement)."""
     import torch
 
+    from hatrefine.distributed import resolve_device
     from hatrefine.files.npz import NpzWriter
-    from hatrefine.models.refiner import resolve_device
     from hatrefine.networks.registry import load_generator
 
     if n <= 0 or batch_size <= 0:
@@ -312,54 +313,56 @@ def generate(spec, checkpoint, n, seed, out, batch_size, device, png, overwrite)
 
 @main.command()
 @_fit_options
-@_training_options("runs/mnist-joint", "Run directory.", "Continue the run in --out exactly where its last checkpoint left it.")
+@_training_options(
+    None,
+    "Run directory (default: runs/RECIPE for a paper recipe, else runs/GENERATOR-MODE: runs/mnist-joint for the embedded GAN).",
+    "Continue the run in --out exactly where its last checkpoint left it.",
+)
 def fit(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
     """Fit a hat network on top of a frozen generator (defaults: the embedded MNIST setting).
 
     With --resume every setting comes from the saved run; only --steps may extend it."""
     from hatrefine.training.trainer import Trainer
 
-    trainer = _make_trainer(ctx, Trainer, FitConfig, out, resume, overwrite, settings)
-    click.echo(f"fitting {trainer.config.mode} Hat EBM on {trainer.config.generator} with {trainer.config.data} into {out} (device {trainer.device})")
+    trainer = _make_trainer(ctx, Trainer, FitConfig, out, resume, overwrite, settings, settings["mode"])
+    click.echo(f"fitting {trainer.config.mode} Hat EBM on {trainer.config.generator} with {trainer.config.data} into {trainer.out} (device {trainer.device})")
     trainer.run(progress=not quiet)
-    _done(out)
+    _done(str(trainer.out))
 
 
-def _make_trainer(ctx: click.Context, trainer_class, config_class, out: str, resume: bool, overwrite: bool, settings: dict):
-    """A new run from the command-line settings, or --resume with the saved ones.
+def _make_trainer(ctx: click.Context, trainer_class, config_class, out: Optional[str], resume: bool, overwrite: bool, settings: dict, suffix: str = ""):
+    """A new run from the command-line settings (``hatrefine.training.resolve``), or --resume with the saved ones.
 
-    On --resume, options repeated with their saved values are fine; only --steps may change."""
+    On --resume, options repeated with their saved values are fine; only --steps may change.
+    Without --out, the run goes to ``runs/RECIPE`` or ``runs/GENERATOR-SUFFIX``."""
+    from hatrefine.training.resolve import absolute_paths, default_run_dir, resolve
+
+    given = {k: v for k, v in settings.items() if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    out = out or default_run_dir(config_class, settings, given, suffix)
     if resume:
         from hatrefine.files.jsonfiles import read_json
-        from hatrefine.networks.registry import absolute_source, absolute_spec
 
-        cfg = read_json(Path(out) / "config.json") if (Path(out) / "config.json").is_file() else {}
+        cfg = read_json(Path(out) / CONFIG) if (Path(out) / CONFIG).is_file() else {}
         saved = cfg.get(getattr(config_class, "key", "")) or cfg.get("hatrefine") or cfg.get("autoencoder") or cfg.get("latent_prior") or {}
-        given = {k: v for k, v in settings.items() if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
-        if "generator" in given:
-            given["generator"] = absolute_spec(given["generator"])
-        if given.get("checkpoint"):
-            given["checkpoint"] = str(Path(given["checkpoint"]).resolve())
-        if given.get("discriminator"):
-            given["discriminator"] = absolute_source(given["discriminator"])
+        given = absolute_paths(given)
         changed = [k for k, v in given.items() if k != "steps" and k in saved and saved[k] != v]
         if changed:
             flags = ", ".join(f"--{k.replace('_', '-')} ({saved[k]} -> {given[k]})" for k in changed)
-            raise HatrefineError(f"{flags} cannot change on --resume; the run keeps the settings in {Path(out) / 'config.json'} (only --steps may extend it)")
+            raise HatrefineError(f"{flags} cannot change on --resume; the run keeps the settings in {Path(out) / CONFIG} (only --steps may extend it)")
         return trainer_class(None, out, resume=True, steps=given.get("steps"))
-    from hatrefine.settings.recipes import apply_recipe
-
-    given = {k for k in settings if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
-    settings, recipe = apply_recipe(config_class.command, settings, given)
-    if recipe is not None:
-        chosen = "" if "recipe" in given else f" (the recipe of {settings['generator']}; --recipe to choose another)"
-        click.echo(f"recipe {recipe.name}{chosen}: {recipe.summary}; data {settings['data']}; source: {recipe.source}; options given override it")
-    return trainer_class(config_class(**settings), out, overwrite=overwrite)
+    resolved = resolve(config_class, settings, given)
+    if resolved.recipe is not None:
+        chosen = "" if "recipe" in given else f" (the recipe of {resolved.config.generator}; --recipe to choose another)"
+        recipe = resolved.recipe
+        click.echo(f"recipe {recipe.name}{chosen}: {recipe.summary}; data {resolved.config.data}; source: {recipe.source}; options given override it")
+    return trainer_class(resolved, out, overwrite=overwrite)
 
 
 @main.command()
 @_config_options(SynthesisConfig, exclude=("generator", "checkpoint", "mode", "eps_z", "z_prior_weight", "joint_update"))
-@_training_options("runs/mnist-synthesis", "Run directory (its generator/ is `dir:RUN_DIR`).", "Continue the run in --out exactly (bank, both networks, both optimizers).")
+@_training_options(
+    "runs/mnist-synthesis", "Run directory (its generator/ is `dir:RUN_DIR`).", "Continue the run in --out exactly (bank, both networks, both optimizers)."
+)
 def synthesize(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
     """Learn a generator and a hat network together from scratch (tandem synthesis, conditional Hat EBM).
 
@@ -376,7 +379,11 @@ def synthesize(ctx: click.Context, out, resume, overwrite, quiet, **settings) ->
 
 @main.command("fit-prior")
 @_config_options(PriorConfig, help=PRIOR_HELP)
-@_training_options("runs/mnist-prior", "Run directory.", "Continue the run in --out exactly (energy, optimizer, chains).")
+@_training_options(
+    None,
+    "Run directory (default: runs/GENERATOR-prior: runs/mnist-prior for the embedded GAN).",
+    "Continue the run in --out exactly (energy, optimizer, chains).",
+)
 def fit_prior(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
     """Fit a latent-space EBM prior on a frozen generator (Pang et al. 2020): the rival to the Hat EBM.
 
@@ -384,10 +391,10 @@ def fit_prior(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> 
     sample, refine, ood and push work on the run. With --resume only --steps may change."""
     from hatrefine.training.prior_trainer import PriorTrainer
 
-    trainer = _make_trainer(ctx, PriorTrainer, PriorConfig, out, resume, overwrite, settings)
-    click.echo(f"fitting a latent EBM prior on {trainer.config.generator} with {trainer.config.data} into {out} (device {trainer.device})")
+    trainer = _make_trainer(ctx, PriorTrainer, PriorConfig, out, resume, overwrite, settings, "prior")
+    click.echo(f"fitting a latent EBM prior on {trainer.config.generator} with {trainer.config.data} into {trainer.out} (device {trainer.device})")
     trainer.run(progress=not quiet)
-    _done(out)
+    _done(str(trainer.out))
 
 
 @main.command()
@@ -401,7 +408,9 @@ def hierarchical(ctx: click.Context, out, resume, overwrite, quiet, **settings) 
     from hatrefine.training.hierarchical import HierarchicalTrainer
 
     trainer = _make_trainer(ctx, HierarchicalTrainer, HierarchicalConfig, out, resume, overwrite, settings)
-    click.echo(f"learning a {len(trainer.config.sizes())}-layer generator with its joint latent EBM prior on {trainer.config.data} into {out} (device {trainer.device})")
+    click.echo(
+        f"learning a {len(trainer.config.sizes())}-layer generator with its joint latent EBM prior on {trainer.config.data} into {out} (device {trainer.device})"
+    )
     trainer.run(progress=not quiet)
     _done(out)
 
@@ -414,7 +423,11 @@ def _shape(value: str, what: str) -> list[int]:
 
 
 @main.command("pretrain-ae")
-@click.option("--recipe", default=None, help="Start from one of the paper's experiments (`hatrefine recipes`, e.g. cifar10-retrofit); options given explicitly override its values.")
+@click.option(
+    "--recipe",
+    default=None,
+    help="Start from one of the paper's experiments (`hatrefine recipes`, e.g. cifar10-retrofit); options given explicitly override its values.",
+)
 @click.option("--data", default="builtin:mnist", show_default=True, help="Data spec to learn to reconstruct.")
 @click.option("--data-root", default=None, help="Where torchvision datasets are.")
 @click.option("--out", default="runs/mnist-ae", show_default=True, help="Autoencoder directory (load its decoder as ae:DIR).")
@@ -426,11 +439,22 @@ def _shape(value: str, what: str) -> list[int]:
 @click.option("--lr", type=float, default=5e-4, show_default=True, help="Adam learning rate.")
 @click.option("--latent-noise", type=float, default=0.02, show_default=True, help="Std of the Gaussian noise on the latent during training.")
 @click.option("--gen-factor", type=float, default=2.0, show_default=True, help="The decoder's output is gen_factor * tanh (the authors' 2).")
-@click.option("--decoder", type=click.Choice(["conv", "resnet"]), default="conv", show_default=True, help="conv: hatrefine's decoder; resnet: the authors' ResNet gen_decoder (latent side x 2; the cifar10-retrofit recipe's).")
+@click.option(
+    "--decoder",
+    type=click.Choice(["conv", "resnet"]),
+    default="conv",
+    show_default=True,
+    help="conv: hatrefine's decoder; resnet: the authors' ResNet gen_decoder (latent side x 2; the cifar10-retrofit recipe's).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--save-every", type=int, default=500, show_default=True, help="Checkpoint every N steps.")
-@click.option("--tensorboard/--no-tensorboard", default=False, show_default=True, help="Also write the loss and the reconstruction grid to OUT/tensorboard for TensorBoard (pip install 'hatrefine[tensorboard]').")
+@click.option(
+    "--tensorboard/--no-tensorboard",
+    default=False,
+    show_default=True,
+    help="Also write the loss and the reconstruction grid to OUT/tensorboard for TensorBoard (pip install 'hatrefine[tensorboard]').",
+)
 @click.option("--resume", is_flag=True, help="Continue the autoencoder in --out exactly (only --steps may change).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing directory in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -454,13 +478,27 @@ def _run_options(f):
     f = click.option("--png", default=None, help="Also save a grid of the first 64 results.")(f)
     f = click.option("--device", default=None, help="Default: the run's device setting.")(f)
     f = click.option("--batch-size", type=int, default=256, show_default=True, help="Chains per chunk (bounds memory).")(f)
-    f = click.option("--eps-z", type=float, default=None, help="Step size on Z (default: the one training ended with, in the run's sampling.json; a latent-prior run: its prior chain's).")(f)
+    f = click.option(
+        "--eps-z",
+        type=float,
+        default=None,
+        help="Step size on Z (default: the one training ended with, in the run's sampling.json; a latent-prior run: its prior chain's).",
+    )(f)
     f = click.option("--eps-y", type=float, default=None, help="Step size on Y (default: the one training ended with, in the run's sampling.json).")(f)
-    f = click.option("--temperature", type=float, default=None, help="T, the energy is H / T (default: the run's, in sampling.json: calibrated or the config's test-time T).")(f)
+    f = click.option(
+        "--temperature", type=float, default=None, help="T, the energy is H / T (default: the run's, in sampling.json: calibrated or the config's test-time T)."
+    )(f)
     f = click.option("--langevin-steps", type=int, default=None, help="K (default: the run's, in sampling.json: calibrated or the config's test-time K).")(f)
-    f = click.option("--checkpoint", default=None, help="With --run hatebm:NAME: the authors' release folder, downloaded by hand (converted once into the cache).")(f)
+    f = click.option(
+        "--checkpoint", default=None, help="With --run hatebm:NAME: the authors' release folder, downloaded by hand (converted once into the cache)."
+    )(f)
     f = click.option("--seed", type=int, default=0, show_default=True)(f)
-    f = click.option("--run", "run_dir", required=True, help="Run directory of `hatrefine fit` (or synthesize, fit-prior, hierarchical), hf:ORG/NAME, or hatebm:NAME (the authors' released models).")(f)
+    f = click.option(
+        "--run",
+        "run_dir",
+        required=True,
+        help="Run directory of `hatrefine fit` (or synthesize, fit-prior, hierarchical), hf:ORG/NAME, or hatebm:NAME (the authors' released models).",
+    )(f)
     return f
 
 
@@ -512,9 +550,33 @@ def sample(run_dir, seed, checkpoint, langevin_steps, temperature, eps_y, eps_z,
 @click.option("--out", required=True, help="Output .npz with x, z, y and g.")
 @click.option("--pixel-only", is_flag=True, help="Refine the residual Y only; Z stays fixed.")
 @click.option("--invert-steps", type=int, default=200, show_default=True, help="Adam steps of latent inversion (images only).")
-@click.option("--start", type=click.Choice(["invert", "encoder"]), default="invert", show_default=True, help="Images only: latents by inversion (Adam on ||G(z) - x||^2) or from the generator's own encoder (a diffusers: VAE's).")
+@click.option(
+    "--start",
+    type=click.Choice(["invert", "encoder"]),
+    default="invert",
+    show_default=True,
+    help="Images only: latents by inversion (Adam on ||G(z) - x||^2) or from the generator's own encoder (a diffusers: VAE's).",
+)
 @click.option("--value-range", default=None, help="LOW,HIGH the input images are in, mapped to [-1, 1] (e.g. 0,1 or 0,255; default -1,1).")
-def refine(run_dir, seed, checkpoint, langevin_steps, temperature, eps_y, eps_z, batch_size, device, png, overwrite, input_path, out, pixel_only, invert_steps, start, value_range) -> None:
+def refine(
+    run_dir,
+    seed,
+    checkpoint,
+    langevin_steps,
+    temperature,
+    eps_y,
+    eps_z,
+    batch_size,
+    device,
+    png,
+    overwrite,
+    input_path,
+    out,
+    pixel_only,
+    invert_steps,
+    start,
+    value_range,
+) -> None:
     """Improve samples you already have: from their latents, or from images alone (by inversion)."""
     from hatrefine.data import parse_value_range
     from hatrefine.files.npz import read_npz, save_npz
@@ -529,8 +591,19 @@ def refine(run_dir, seed, checkpoint, langevin_steps, temperature, eps_y, eps_z,
     refiner = load_run(run_dir, device=device, checkpoint=checkpoint)
     encoder = {"start": start} if start == "encoder" else {}  # (a latent-prior run's refine inverts only)
     res = refiner.refine(
-        z=arrays.get("z"), x=arrays.get("x"), pixel_only=pixel_only, n_steps=langevin_steps, seed=seed, batch_size=batch_size, invert_steps=invert_steps,
-        temperature=temperature, eps_y=eps_y, eps_z=eps_z, value_range=value_range, progress=True, **encoder,
+        z=arrays.get("z"),
+        x=arrays.get("x"),
+        pixel_only=pixel_only,
+        n_steps=langevin_steps,
+        seed=seed,
+        batch_size=batch_size,
+        invert_steps=invert_steps,
+        temperature=temperature,
+        eps_y=eps_y,
+        eps_z=eps_z,
+        value_range=value_range,
+        progress=True,
+        **encoder,
     )
     save_npz(out, x=res.x, z=res.z, y=res.y, g=res.g)
     click.echo(f"wrote {len(res.x)} refined samples to {out}")
@@ -541,8 +614,13 @@ def refine(run_dir, seed, checkpoint, langevin_steps, temperature, eps_y, eps_z,
 @click.option("--run", "run_dir", required=True, help="Run directory of `hatrefine fit` / `synthesize`.")
 @click.option("--n", "n", type=int, default=None, help="Samples per setting (default: the run's --calibration-samples).")
 @click.option("--device", default=None, help="Default: the run's device setting.")
-@click.option("--metric", type=click.Choice(["quick", "inception"]), default="quick", show_default=True,
-              help="Features to score in: quick (the shipped LeNet for 1x32x32 digits, what fit uses; Inception otherwise) or inception (FID's Inception; 10-30 minutes on a CPU).")
+@click.option(
+    "--metric",
+    type=click.Choice(["quick", "inception"]),
+    default="quick",
+    show_default=True,
+    help="Features to score in: quick (the shipped LeNet for 1x32x32 digits, what fit uses; Inception otherwise) or inception (FID's Inception; 10-30 minutes on a CPU).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a calibration the run already has.")
 def calibrate(run_dir, n, device, metric, overwrite) -> None:
     """Choose a fitted run's test-time temperature and K on held-out data (what `fit` does at its end).
@@ -555,36 +633,56 @@ def calibrate(run_dir, n, device, metric, overwrite) -> None:
     from hatrefine.files.jsonfiles import save_json
     from hatrefine.files.names import SAMPLING
     from hatrefine.files.quality import read_quality, write_quality
-    from hatrefine.models.refiner import HatRefiner, run_directory
+    from hatrefine.models.pretrained import run_directory
+    from hatrefine.models.refiner import HatRefiner
 
     if not Path(run_dir).is_dir():
         raise HatrefineError(f"--run {run_dir} is not a run directory; calibrate a local run (`hatrefine fit --out`), not a Hub model")
     from hatrefine.models.latent_prior import is_prior_run
 
     if is_prior_run(run_directory(run_dir)):
-        raise HatrefineError(f"{run_dir} is a latent-prior run: it samples at T 1 with its prior chain (set --langevin-steps and --eps-z on sample); calibrate applies to Hat EBM runs")
+        raise HatrefineError(
+            f"{run_dir} is a latent-prior run: it samples at T 1 with its prior chain (set --langevin-steps and --eps-z on sample); calibrate applies to Hat EBM runs"
+        )
     lock_run_dir(Path(run_dir))  # it writes into the run: not while a fit does
     refiner = HatRefiner.from_pretrained(run_dir, device=device)
     if refiner.sampling.chosen_by == "calibration" and not overwrite:
-        raise HatrefineError(f"{run_dir} is already calibrated (T {refiner.sampling.temperature:.4g}, K {refiner.sampling.langevin_steps}); pass --overwrite to choose again")
+        raise HatrefineError(
+            f"{run_dir} is already calibrated (T {refiner.sampling.temperature:.4g}, K {refiner.sampling.langevin_steps}); pass --overwrite to choose again"
+        )
     c = refiner.config
     record = run_calibration(refiner, c.data, c.data_root, n=n or c.calibration_samples, seed=c.seed, metric=metric)
     sampling = refiner.sampling.calibrated(record)
     quality = read_quality(run_dir)
     before = quality.get("calibration", {})
     if "chosen" in before:
-        record["replaced"] = {"metric": before["metric"], "n_samples": before["n_samples"], "chosen": before["chosen"], "agrees": before["chosen"] == record["chosen"]}
+        record["replaced"] = {
+            "metric": before["metric"],
+            "n_samples": before["n_samples"],
+            "chosen": before["chosen"],
+            "agrees": before["chosen"] == record["chosen"],
+        }
     save_json(Path(run_dir) / SAMPLING, sampling.to_dict())
     write_quality(run_dir, quality | {"calibration": record})
     for row in record["grid"]:
-        click.echo(f"T {row['temperature']:.4g}  K {row['langevin_steps']:>4}  {record['metric']} FD {row['fd']:.3f}  recall {row['recall']:.3f}  coverage {row['coverage']:.3f}"
-                   + (f"  class changes {row['class_changed']:.3f}" if "class_changed" in row else ""))
+        click.echo(
+            f"T {row['temperature']:.4g}  K {row['langevin_steps']:>4}  {record['metric']} FD {row['fd']:.3f}  recall {row['recall']:.3f}  coverage {row['coverage']:.3f}"
+            + (f"  class changes {row['class_changed']:.3f}" if "class_changed" in row else "")
+        )
     g = record["generator"]
     click.echo(f"generator: FD {g['fd']:.3f}  recall {g['recall']:.3f}  coverage {g['coverage']:.3f}")
-    click.echo(f"chosen: T {sampling.temperature:.4g}, K {sampling.langevin_steps}" + ("" if record["keeps_recall"] else " (no setting kept the generator's recall and coverage)") + f"; wrote {Path(run_dir) / SAMPLING}")
+    click.echo(
+        f"chosen: T {sampling.temperature:.4g}, K {sampling.langevin_steps}"
+        + ("" if record["keeps_recall"] else " (no setting kept the generator's recall and coverage)")
+        + f"; wrote {Path(run_dir) / SAMPLING}"
+    )
     if "replaced" in record:
         old, pick = record["replaced"], record["replaced"]["chosen"]
-        verdict = "the same choice" if old["agrees"] else ("the metrics disagree" if old["metric"] != record["metric"] else "another choice") + "; sampling now uses this one"
+        verdict = (
+            "the same choice"
+            if old["agrees"]
+            else ("the metrics disagree" if old["metric"] != record["metric"] else "another choice") + "; sampling now uses this one"
+        )
         click.echo(f"before: {old['metric']} features chose T {pick['temperature']:.4g}, K {pick['langevin_steps']}: {verdict}")
 
 
@@ -598,7 +696,13 @@ def calibrate(run_dir, n, device, metric, overwrite) -> None:
 @click.option("--eps", type=float, default=0.1, show_default=True, help="Step size: z <- z - eps^2/2 grad E + noise * eps * N(0, I) (0.1 is DDLS's step 0.01).")
 @click.option("--noise", type=float, default=1.0, show_default=True, help="Scale of the injected noise (1 = exact Langevin).")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="T in E(z) = ||z||^2/2 - d(G(z)) / T.")
-@click.option("--step-schedule", type=click.Choice(["constant", "linear", "cosine", "exponential"]), default="constant", show_default=True, help="Step-size decay along the chain.")
+@click.option(
+    "--step-schedule",
+    type=click.Choice(["constant", "linear", "cosine", "exponential"]),
+    default="constant",
+    show_default=True,
+    help="Step-size decay along the chain.",
+)
 @click.option("--step-schedule-end", type=float, default=1.0, show_default=True, help="Step-size factor at the last step.")
 @click.option("--calibrate", is_flag=True, help="First fit a logistic head on the logit (real vs generated images) and use its scale.")
 @click.option("--data", default="builtin:mnist", show_default=True, help="Real images for --calibrate (data spec).")
@@ -609,11 +713,32 @@ def calibrate(run_dir, n, device, metric, overwrite) -> None:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--png", default=None, help="Also save a grid of the first 64 samples.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-def ddls(spec, checkpoint, discriminator, n, out, langevin_steps, eps, noise, temperature, step_schedule, step_schedule_end, calibrate, data, data_root, calibrate_n, seed, batch_size, device, png, overwrite) -> None:
+def ddls(
+    spec,
+    checkpoint,
+    discriminator,
+    n,
+    out,
+    langevin_steps,
+    eps,
+    noise,
+    temperature,
+    step_schedule,
+    step_schedule_end,
+    calibrate,
+    data,
+    data_root,
+    calibrate_n,
+    seed,
+    batch_size,
+    device,
+    png,
+    overwrite,
+) -> None:
     """DDLS baseline: Langevin in latent space on E(z) = ||z||^2/2 - d(G(z)) / T."""
     from hatrefine.data import load_images
+    from hatrefine.distributed import resolve_device
     from hatrefine.files.npz import NpzWriter
-    from hatrefine.models.refiner import resolve_device
     from hatrefine.networks.registry import load_generator, resolve_discriminator
     from hatrefine.sampling import ddls as ddls_lib
     from hatrefine.settings.config import Schedule
@@ -642,7 +767,12 @@ def ddls(spec, checkpoint, discriminator, n, out, langevin_steps, eps, noise, te
 @main.command()
 @click.option("--run", "run_dir", required=True, help="Run directory of `hatrefine fit` / `synthesize` / `fit-prior` / `hierarchical`, or hf:ORG/NAME.")
 @click.option("--in-data", required=True, help="The data the run was fitted on (its --split is scored).")
-@click.option("--ood-data", multiple=True, required=True, help="An out-of-distribution data spec; repeat for several (e.g. invert:builtin:mnist, sklearn:digits, noise:gaussian).")
+@click.option(
+    "--ood-data",
+    multiple=True,
+    required=True,
+    help="An out-of-distribution data spec; repeat for several (e.g. invert:builtin:mnist, sklearn:digits, noise:gaussian).",
+)
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True, help="Split of each data set to score.")
 @click.option("--n", "n", type=int, default=None, help="Score at most N images of each set.")
 @click.option("--data-root", default=None, help="Where torchvision datasets are.")
@@ -700,12 +830,20 @@ def push(run_dir, repo, fid_json, private, token, message) -> None:
 
 @main.command("eval")
 @click.option("--samples", required=True, help=".npz with x: images (N, C, H, W) in [-1, 1], as generate/sample/ddls write.")
-@click.option("--data", default="builtin:mnist", show_default=True, help="Reference data spec: builtin:mnist, cifar10/mnist/svhn/celeba, a .npz or an image folder.")
+@click.option(
+    "--data", default="builtin:mnist", show_default=True, help="Reference data spec: builtin:mnist, cifar10/mnist/svhn/celeba, a .npz or an image folder."
+)
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
 @click.option("--n", "n", type=int, default=None, help="Use the first N samples (default: all).")
 @click.option("--n-ref", type=int, default=None, help="Use the first N reference images (default: the whole split).")
 @click.option("--data-root", default=None, help="Where torchvision datasets are.")
-@click.option("--inception", type=click.Choice(["auto", "pytorch-fid", "fid-helper"]), default="auto", show_default=True, help="Where the Inception weights come from (auto: whichever is on disk).")
+@click.option(
+    "--inception",
+    type=click.Choice(["auto", "pytorch-fid", "fid-helper"]),
+    default="auto",
+    show_default=True,
+    help="Where the Inception weights come from (auto: whichever is on disk).",
+)
 @click.option("--json", "json_out", default=None, help="Also write the result as JSON.")
 @click.option("--batch-size", type=int, default=100, show_default=True)
 @click.option("--device", default="auto", show_default=True)
@@ -719,12 +857,11 @@ def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, bat
     The data's statistics (and the features of its first 5,000 images) are cached in $HATREFINE_CACHE or
     ~/.cache/hatrefine/fid."""
     from hatrefine.data import parse_value_range, to_unit_range
-    from hatrefine.distributed import setup
+    from hatrefine.distributed import resolve_device, setup
     from hatrefine.evaluation.inception import load_inception
     from hatrefine.evaluation.metrics import check_set_size, fid
     from hatrefine.files.jsonfiles import save_json
     from hatrefine.files.npz import read_npz
-    from hatrefine.models.refiner import resolve_device
 
     for name, v in (("--n", n), ("--n-ref", n_ref), ("--batch-size", batch_size)):
         if v is not None and v < 2:
@@ -742,8 +879,13 @@ def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, bat
     if not shard.main:
         return
     result["samples"] = samples
-    click.echo(f"FID {result['fid']:.3f}  ({result['n_samples']} samples vs {result['n_reference']} {data} {split} images; Inception from {result['inception']})")
-    click.echo("precision {precision:.3f}  recall {recall:.3f}  density {density:.3f}  coverage {coverage:.3f}  (Inception features, k = 5, ".format(**result) + f"against {result['n_prdc_reference']} data images)")
+    click.echo(
+        f"FID {result['fid']:.3f}  ({result['n_samples']} samples vs {result['n_reference']} {data} {split} images; Inception from {result['inception']})"
+    )
+    click.echo(
+        "precision {precision:.3f}  recall {recall:.3f}  density {density:.3f}  coverage {coverage:.3f}  (Inception features, k = 5, ".format(**result)
+        + f"against {result['n_prdc_reference']} data images)"
+    )
     if tuple(x.shape[1:]) == (1, 32, 32):
         from hatrefine.data import load_images
         from hatrefine.evaluation.metrics import (
@@ -756,7 +898,9 @@ def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, bat
         lenet = load_lenet()
         result["lenet_fd"] = lenet_fd(x, load_images(data, (1, 32, 32), split=split, root=data_root, limit=n_ref), lenet)
         result["lenet_classes"] = class_histogram(class_probabilities(x, lenet))
-        click.echo(f"LeNet distance {result['lenet_fd']:.3f}; LeNet classes {result['lenet_classes']['frequencies']} (label entropy {result['lenet_classes']['label_entropy']}, confidence {result['lenet_classes']['confidence']})")
+        click.echo(
+            f"LeNet distance {result['lenet_fd']:.3f}; LeNet classes {result['lenet_classes']['frequencies']} (label entropy {result['lenet_classes']['label_entropy']}, confidence {result['lenet_classes']['confidence']})"
+        )
     if json_out:
         save_json(json_out, result)
         click.echo(f"wrote {json_out}")

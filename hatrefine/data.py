@@ -93,7 +93,9 @@ def parse_value_range(text: Optional[str]) -> Optional[tuple[float, float]]:
     return lo, hi
 
 
-def to_unit_range(x: torch.Tensor, what: str, value_range: Optional[tuple[float, float]] = None, flag: Optional[str] = "--value-range", slack: float = 1e-3) -> torch.Tensor:
+def to_unit_range(
+    x: torch.Tensor, what: str, value_range: Optional[tuple[float, float]] = None, flag: Optional[str] = "--value-range", slack: float = 1e-3
+) -> torch.Tensor:
     """Images mapped from ``value_range`` onto hatrefine's [-1, 1] (None: they must already be in
     it, give or take ``slack``: refined samples G(z) + Y may overshoot a little).
     ``flag``: the option that declares the range, named in the messages (None: data files, which have none).
@@ -107,7 +109,9 @@ def to_unit_range(x: torch.Tensor, what: str, value_range: Optional[tuple[float,
     if bad.any():
         images = bad.flatten(1).any(dim=1).nonzero().flatten().tolist()
         listed = ", ".join(map(str, images[:5])) + (f" (+{len(images) - 5} more)" if len(images) > 5 else "")
-        raise HatrefineError(f"{what} hold {int(bad.sum())} NaN or inf values, in {len(images)} of {len(x)} images (index {listed}); repair or drop those images")
+        raise HatrefineError(
+            f"{what} hold {int(bad.sum())} NaN or inf values, in {len(images)} of {len(x)} images (index {listed}); repair or drop those images"
+        )
     lo, hi = float(x.min()), float(x.max())
     if value_range is not None:
         a, b = value_range
@@ -122,7 +126,11 @@ def to_unit_range(x: torch.Tensor, what: str, value_range: Optional[tuple[float,
         raise HatrefineError(f"{what} have values in [{lo:.4g}, {hi:.4g}]; hatrefine expects [-1, 1]: {fix}")
     if lo >= 0 and hi > 0:
         fix = f"pass {flag} 0,1 to map them, or {flag} -1,1 if [-1, 1] is meant" if flag else "map them with x * 2 - 1 (or save them as uint8)"
-        warnings.warn(f"{what} all lie in [0, 1] ([{lo:.3g}, {hi:.3g}]): if they are [0, 1] images they will be read as dark [-1, 1] images; {fix}", HatrefineWarning, stacklevel=2)
+        warnings.warn(
+            f"{what} all lie in [0, 1] ([{lo:.3g}, {hi:.3g}]): if they are [0, 1] images they will be read as dark [-1, 1] images; {fix}",
+            HatrefineWarning,
+            stacklevel=2,
+        )
     return x
 
 

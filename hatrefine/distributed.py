@@ -92,3 +92,15 @@ def setup(device: str = "auto") -> tuple[Shard, str]:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     return Shard(rank, world), device
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise HatrefineError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HatrefineError(f"device {name} asked for but no CUDA GPU is visible; use --device cpu")
+    return device

@@ -19,7 +19,10 @@ from tests.test_evaluation import stand_in
 def world(tmp_path_factory):
     """A directory with a finished run and every kind of bad file."""
     d = tmp_path_factory.mktemp("bad")
-    result = CliRunner().invoke(main, ["fit", "--out", str(d / "run"), "--steps", "1", "--langevin-steps", "1", "--batch-size", "4", "--hat-width", "4", "--eval-samples", "0", "--quiet"])
+    result = CliRunner().invoke(
+        main,
+        ["fit", "--out", str(d / "run"), "--steps", "1", "--langevin-steps", "1", "--batch-size", "4", "--hat-width", "4", "--eval-samples", "0", "--quiet"],
+    )
     assert result.exit_code == 0, result.output
     np.savez(d / "rgb.npz", x=np.zeros((2, 3, 32, 32), np.float32))
     np.savez(d / "small.npz", x=np.zeros((2, 1, 16, 16), np.float32))
@@ -50,24 +53,54 @@ def snapshot(d):
 CATALOGUE = {
     "wrong channel count": (["refine", "--run", "{d}/run", "--input", "{d}/rgb.npz", "--out", "{d}/o.npz"], ["3 channels", "works on 1"]),
     "wrong image size": (["refine", "--run", "{d}/run", "--input", "{d}/small.npz", "--out", "{d}/o.npz"], ["16x16", "32x32", "resize"]),
-    "values outside the declared range": (["refine", "--run", "{d}/run", "--input", "{d}/bright.npz", "--out", "{d}/o.npz"], ["[3, 3]", "expects [-1, 1]", "x / 127.5 - 1", "--value-range 0,255"]),
-    "values outside [-1, 1], not 8-bit": (["refine", "--run", "{d}/run", "--input", "{d}/wide.npz", "--out", "{d}/o.npz"], ["[-2.5, 2.5]", "rescale them to [-1, 1]", "--value-range LOW,HIGH"]),
-    "NaN pixels": (["refine", "--run", "{d}/run", "--input", "{d}/nan.npz", "--out", "{d}/o.npz"], ["2 NaN or inf values", "in 2 of 5 images", "index 1, 3", "repair or drop"]),
+    "values outside the declared range": (
+        ["refine", "--run", "{d}/run", "--input", "{d}/bright.npz", "--out", "{d}/o.npz"],
+        ["[3, 3]", "expects [-1, 1]", "x / 127.5 - 1", "--value-range 0,255"],
+    ),
+    "values outside [-1, 1], not 8-bit": (
+        ["refine", "--run", "{d}/run", "--input", "{d}/wide.npz", "--out", "{d}/o.npz"],
+        ["[-2.5, 2.5]", "rescale them to [-1, 1]", "--value-range LOW,HIGH"],
+    ),
+    "NaN pixels": (
+        ["refine", "--run", "{d}/run", "--input", "{d}/nan.npz", "--out", "{d}/o.npz"],
+        ["2 NaN or inf values", "in 2 of 5 images", "index 1, 3", "repair or drop"],
+    ),
     "NaN pixels in data": (["fit", "--data", "{d}/nan.npz", "--out", "{d}/run", "--overwrite"], ["NaN or inf", "index 1, 3"]),
-    "8-bit levels stored as floats in data": (["fit", "--data", "{d}/levels.npz", "--out", "{d}/run", "--overwrite"], ["[0, 254]", "8-bit levels", "x / 127.5 - 1", "uint8"]),
-    "values outside a declared --value-range": (["eval", "--samples", "{d}/levels.npz", "--value-range", "0,1"], ["[0, 254]", "outside the declared --value-range 0,1"]),
-    "bad --value-range": (["refine", "--run", "{d}/run", "--input", "{d}/levels.npz", "--out", "{d}/o.npz", "--value-range", "1"], ["--value-range '1' is not LOW,HIGH"]),
+    "8-bit levels stored as floats in data": (
+        ["fit", "--data", "{d}/levels.npz", "--out", "{d}/run", "--overwrite"],
+        ["[0, 254]", "8-bit levels", "x / 127.5 - 1", "uint8"],
+    ),
+    "values outside a declared --value-range": (
+        ["eval", "--samples", "{d}/levels.npz", "--value-range", "0,1"],
+        ["[0, 254]", "outside the declared --value-range 0,1"],
+    ),
+    "bad --value-range": (
+        ["refine", "--run", "{d}/run", "--input", "{d}/levels.npz", "--out", "{d}/o.npz", "--value-range", "1"],
+        ["--value-range '1' is not LOW,HIGH"],
+    ),
     "latent-shape mismatch": (["refine", "--run", "{d}/run", "--input", "{d}/z10.npz", "--out", "{d}/o.npz"], ["latent has shape (2, 10)", "expects (N, 64)"]),
-    "checkpoint for another architecture": (["generate", "--checkpoint", "{d}/other_arch.pth", "--out", "{d}/o.npz"], ["another architecture", "missing fc.0.weight", "(+", "unexpected foo.weight"]),
-    "truncated weights file": (["generate", "--checkpoint", "{d}/truncated.safetensors", "--out", "{d}/o.npz"], ["truncated or not a weights file", "save it again"]),
+    "checkpoint for another architecture": (
+        ["generate", "--checkpoint", "{d}/other_arch.pth", "--out", "{d}/o.npz"],
+        ["another architecture", "missing fc.0.weight", "(+", "unexpected foo.weight"],
+    ),
+    "truncated weights file": (
+        ["generate", "--checkpoint", "{d}/truncated.safetensors", "--out", "{d}/o.npz"],
+        ["truncated or not a weights file", "save it again"],
+    ),
     "corrupt npz": (["fit", "--data", "{d}/corrupt.npz", "--out", "{d}/run", "--overwrite"], ["not a readable .npz", "numpy.savez"]),
     "npz without the expected keys": (["eval", "--samples", "{d}/nokeys.npz"], ["lacks ['x']", "write images under 'x'"]),
     "empty sample file": (["eval", "--samples", "{d}/empty.npz"], ["are empty", "(0, 1, 32, 32)", "holds images"]),
     "too few samples for FID": (["eval", "--samples", "{d}/three.npz"], ["3 sample images", "need at least 6"]),
-    "too few reference images for FID": (["eval", "--samples", "{d}/six.npz", "--data", "{d}/three.npz"], ["reference images in", "need at least 6", "larger set"]),
+    "too few reference images for FID": (
+        ["eval", "--samples", "{d}/six.npz", "--data", "{d}/three.npz"],
+        ["reference images in", "need at least 6", "larger set"],
+    ),
     "missing weights offline": (["generate", "--generator", "mimicry:sngan_cifar10", "--out", "{d}/o.npz"], ["not cached", "--checkpoint"]),
     "data folder with no images": (["fit", "--data", "{d}/no_images", "--out", "{d}/run", "--overwrite"], ["holds no images", "folder of images"]),
-    "conditional mode on a prior-less generator": (["fit", "--generator", "ae:{d}/ae", "--mode", "conditional", "--out", "{d}/run", "--overwrite"], ["no latent prior", "--mode joint"]),
+    "conditional mode on a prior-less generator": (
+        ["fit", "--generator", "ae:{d}/ae", "--mode", "conditional", "--out", "{d}/run", "--overwrite"],
+        ["no latent prior", "--mode joint"],
+    ),
     "zero size": (["generate", "--n", "0", "--out", "{d}/o.npz"], ["must be positive", "0"]),
     "negative size": (["fit", "--batch-size", "-4", "--out", "{d}/run", "--overwrite"], ["--batch-size must be positive", "-4"]),
     "existing output": (["fit", "--out", "{d}/run"], ["already holds files", "--overwrite"]),

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from hatrefine.adapters import wrap
 from torch import nn
 
+from hatrefine.adapters import wrap
 from hatrefine.evaluation.calibration import calibrate, choose
 from hatrefine.models.refiner import HatRefiner
 from hatrefine.settings.config import FitConfig

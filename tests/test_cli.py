@@ -68,7 +68,9 @@ def _zero_steps_change_nothing(run_dir, out):
     out.mkdir()
     r = before_after(refiner, out, n=16, seed=0)
     assert r["class_changed"] == 0 and r["hat"] == r["generator"] and r["changes_from_unsure"] is None
-    assert r["classes_hat"] == r["classes_generator"] and sum(r["classes_hat"]["frequencies"]) == pytest.approx(1.0, abs=1e-3)  # LeNet's class histogram, both sides
+    assert r["classes_hat"] == r["classes_generator"] and sum(r["classes_hat"]["frequencies"]) == pytest.approx(
+        1.0, abs=1e-3
+    )  # LeNet's class histogram, both sides
     moved = before_after(HatRefiner.from_pretrained(run_dir), out, n=16, seed=0)
     assert moved["hat"] != moved["generator"]
 
@@ -136,7 +138,9 @@ def test_fit_sample_refine_end_to_end(tmp_path, monkeypatch):
         with np.load(tmp_path / name) as f:
             assert f["x"].shape == (3, 1, 32, 32) and f["z"].shape == (3, 64)
 
-    result = run("refine", "--run", run_dir, "--input", tmp_path / "images_only.npz", "--out", tmp_path / "zero.npz", "--langevin-steps", 0, "--invert-steps", 3)
+    result = run(
+        "refine", "--run", run_dir, "--input", tmp_path / "images_only.npz", "--out", tmp_path / "zero.npz", "--langevin-steps", 0, "--invert-steps", 3
+    )
     with np.load(tmp_path / "zero.npz") as f, np.load(gen) as g:
         np.testing.assert_array_equal(f["x"], g["x"])  # no steps: the input comes back to the bit
 
@@ -172,7 +176,9 @@ def test_conditional_mode_on_a_priorless_generator(tmp_path):
 
 def test_ddls_writes_generate_format_and_reports_calibration(tmp_path):
     out = tmp_path / "d.npz"
-    result = run("ddls", "--discriminator", "builtin:mnist", "--n", 6, "--langevin-steps", 2, "--batch-size", 4, "--calibrate", "--calibrate-n", 40, "--out", out)
+    result = run(
+        "ddls", "--discriminator", "builtin:mnist", "--n", 6, "--langevin-steps", 2, "--batch-size", 4, "--calibrate", "--calibrate-n", 40, "--out", out
+    )
     assert result.exit_code == 0, result.output
     assert "discriminator temperature" in result.output
     with np.load(out) as f:
@@ -265,7 +271,23 @@ def test_pretrain_ae_then_retrofit_then_ood(tmp_path):
     assert f"ae:{ae.resolve()}" in (run_dir / "config.json").read_text()  # found from any working directory
 
     plot, js = tmp_path / "ood.png", tmp_path / "ood.json"
-    result = run("ood", "--run", run_dir, "--in-data", "builtin:mnist", "--ood-data", "invert:builtin:mnist", "--ood-data", "noise:uniform", "--n", 20, "--plot", plot, "--json", js)
+    result = run(
+        "ood",
+        "--run",
+        run_dir,
+        "--in-data",
+        "builtin:mnist",
+        "--ood-data",
+        "invert:builtin:mnist",
+        "--ood-data",
+        "noise:uniform",
+        "--n",
+        20,
+        "--plot",
+        plot,
+        "--json",
+        js,
+    )
     assert result.exit_code == 0, result.output
     assert result.output.count("AUROC") == 2 and plot.is_file()
     import json
@@ -279,7 +301,24 @@ def test_pretrain_ae_then_retrofit_then_ood(tmp_path):
 
 def test_synthesize_then_generate_from_its_generator(tmp_path):
     run_dir = tmp_path / "syn"
-    args = ["--steps", 2, "--langevin-steps", 2, "--batch-size", 8, "--bank-size", 16, "--hat-width", 4, "--generator-width", 8, "--eval-samples", 0, "--no-calibrate", "--quiet"]
+    args = [
+        "--steps",
+        2,
+        "--langevin-steps",
+        2,
+        "--batch-size",
+        8,
+        "--bank-size",
+        16,
+        "--hat-width",
+        4,
+        "--generator-width",
+        8,
+        "--eval-samples",
+        0,
+        "--no-calibrate",
+        "--quiet",
+    ]
     result = run("synthesize", "--out", run_dir, *args)
     assert result.exit_code == 0, result.output
     assert (run_dir / "generator" / "model.safetensors").is_file()

@@ -8,18 +8,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hatrefine.adapters.biggan import truncated_normal
 from scipy import stats
 from scipy.special import ndtr
 
 from hatrefine import HatrefineError, load_generator
+from hatrefine.adapters.biggan import truncated_normal
 from hatrefine.networks.registry import absolute_spec, known_specs
 
 from .test_cli import one_line_error, run
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE, SHIFT = 0.5, 0.1  # off diffusers' defaults, so a missing scaling shows
-TINY_FIT = ["--steps", "2", "--langevin-steps", "2", "--batch-size", "4", "--eval-samples", "0", "--no-calibrate", "--hat", "small", "--hat-width", "4", "--quiet"]
+TINY_FIT = [
+    "--steps",
+    "2",
+    "--langevin-steps",
+    "2",
+    "--batch-size",
+    "4",
+    "--eval-samples",
+    "0",
+    "--no-calibrate",
+    "--hat",
+    "small",
+    "--hat-width",
+    "4",
+    "--quiet",
+]
 
 
 # -- diffusers: AutoencoderKL ------------------------------------------------------------------
@@ -29,8 +44,15 @@ def vae_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
-        layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=32, scaling_factor=SCALE, shift_factor=SHIFT,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+        scaling_factor=SCALE,
+        shift_factor=SHIFT,
     )
     root = tmp_path_factory.mktemp("diffusers")
     vae.save_pretrained(root / "vae")
@@ -135,7 +157,9 @@ def test_fit_sample_refine_through_a_vae(vae_dir, tmp_path):
     with np.load(tmp_path / "s.npz") as f:
         assert f["x"].shape == (3, 3, 32, 32) and f["z"].shape == (3, 4, 16, 16)
         np.savez(tmp_path / "images.npz", x=f["g"])
-    result = run("refine", "--run", tmp_path / "run", "--input", tmp_path / "images.npz", "--out", tmp_path / "r.npz", "--start", "encoder", "--langevin-steps", 0)
+    result = run(
+        "refine", "--run", tmp_path / "run", "--input", tmp_path / "images.npz", "--out", tmp_path / "r.npz", "--start", "encoder", "--langevin-steps", 0
+    )
     assert result.exit_code == 0, result.output
     g = load_generator(spec)
     with np.load(tmp_path / "r.npz") as f, np.load(tmp_path / "images.npz") as i:
@@ -257,7 +281,11 @@ def test_fit_and_sample_through_biggan(biggan_dir, tmp_path):
     with np.load(tmp_path / "s.npz") as f:
         assert f["x"].shape == (2, 3, 128, 128) and f["z"].shape == (2, 128)
         np.savez(tmp_path / "images.npz", x=f["g"])
-    one_line_error(run("refine", "--run", tmp_path / "run", "--input", tmp_path / "images.npz", "--out", tmp_path / "r.npz", "--start", "encoder"), "has no encoder", "--start invert")
+    one_line_error(
+        run("refine", "--run", tmp_path / "run", "--input", tmp_path / "images.npz", "--out", tmp_path / "r.npz", "--start", "encoder"),
+        "has no encoder",
+        "--start invert",
+    )
 
 
 @pytest.mark.parametrize("example", ["diffusers_vae.py", "biggan.py"])

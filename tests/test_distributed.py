@@ -10,8 +10,26 @@ import torch
 
 from hatrefine.files.checkpoint import read_state_dict
 
-FIT = ["--steps", "3", "--batch-size", "8", "--langevin-steps", "3", "--hat-width", "4", "--eval-samples", "0", "--no-calibrate", "--device", "cpu", "--quiet",
-       "--lr", "2e-4", "--grad-penalty", "1e-2"]  # the penalty's double backward under DDP too
+FIT = [
+    "--steps",
+    "3",
+    "--batch-size",
+    "8",
+    "--langevin-steps",
+    "3",
+    "--hat-width",
+    "4",
+    "--eval-samples",
+    "0",
+    "--no-calibrate",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--lr",
+    "2e-4",
+    "--grad-penalty",
+    "1e-2",
+]  # the penalty's double backward under DDP too
 ENV = os.environ | {"OMP_NUM_THREADS": "1"}
 
 
@@ -55,7 +73,25 @@ def test_fit_on_two_processes_equals_one_process(tmp_path):
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs the gloo backend")
 def test_synthesize_sample_and_eval_on_two_processes(tmp_path):
-    args = ["--steps", "2", "--batch-size", "8", "--bank-size", "16", "--langevin-steps", "2", "--hat-width", "4", "--generator-width", "8", "--eval-samples", "0", "--device", "cpu", "--quiet"]
+    args = [
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--bank-size",
+        "16",
+        "--langevin-steps",
+        "2",
+        "--hat-width",
+        "4",
+        "--generator-width",
+        "8",
+        "--eval-samples",
+        "0",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     cli("synthesize", "--out", tmp_path / "one", *args)
     cli("synthesize", "--out", tmp_path / "two", *args, nproc=2)
     assert_same_state(tmp_path / "one", tmp_path / "two", steps=2, lr=1e-4)  # both networks, both optimizers, the bank

@@ -7,7 +7,24 @@ from click.testing import CliRunner
 
 from hatrefine.cli import main
 
-TINY = ["--langevin-steps", "2", "--batch-size", "4", "--hat-width", "4", "--eval-samples", "0", "--no-calibrate", "--quiet", "--log-every", "2", "--save-every", "4", "--sample-every", "4"]
+TINY = [
+    "--langevin-steps",
+    "2",
+    "--batch-size",
+    "4",
+    "--hat-width",
+    "4",
+    "--eval-samples",
+    "0",
+    "--no-calibrate",
+    "--quiet",
+    "--log-every",
+    "2",
+    "--save-every",
+    "4",
+    "--sample-every",
+    "4",
+]
 
 
 def read_events(run):

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hatrefine.adapters import autoencoder_decoder, vae_decoder, wrap
-from hatrefine.adapters.hub import save_generator_dir
-from hatrefine.adapters.torchscript import save_torchscript
 from torch import nn
 
 from hatrefine import HatrefineError, load_generator
+from hatrefine.adapters import autoencoder_decoder, vae_decoder, wrap
+from hatrefine.adapters.hub import save_generator_dir
+from hatrefine.adapters.torchscript import save_torchscript
 
 from .conftest import TinyDecoder
 
@@ -160,7 +160,9 @@ def test_builtin_mnist_generator():
 def test_custom_decoder_example_runs_end_to_end(tmp_path):
     """The example's whole path (wrap, fit, then the CLI reaching its factory by py: spec) at toy sizes."""
     example = ROOT / "examples" / "custom_decoder.py"
-    out = subprocess.run([sys.executable, str(example), "--tiny"], capture_output=True, text=True, cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(example.parent)})
+    out = subprocess.run(
+        [sys.executable, str(example), "--tiny"], capture_output=True, text=True, cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(example.parent)}
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "$ hatrefine refine" in out.stdout
     run = json.loads((tmp_path / "runs" / "custom" / "run" / "config.json").read_text())["hatrefine"]

@@ -7,12 +7,18 @@ from hatrefine import HatrefineError
 from hatrefine.networks.hat import create_hat, default_hat, hat_from_discriminator
 from hatrefine.networks.resblocks import ResNetDiscriminator
 from hatrefine.sampling.energy import HatEnergy
-from hatrefine.sampling.langevin import JointLangevin
+from hatrefine.sampling.langevin import LangevinSampler
 
 
 @pytest.mark.parametrize(
     "name, shape, width",
-    [("small", (1, 32, 32), 8), ("sngan32", (3, 32, 32), 16), ("sngan64", (3, 64, 64), 64), ("sngan128", (3, 128, 128), 64), ("timm:resnet18", (1, 32, 32), None)],
+    [
+        ("small", (1, 32, 32), 8),
+        ("sngan32", (3, 32, 32), 16),
+        ("sngan64", (3, 64, 64), 64),
+        ("sngan128", (3, 128, 128), 64),
+        ("timm:resnet18", (1, 32, 32), None),
+    ],
 )
 def test_hat_maps_images_to_one_scalar(name, shape, width):
     hat = create_hat(name, shape, width)
@@ -57,7 +63,9 @@ def test_hat_errors():
     assert default_hat((1, 32, 32)) == "small" and default_hat((3, 64, 64)) == "sngan64"
 
 
-@pytest.mark.parametrize("shape", [(3, 16, 16), (1, 16, 16), (3, 48, 48), (1, 28, 28), (3, 24, 40), (1, 8, 8), (4, 96, 96), (1, 64, 64), (1, 4, 4), (3, 1, 1), (2, 3, 7)])
+@pytest.mark.parametrize(
+    "shape", [(3, 16, 16), (1, 16, 16), (3, 48, 48), (1, 28, 28), (3, 24, 40), (1, 8, 8), (4, 96, 96), (1, 64, 64), (1, 4, 4), (3, 1, 1), (2, 3, 7)]
+)
 def test_the_default_hat_fits_every_shape_and_every_suggestion_fits(shape):
     """A custom 16x16 decoder used to get sngan32 and then advice naming sngan32 again (issue 31)."""
     hat = create_hat(default_hat(shape), shape, 16)
@@ -76,8 +84,8 @@ def test_mixed_precision_switch_runs_and_stays_close(tiny_generator):
     hat = create_hat("small", (1, 8, 8), width=8)
     energy = HatEnergy(hat, tiny_generator, temperature=1e-2)
     z = tiny_generator.sample_latent(4)
-    full = JointLangevin(energy, 3, noise=0.0).sample(z)
-    half = JointLangevin(energy, 3, noise=0.0, amp=True).sample(z)
+    full = LangevinSampler(energy, 3, noise=0.0, eps_y=1e-4, eps_z=5e-3).sample(z)
+    half = LangevinSampler(energy, 3, noise=0.0, eps_y=1e-4, eps_z=5e-3, amp=True).sample(z)
     assert half.x.dtype == torch.float32
     torch.testing.assert_close(half.x, full.x, atol=2e-2, rtol=0)
 

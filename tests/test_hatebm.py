@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from hatrefine.adapters import hatebm
 
 from hatrefine import HatrefineError, HatRefiner, load_generator
+from hatrefine.adapters import hatebm
 from hatrefine.cli import main
 from hatrefine.files.npz import read_npz
 from hatrefine.settings.recipes import RECIPES, apply_recipe
@@ -71,7 +71,12 @@ def test_converted_models_give_tensorflows_numbers_and_the_recipes_settings(name
     recipe = RECIPES[model.recipe].settings["synthesize" if model.synthesis else "fit"]
     s, c = refiner.sampling, refiner.config
     assert (s.langevin_steps, s.temperature, s.eps_y) == (recipe["langevin_steps_test"], recipe.get("temperature_test", recipe["temperature"]), recipe["eps_y"])
-    assert (c.mode, c.init_scale_res, c.y_sigma_test, c.hat_block) == (recipe.get("mode", "conditional"), recipe["init_scale_res"], recipe.get("y_sigma_test"), "authors")
+    assert (c.mode, c.init_scale_res, c.y_sigma_test, c.hat_block) == (
+        recipe.get("mode", "conditional"),
+        recipe["init_scale_res"],
+        recipe.get("y_sigma_test"),
+        "authors",
+    )
     assert load_generator(f"hatebm:{name}").name == f"hatebm:{name}"
 
 
@@ -93,7 +98,9 @@ def test_a_hatebm_generator_selects_its_recipe_in_fit():
 
 
 def test_offline_without_the_files_names_the_release_page_and_checkpoint(cache):
-    with pytest.raises(HatrefineError, match=r"downloads are off; download cifar10_refine from https://github.com/point0bar1/hat-ebm/releases and pass --checkpoint DIR"):
+    with pytest.raises(
+        HatrefineError, match=r"downloads are off; download cifar10_refine from https://github.com/point0bar1/hat-ebm/releases and pass --checkpoint DIR"
+    ):
         HatRefiner.from_pretrained("hatebm:cifar10_refine")
     r = CliRunner().invoke(main, ["sample", "--run", "hatebm:cifar10_refine", "--out", "never.npz"])
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "--checkpoint DIR" in r.output
@@ -130,7 +137,9 @@ def test_download_takes_the_release_asset_once(cache, tmp_path, monkeypatch):
     assert hatebm.release_folder("cifar10_refine") == folder
     releases = [{"assets": [{"name": "cifar10_refine.zip"}, {"name": "cifar10_synth.tar.gz"}]}]
     assert hatebm._asset(releases, hatebm.MODELS["cifar10_synth"])["name"] == "cifar10_synth.tar.gz"
-    with pytest.raises(HatrefineError, match=r"no release asset of point0bar1/hat-ebm holds celeb_a_refine \(assets: cifar10_refine.zip, cifar10_synth.tar.gz\)"):
+    with pytest.raises(
+        HatrefineError, match=r"no release asset of point0bar1/hat-ebm holds celeb_a_refine \(assets: cifar10_refine.zip, cifar10_synth.tar.gz\)"
+    ):
         hatebm._asset(releases, hatebm.MODELS["celeba64_refine"])
 
 

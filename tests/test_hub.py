@@ -44,15 +44,43 @@ def fake_hub(monkeypatch, tmp_path):
 
 def test_push_then_load_offline_from_the_hub_cache(tmp_path, fake_hub, monkeypatch):
     run = tmp_path / "run"
-    assert invoke("fit", "--out", run, "--steps", 2, "--langevin-steps", 2, "--batch-size", 8, "--hat-width", 4, "--eval-samples", 16, "--calibration-samples", 20, "--quiet").exit_code == 0
+    assert (
+        invoke(
+            "fit",
+            "--out",
+            run,
+            "--steps",
+            2,
+            "--langevin-steps",
+            2,
+            "--batch-size",
+            8,
+            "--hat-width",
+            4,
+            "--eval-samples",
+            16,
+            "--calibration-samples",
+            20,
+            "--quiet",
+        ).exit_code
+        == 0
+    )
     (tmp_path / "fid.json").write_text('{"fid": 12.5, "n_samples": 2000, "n_reference": 4500, "data": "builtin:mnist", "inception": "fid-helper"}')
     result = invoke("push", "--run", run, "--repo", "me/mnist-hat", "--fid", tmp_path / "fid.json")
     assert result.exit_code == 0, result.output
     uploaded = fake_hub / "me" / "mnist-hat"
     assert {p.name for p in uploaded.iterdir()} == {"config.json", "hat.safetensors", "sampling.json", "README.md", "samples.png"}
     card = (uploaded / "README.md").read_text()
-    for fact in ("builtin:mnist", "FID 12.500", "quality (Frechet distance", "hf:me/mnist-hat", "![samples](samples.png)", "| Langevin steps K", "| hat network | default for the image size (width 4) |",
-                 "| sampling K and T chosen by | calibration |"):
+    for fact in (
+        "builtin:mnist",
+        "FID 12.500",
+        "quality (Frechet distance",
+        "hf:me/mnist-hat",
+        "![samples](samples.png)",
+        "| Langevin steps K",
+        "| hat network | default for the image size (width 4) |",
+        "| sampling K and T chosen by | calibration |",
+    ):
         assert fact in card, fact
 
     cache = tmp_path / "hub_cache"
@@ -88,13 +116,32 @@ def test_a_synthesis_run_is_pushed_with_its_generator(tmp_path, fake_hub):
 
 def test_push_errors_are_one_line(tmp_path, monkeypatch):
     result = invoke("push", "--run", tmp_path / "nothing", "--repo", "me/x")
-    assert result.exit_code == 1 and "has no config.json" in result.output
+    assert result.exit_code == 1 and "(no config.json)" in result.output
 
 
 def test_an_unreachable_hub_is_one_line(tmp_path, monkeypatch):
     import huggingface_hub
 
-    assert invoke("fit", "--out", tmp_path / "run", "--steps", 1, "--langevin-steps", 1, "--batch-size", 4, "--hat-width", 4, "--eval-samples", 0, "--no-calibrate", "--quiet").exit_code == 0
+    assert (
+        invoke(
+            "fit",
+            "--out",
+            tmp_path / "run",
+            "--steps",
+            1,
+            "--langevin-steps",
+            1,
+            "--batch-size",
+            4,
+            "--hat-width",
+            4,
+            "--eval-samples",
+            0,
+            "--no-calibrate",
+            "--quiet",
+        ).exit_code
+        == 0
+    )
 
     def offline(self, *a, **k):
         raise ConnectionError("Name or service not known")

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from hatrefine.adapters import wrap
 from torch import nn
 
+from hatrefine.adapters import wrap
 from hatrefine.errors import HatrefineError
 from hatrefine.models.latent_prior import LatentPriorRefiner
 from hatrefine.networks.hierarchical import MIN_STD, HierarchicalGenerator
@@ -104,8 +104,21 @@ def test_the_learning_signal_moves_prior_samples_toward_the_datas_latent_shift(t
     z_star = shift + 0.3 * torch.randn(512, 4, generator=torch.Generator().manual_seed(0))
     np.savez(tmp_path / "data.npz", x=(0.5 * z_star).view(-1, 1, 2, 2).numpy())
     G = wrap(Linear(0.5), latent_shape=(4,), image_shape=(1, 2, 2), value_range=None, name="linear")
-    settings = dict(data=str(tmp_path / "data.npz"), energy_width=16, energy_depth=0, lr=0.05, adam_beta1=0.9, steps=100, posterior_step_size=0.3, batch_size=64,
-                    prior_steps=40, posterior_steps=40, eval_samples=0, save_every=100, device="cpu")
+    settings = dict(
+        data=str(tmp_path / "data.npz"),
+        energy_width=16,
+        energy_depth=0,
+        lr=0.05,
+        adam_beta1=0.9,
+        steps=100,
+        posterior_step_size=0.3,
+        batch_size=64,
+        prior_steps=40,
+        posterior_steps=40,
+        eval_samples=0,
+        save_every=100,
+        device="cpu",
+    )
     trainer = PriorTrainer(PriorConfig(**settings), tmp_path / "run", generator=G)
     nn.init.zeros_(trainer.energy.terms[0][-1].weight)  # start from f = 0: the prior is N(0, I)
     before = trainer.model.sample(2000, batch_size=2000).z.mean(0)
@@ -172,7 +185,24 @@ def test_a_non_finite_energy_rolls_back_with_a_smaller_learning_rate(tmp_path, m
 
 def test_fit_prior_and_every_command_on_its_run(tmp_path):
     out = tmp_path / "prior"
-    r = run("fit-prior", "--out", out, "--steps", 2, "--batch-size", 8, "--prior-steps", 3, "--posterior-steps", 2, "--eval-samples", 40, "--save-every", 2, "--quiet")
+    r = run(
+        "fit-prior",
+        "--out",
+        out,
+        "--steps",
+        2,
+        "--batch-size",
+        8,
+        "--prior-steps",
+        3,
+        "--posterior-steps",
+        2,
+        "--eval-samples",
+        40,
+        "--save-every",
+        2,
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     assert "latent EBM prior" in r.output and (out / "before_after.png").is_file() and (out / "prior.safetensors").is_file()
     assert run("sample", "--run", out, "--n", 6, "--out", tmp_path / "s.npz").exit_code == 0
@@ -194,14 +224,55 @@ def test_fit_prior_and_every_command_on_its_run(tmp_path):
 
 def test_hierarchical_saves_a_generator_every_command_uses(tmp_path):
     out = tmp_path / "h"
-    r = run("hierarchical", "--out", out, "--steps", 2, "--batch-size", 8, "--latent-sizes", "8,4", "--conditional-width", 16, "--image-width", 8,
-            "--prior-steps", 3, "--posterior-steps", 2, "--eval-samples", 0, "--save-every", 2, "--quiet")
+    r = run(
+        "hierarchical",
+        "--out",
+        out,
+        "--steps",
+        2,
+        "--batch-size",
+        8,
+        "--latent-sizes",
+        "8,4",
+        "--conditional-width",
+        16,
+        "--image-width",
+        8,
+        "--prior-steps",
+        3,
+        "--posterior-steps",
+        2,
+        "--eval-samples",
+        0,
+        "--save-every",
+        2,
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     assert run("sample", "--run", out, "--n", 4, "--out", tmp_path / "s.npz").exit_code == 0  # with its EBM prior
     r = run("generate", "--generator", f"dir:{out}", "--n", 4, "--out", tmp_path / "g.npz")  # the generator alone
     assert r.exit_code == 0, r.output
-    r = run("fit", "--generator", f"dir:{out}", "--hat", "small", "--hat-width", 8, "--steps", 2, "--batch-size", 8, "--langevin-steps", 2,
-            "--eval-samples", 0, "--no-calibrate", "--out", tmp_path / "hat", "--quiet")
+    r = run(
+        "fit",
+        "--generator",
+        f"dir:{out}",
+        "--hat",
+        "small",
+        "--hat-width",
+        8,
+        "--steps",
+        2,
+        "--batch-size",
+        8,
+        "--langevin-steps",
+        2,
+        "--eval-samples",
+        0,
+        "--no-calibrate",
+        "--out",
+        tmp_path / "hat",
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output  # a Hat EBM on the learned generator
     one_line_error(run("hierarchical", "--out", tmp_path / "bad", "--latent-sizes", "8,x"), "--latent-sizes must be positive sizes")
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hatrefine.adapters.mimicry import MODELS, fetch_zoo_checkpoint
 
 from hatrefine import HatrefineError, load_discriminator, load_generator
+from hatrefine.adapters.mimicry import MODELS, fetch_zoo_checkpoint
 from hatrefine.files.checkpoint import read_state_dict
 from hatrefine.networks.resblocks import ResNetDiscriminator, ResNetGenerator
 

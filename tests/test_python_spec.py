@@ -7,7 +7,7 @@ import torch
 
 from hatrefine import HatrefineError, HatRefiner, fit, load_generator
 
-FACTORY = '''
+FACTORY = """
 import torch
 from torch import nn
 from hatrefine.adapters import wrap
@@ -21,7 +21,7 @@ def make(checkpoint=None):
 
 def not_wrapped():
     return torch.nn.Linear(4, 4)
-'''
+"""
 BROKEN = 'raise RuntimeError("boom at import")\n'
 
 
@@ -62,7 +62,18 @@ def test_bad_specs_are_one_line(user_code, spec, message):
 
 
 def test_a_run_records_the_spec_and_reloads_the_generator_from_it(user_code, blobs_8px):
-    refiner = fit(user_code / "run", generator=load_generator("py:my_models:make"), data=blobs_8px, steps=2, batch_size=8, langevin_steps=1, eval_samples=0, calibrate=False, device="cpu", progress=False)
+    refiner = fit(
+        user_code / "run",
+        generator=load_generator("py:my_models:make"),
+        data=blobs_8px,
+        steps=2,
+        batch_size=8,
+        langevin_steps=1,
+        eval_samples=0,
+        calibrate=False,
+        device="cpu",
+        progress=False,
+    )
     reloaded = HatRefiner.from_pretrained(user_code / "run")
     assert reloaded.config.generator == "py:my_models:make"
     z = torch.randn(3, 4)

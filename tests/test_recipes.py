@@ -60,7 +60,9 @@ def test_explicit_settings_override_the_recipe():
 
 
 def test_a_recipe_for_another_command_or_unknown_is_one_line():
-    with pytest.raises(HatrefineError, match="recipe cifar10-synth has no settings for `hatrefine fit`; it runs as `hatrefine synthesize --recipe cifar10-synth`"):
+    with pytest.raises(
+        HatrefineError, match="recipe cifar10-synth has no settings for `hatrefine fit`; it runs as `hatrefine synthesize --recipe cifar10-synth`"
+    ):
         FitConfig.from_recipe("cifar10-synth")
     with pytest.raises(HatrefineError, match="unknown recipe 'cifar11'"):
         FitConfig(recipe="cifar11")
@@ -77,7 +79,20 @@ def _sngan_checkpoint(path):
 def test_the_mimicry_cifar10_generator_selects_cifar10_never_mnist(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     _sngan_checkpoint(tmp_path / "netG.pth")
-    result = CliRunner().invoke(main, ["fit", "--generator", "mimicry:sngan_cifar10", "--checkpoint", str(tmp_path / "netG.pth"), "--data-root", str(tmp_path / "none"), "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "fit",
+            "--generator",
+            "mimicry:sngan_cifar10",
+            "--checkpoint",
+            str(tmp_path / "netG.pth"),
+            "--data-root",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert "recipe cifar10-refine (the recipe of mimicry:sngan_cifar10" in result.output and "data cifar10" in result.output
     assert "--data-root" in result.output.splitlines()[-1] and "mnist" not in result.output.splitlines()[-1].lower()
@@ -92,7 +107,27 @@ def test_a_generator_without_recipe_or_data_of_another_shape_is_one_line(tmp_pat
 
 
 def test_the_run_records_the_recipe_and_every_resolved_value(tmp_path):
-    result = CliRunner().invoke(main, ["pretrain-ae", "--recipe", "cifar10-retrofit", "--data", "builtin:mnist", "--image-shape", "1,32,32", "--width", "4", "--steps", "2", "--save-every", "2", "--out", str(tmp_path / "ae"), "--quiet"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "pretrain-ae",
+            "--recipe",
+            "cifar10-retrofit",
+            "--data",
+            "builtin:mnist",
+            "--image-shape",
+            "1,32,32",
+            "--width",
+            "4",
+            "--steps",
+            "2",
+            "--save-every",
+            "2",
+            "--out",
+            str(tmp_path / "ae"),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "ae" / "config.json").read_text())["autoencoder"]
     assert saved["recipe"] == "cifar10-retrofit" and saved["lr"] == 1e-4 and saved["batch_size"] == 128 and saved["width"] == 4

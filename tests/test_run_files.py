@@ -18,7 +18,9 @@ TINY = ["--langevin-steps", "2", "--batch-size", "4", "--hat-width", "4", "--eva
 
 
 def fit_process(out, *args):
-    return subprocess.Popen([sys.executable, "-m", "hatrefine.cli", "fit", "--out", str(out), *TINY, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "hatrefine.cli", "fit", "--out", str(out), *TINY, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for(condition, seconds=120.0):
@@ -50,7 +52,9 @@ def test_a_second_writer_is_refused_and_a_killed_holder_frees_the_run(tmp_path):
     wait_for(lambda: (killed / "checkpoint" / "state.json").is_file() and json.loads((killed / "checkpoint" / "state.json").read_text())["step"] > 0)
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
-    resumed = subprocess.run([sys.executable, "-m", "hatrefine.cli", "fit", "--out", str(killed), "--resume", "--steps", "40"], capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "hatrefine.cli", "fit", "--out", str(killed), "--resume", "--steps", "40"], capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert logged_steps(killed) == list(range(1, 41))
 
@@ -97,7 +101,11 @@ def test_a_run_file_edited_by_hand_is_named_with_its_field(run, file, change, wo
         path.write_text(json.dumps({"format_version": 1, "line": "ok"}))
     original = edited(path, change)
     try:
-        command = ["push", "--run", str(run), "--repo", "me/x"] if file == "quality.json" else ["sample", "--run", str(run), "--n", "2", "--out", str(run.parent / "s.npz"), "--overwrite"]
+        command = (
+            ["push", "--run", str(run), "--repo", "me/x"]
+            if file == "quality.json"
+            else ["sample", "--run", str(run), "--n", "2", "--out", str(run.parent / "s.npz"), "--overwrite"]
+        )
         result = CliRunner().invoke(main, command)
         lines = result.output.strip().splitlines()
         assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
@@ -135,7 +143,12 @@ def test_a_failed_save_keeps_the_last_checkpoint_and_resume_continues(tmp_path, 
     result = CliRunner().invoke(main, ["fit", "--out", str(out), "--steps", "15", "--save-every", "5", "--log-every", "5", *TINY])
     lines = result.output.strip().splitlines()
     assert result.exit_code == 1 and len(lines) == 2, result.output  # the "fitting ..." line, then the error
-    assert lines[-1].startswith(f"Error: cannot write to {out}") and cause in lines[-1] and "the last checkpoint (step 5) is intact" in lines[-1] and "--resume" in lines[-1], lines[-1]
+    assert (
+        lines[-1].startswith(f"Error: cannot write to {out}")
+        and cause in lines[-1]
+        and "the last checkpoint (step 5) is intact" in lines[-1]
+        and "--resume" in lines[-1]
+    ), lines[-1]
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 5
     assert not (out / "checkpoint.tmp").exists()
 
@@ -146,9 +159,8 @@ def test_a_failed_save_keeps_the_last_checkpoint_and_resume_continues(tmp_path, 
 
 
 def test_a_generator_directory_edited_by_hand_is_named(tmp_path):
-    from hatrefine.adapters.hub import load_generator_dir, save_generator_dir
-
     from hatrefine import HatrefineError
+    from hatrefine.adapters.hub import load_generator_dir, save_generator_dir
     from hatrefine.networks.registry import create_architecture
 
     save_generator_dir(tmp_path, create_architecture("dcgan_generator", nz=8, width=4), "dcgan_generator", {"nz": 8, "width": 4}, (8,), (1, 32, 32))

@@ -6,15 +6,13 @@ import textwrap
 
 import pytest
 import torch
-from hatrefine.adapters import autoencoder_decoder, wrap
 from torch import nn
 
 from hatrefine import HatrefineError
+from hatrefine.adapters import autoencoder_decoder, wrap
 from hatrefine.networks.hat import create_hat
 from hatrefine.sampling.energy import HatEnergy
 from hatrefine.sampling.langevin import (
-    ConditionalLangevin,
-    JointLangevin,
     LangevinSampler,
 )
 from hatrefine.settings.config import Schedule
@@ -39,7 +37,7 @@ def test_conditional_langevin_reaches_the_gaussian_law():
     torch.manual_seed(0)
     mu, s, T, eps = 0.5, 1.0, 0.25, 0.3
     energy = HatEnergy(Quadratic(mu, s), identity_generator(), temperature=T)
-    sampler = ConditionalLangevin(energy, n_steps=600, eps_y=eps, y_clip=None)
+    sampler = LangevinSampler(energy, n_steps=600, eps_y=eps, y_clip=None)
     z = torch.full((4000, 1, 2, 2), -0.3)
     out = sampler.sample(z, generator=torch.Generator().manual_seed(1))
     # y | z ~ N(mu - g, s^2 T); unadjusted Langevin inflates the variance by 1 / (1 - a / 2), a = eps^2 / (2 s^2 T)
@@ -55,7 +53,7 @@ def test_joint_langevin_reaches_the_gaussian_law(joint_update):
     torch.manual_seed(0)
     mu, s, sy = 1.0, 0.5, 0.7
     energy = HatEnergy(Quadratic(mu, s), identity_generator(), temperature=1.0, z_prior_weight=1.0, y_sigma=sy)
-    sampler = JointLangevin(energy, n_steps=800, eps_z=0.1, eps_y=0.1, y_clip=None, joint_update=joint_update)
+    sampler = LangevinSampler(energy, n_steps=800, eps_z=0.1, eps_y=0.1, y_clip=None, joint_update=joint_update)
     out = sampler.sample(torch.randn(4000, 1, 2, 2), generator=torch.Generator().manual_seed(2))
     prec = torch.tensor([[1 / s**2 + 1, 1 / s**2], [1 / s**2, 1 / s**2 + 1 / sy**2]], dtype=torch.float64)
     cov = torch.linalg.inv(prec)
@@ -71,8 +69,7 @@ def test_samplers_lower_the_energy(tiny_generator, mode):
     torch.manual_seed(0)
     hat = create_hat("small", (1, 8, 8), width=8)
     energy = HatEnergy(hat, tiny_generator, temperature=1e-2)
-    cls = JointLangevin if mode == "joint" else ConditionalLangevin
-    sampler = cls(energy, n_steps=20, eps_y=2e-2, **({"eps_z": 5e-2} if mode == "joint" else {}), noise=0.1)
+    sampler = LangevinSampler(energy, n_steps=20, eps_y=2e-2, **({"eps_z": 5e-2} if mode == "joint" else {}), noise=0.1)
     z = tiny_generator.sample_latent(64)
     start = energy(torch.zeros(64, 1, 8, 8), tiny_generator(z), z).mean()
     out = sampler.sample(z, record_energy=True)
@@ -87,7 +84,7 @@ def test_parameters_get_no_gradients_while_sampling(tiny_generator):
     hat = create_hat("small", (1, 8, 8), width=8)
     seen = []
     hat.register_forward_hook(lambda m, i, o: seen.append(any(p.requires_grad for p in m.parameters())))
-    sampler = JointLangevin(HatEnergy(hat, tiny_generator, 1e-2), n_steps=5)
+    sampler = LangevinSampler(HatEnergy(hat, tiny_generator, 1e-2), n_steps=5, eps_y=1e-4, eps_z=5e-3)
     sampler.sample(tiny_generator.sample_latent(4))
     assert seen and not any(seen)
     assert all(p.grad is None for p in hat.parameters())
@@ -98,10 +95,10 @@ def test_generator_runs_once_per_chain_in_conditional_mode_and_once_per_step_in_
     calls = []
     tiny_generator.module.register_forward_hook(lambda *a: calls.append(1))
     energy = HatEnergy(create_hat("small", (1, 8, 8), width=8), tiny_generator, 1e-2)
-    ConditionalLangevin(energy, n_steps=10).sample(tiny_generator.sample_latent(4))
+    LangevinSampler(energy, n_steps=10, eps_y=1e-4).sample(tiny_generator.sample_latent(4))
     assert len(calls) == 1
     calls.clear()
-    JointLangevin(energy, n_steps=10).sample(tiny_generator.sample_latent(4))
+    LangevinSampler(energy, n_steps=10, eps_y=1e-4, eps_z=5e-3).sample(tiny_generator.sample_latent(4))
     assert len(calls) == 11  # one per step, plus the starting G(z0)
 
 
@@ -124,7 +121,7 @@ def test_simultaneous_update_runs_the_hat_once_per_step_and_matches_alternate_on
         energy = HatEnergy(hat, identity_generator(), temperature=0.5)
         for order in ("alternate", "simultaneous"):
             passes.clear()
-            out = JointLangevin(energy, n_steps=10, eps_z=0.3, eps_y=0.2, y_clip=None, joint_update=order).sample(
+            out = LangevinSampler(energy, n_steps=10, eps_z=0.3, eps_y=0.2, y_clip=None, joint_update=order).sample(
                 torch.zeros(16, 1, 2, 2), generator=torch.Generator().manual_seed(0)
             )
             assert len(passes) == {"alternate": 20, "simultaneous": 10}[order]
@@ -137,14 +134,14 @@ def test_simultaneous_update_runs_the_hat_once_per_step_and_matches_alternate_on
 
 def test_y_step_is_clipped_per_sample(tiny_generator):
     energy = HatEnergy(create_hat("small", (1, 8, 8), width=8), tiny_generator, temperature=1e-6)
-    out = ConditionalLangevin(energy, n_steps=1, eps_y=1.0, noise=0.0, y_clip=0.5).sample(tiny_generator.sample_latent(3))
+    out = LangevinSampler(energy, n_steps=1, eps_y=1.0, noise=0.0, y_clip=0.5).sample(tiny_generator.sample_latent(3))
     norms = out.y.flatten(1).norm(dim=1)
     torch.testing.assert_close(norms, torch.full((3,), 0.5))
 
 
 def test_path_frames(tiny_generator):
     energy = HatEnergy(create_hat("small", (1, 8, 8), width=8), tiny_generator, 1e-2)
-    out = JointLangevin(energy, n_steps=10).sample(tiny_generator.sample_latent(5), path_frames=4, path_chains=2)
+    out = LangevinSampler(energy, n_steps=10, eps_y=1e-4, eps_z=5e-3).sample(tiny_generator.sample_latent(5), path_frames=4, path_chains=2)
     assert out.path["x"].shape == (4, 2, 1, 8, 8)
     torch.testing.assert_close(out.path["x"][-1], out.x[:2])
     assert torch.equal(out.path["y"][0], torch.zeros(2, 1, 8, 8))
@@ -160,10 +157,12 @@ def test_schedules():
 
 
 def test_conditional_mode_refused_without_prior():
+    from hatrefine.models.refiner import HatRefiner
+    from hatrefine.settings.config import FitConfig
+
     g = autoencoder_decoder(nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Unflatten(1, (1, 8, 8))), (4,), (1, 8, 8))
-    energy = HatEnergy(create_hat("small", (1, 8, 8), width=8), g, 1.0)
     with pytest.raises(HatrefineError, match="no latent prior, so --mode conditional does not apply; use --mode joint"):
-        ConditionalLangevin(energy, n_steps=3)
+        HatRefiner(g, create_hat("small", (1, 8, 8), width=8), FitConfig(mode="conditional"))
 
 
 def test_bad_sampler_settings(tiny_generator):
@@ -182,10 +181,10 @@ PEAK_RSS = textwrap.dedent(
     from hatrefine.adapters import wrap
     from hatrefine.sampling.energy import HatEnergy
     from hatrefine.networks.hat import create_hat
-    from hatrefine.sampling.langevin import JointLangevin
+    from hatrefine.sampling.langevin import LangevinSampler
     torch.manual_seed(0)
     G = wrap(torch.nn.Sequential(torch.nn.Linear(16, 1024), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 32, 32))), (16,), (1, 32, 32))
-    sampler = JointLangevin(HatEnergy(create_hat("small", (1, 32, 32), width=64), G, 1e-3), n_steps=int(sys.argv[1]))
+    sampler = LangevinSampler(HatEnergy(create_hat("small", (1, 32, 32), width=64), G, 1e-3), n_steps=int(sys.argv[1]), eps_y=1e-4, eps_z=5e-3)
     sampler.sample(G.sample_latent(128))
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)  # MiB
     """
@@ -214,7 +213,10 @@ def test_test_time_residual_prior_and_initial_scale_apply_to_sampling_only(tiny_
     assert test.init_scale_res == 0.3 and train.init_scale_res == 0.0
     y = refiner.sample(200, batch_size=200).y  # K 0: the chains' starting residuals
     assert y.std().item() == pytest.approx(0.3, rel=0.05)
-    assert FitConfig(hat="small").init_scale_res == 0.0 and (HatRefiner(tiny_generator, refiner.hat, FitConfig(hat="small", langevin_steps=0)).sample(8).y == 0).all()
+    assert (
+        FitConfig(hat="small").init_scale_res == 0.0
+        and (HatRefiner(tiny_generator, refiner.hat, FitConfig(hat="small", langevin_steps=0)).sample(8).y == 0).all()
+    )
 
 
 def test_a_held_class_stays_as_drawn_in_every_chain_and_inversion():
@@ -233,7 +235,7 @@ def test_a_held_class_stays_as_drawn_in_every_chain_and_inversion():
     assert G.latent_mask.tolist() == [1, 1, 0, 0, 0]
     energy = HatEnergy(Quadratic(0.3, 0.5), G, temperature=1.0, z_prior_weight=1.0)
     for joint_update in ("alternate", "simultaneous"):
-        out = JointLangevin(energy, n_steps=5, eps_z=0.3, eps_y=0.1, joint_update=joint_update).sample(z0, generator=torch.Generator().manual_seed(1))
+        out = LangevinSampler(energy, n_steps=5, eps_z=0.3, eps_y=0.1, joint_update=joint_update).sample(z0, generator=torch.Generator().manual_seed(1))
         assert torch.equal(out.z[:, 2:], onehot) and (out.z[:, :2] - z0[:, :2]).abs().min() > 0
     z = LatentLangevin(5, 0.3, mask=G.latent_mask).sample(z0, lambda v: v.square().sum(1) / 2, torch.Generator().manual_seed(2))[0]
     assert torch.equal(z[:, 2:], onehot) and (z[:, :2] - z0[:, :2]).abs().min() > 0
@@ -241,3 +243,25 @@ def test_a_held_class_stays_as_drawn_in_every_chain_and_inversion():
     assert torch.equal(z[:, 2:], onehot) and (z[:, :2] - z0[:, :2]).abs().min() > 0  # (seed 0: the same draw as z0)
     with pytest.raises(HatrefineError, match="one-hot classes need a 1-D latent longer than that"):
         wrap(nn.Identity(), latent_shape=(1, 2, 2), image_shape=(1, 2, 2), classes=2)
+
+
+def test_the_public_step_is_the_update_rule_of_every_sampler():
+    from hatrefine.sampling.langevin import LatentLangevin, langevin_step
+
+    v, grad = torch.zeros(3, 4), torch.ones(3, 4)
+    torch.testing.assert_close(langevin_step(v, grad, eps=0.5, noise=0.0), torch.full((3, 4), -0.125))  # -(eps^2 / 2) grad
+    mask = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    moved = langevin_step(v, grad, 0.5, 1.0, torch.Generator().manual_seed(0), mask=mask)
+    assert torch.equal(moved[:, 2:], v[:, 2:]) and not torch.equal(moved[:, :2], v[:, :2])
+    torch.testing.assert_close(langevin_step(v, 100 * grad, 1.0, 0.0, clip=0.5).norm(dim=1), torch.full((3,), 0.5))
+    drift = []
+    langevin_step(v, grad, 0.5, 1.0, torch.Generator().manual_seed(0), drift=drift)
+    assert len(drift) == 1 and drift[0] > 0
+
+    energy = lambda z: z.square().sum(1) / 2  # noqa: E731
+    z0 = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    chain, _ = LatentLangevin(4, 0.3).sample(z0, energy, torch.Generator().manual_seed(2))
+    z, rng = z0, torch.Generator().manual_seed(2)
+    for _ in range(4):  # the same chain by hand: the gradient of ||z||^2 / 2 is z
+        z = langevin_step(z, z, 0.3, 1.0, rng)
+    torch.testing.assert_close(chain, z)

@@ -29,7 +29,11 @@ def test_import_keeps_the_matplotlib_backend():
 
 
 def _threads_after(args: list[str], env: dict) -> str:
-    code = "from hatrefine.cli import main\ntry:\n    main(" + repr(args) + ")\nexcept SystemExit:\n    pass\nimport os, torch\nprint(torch.get_num_threads(), os.environ['OMP_WAIT_POLICY'])"
+    code = (
+        "from hatrefine.cli import main\ntry:\n    main("
+        + repr(args)
+        + ")\nexcept SystemExit:\n    pass\nimport os, torch\nprint(torch.get_num_threads(), os.environ['OMP_WAIT_POLICY'])"
+    )
     clean = {k: v for k, v in __import__("os").environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "HATREFINE_THREADS")}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=clean | env).stdout.strip().splitlines()[-1]
 

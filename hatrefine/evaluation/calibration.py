@@ -51,7 +51,9 @@ def quick_metric_net(image_shape, device: torch.device, inception_on_cpu: bool =
     if metric == "quick" and tuple(image_shape) == (1, 32, 32):
         return load_lenet().to(device), "lenet"
     if device.type == "cpu" and not inception_on_cpu:
-        raise HatrefineError("for images other than 1x32x32 digits calibration scores Inception features, 10-30 minutes on a CPU; run `hatrefine calibrate --run RUN` when that suits")
+        raise HatrefineError(
+            "for images other than 1x32x32 digits calibration scores Inception features, 10-30 minutes on a CPU; run `hatrefine calibrate --run RUN` when that suits"
+        )
     from hatrefine.evaluation.inception import load_inception
 
     return load_inception("auto", device), "inception"

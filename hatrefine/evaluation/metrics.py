@@ -138,7 +138,9 @@ def stats_and_features(
     return stats_from_sums(shard.sum(total).cpu()), shard.sum(block).cpu()
 
 
-def feature_stats(net: nn.Module, images: torch.Tensor | Dataset, batch_size: int = 500, progress: bool = False, desc: str = "features", shard: Shard = Shard()) -> tuple[np.ndarray, np.ndarray]:
+def feature_stats(
+    net: nn.Module, images: torch.Tensor | Dataset, batch_size: int = 500, progress: bool = False, desc: str = "features", shard: Shard = Shard()
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance (float64) of ``net.features`` over ``images`` (a tensor, or a dataset of ``(image,)``).
 
     Under torchrun (``shard``) each rank reads its block and the statistics are summed over ranks."""
@@ -219,7 +221,6 @@ def feature_scores(net: nn.Module, real: torch.Tensor, images: torch.Tensor) -> 
     return {"fd": round(fd, 4), **{k: round(v, 4) for k, v in prdc(real, torch.from_numpy(fake)).items()}}
 
 
-
 @torch.no_grad()
 def class_probabilities(images: torch.Tensor, net: LeNet | None = None) -> torch.Tensor:
     """The shipped LeNet's class probabilities (N, 10) of (N, 1, 32, 32) digits."""
@@ -249,7 +250,11 @@ def class_histogram(probs: torch.Tensor) -> dict:
     """The labels of class probabilities ``probs`` (N, 10) (``class_probabilities``): frequency of each class, label entropy (nats), mean confidence."""
     freq = torch.bincount(probs.argmax(1), minlength=10).double() / len(probs)
     entropy = -(freq[freq > 0] * freq[freq > 0].log()).sum()
-    return {"frequencies": [round(v, 4) for v in freq.tolist()], "label_entropy": round(entropy.item(), 4), "confidence": round(probs.max(1).values.mean().item(), 4)}
+    return {
+        "frequencies": [round(v, 4) for v in freq.tolist()],
+        "label_entropy": round(entropy.item(), 4),
+        "confidence": round(probs.max(1).values.mean().item(), 4),
+    }
 
 
 def cache_dir() -> Path:
@@ -286,7 +291,15 @@ def reference_stats(
     Returns ``((mean, cov), number of images, whether they came from the cache, the features of
     the first PRDC_REFERENCE images)``. Under torchrun the ranks share the work and rank 0 writes the cache.
     """
-    key = {"data": data, "split": split, "n": n, "shape": list(image_shape), "inception": inception.source, "file": _data_fingerprint(data), "kept": PRDC_REFERENCE}
+    key = {
+        "data": data,
+        "split": split,
+        "n": n,
+        "shape": list(image_shape),
+        "inception": inception.source,
+        "file": _data_fingerprint(data),
+        "kept": PRDC_REFERENCE,
+    }
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = (cache or cache_dir()) / f"{re.sub(r'[^A-Za-z0-9]+', '_', Path(data).name or data)}-{split}-{digest}.safetensors"
     if path.is_file():
@@ -297,9 +310,15 @@ def reference_stats(
     if progress and shard.main:  # say up front what the first call costs: minutes on a CPU
         on_cpu = next(inception.parameters(), torch.empty(0)).device.type == "cpu"
         cost = f", about {max(1, round(len(dataset) / 8 / 60))} min on 2 CPU cores" if on_cpu else ""
-        print(f"reference statistics of {data} ({split}) are not cached yet: extracting the Inception features of {len(dataset)} images once{cost} "
-              f"(--n-ref N uses fewer); cached in {path}", file=sys.stderr, flush=True)
-    (mu, sigma), kept = stats_and_features(inception, dataset, PRDC_REFERENCE, batch_size, progress, desc=f"Inception features of {data} ({split})", shard=shard)
+        print(
+            f"reference statistics of {data} ({split}) are not cached yet: extracting the Inception features of {len(dataset)} images once{cost} "
+            f"(--n-ref N uses fewer); cached in {path}",
+            file=sys.stderr,
+            flush=True,
+        )
+    (mu, sigma), kept = stats_and_features(
+        inception, dataset, PRDC_REFERENCE, batch_size, progress, desc=f"Inception features of {data} ({split})", shard=shard
+    )
     if shard.main:
         save_tensors(path, {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": torch.tensor(len(dataset)), "features": kept})
     return (mu, sigma), len(dataset), False, kept

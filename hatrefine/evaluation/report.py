@@ -153,9 +153,18 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
         p_before, p_after = class_probabilities(before, net), class_probabilities(after, net)
         changes = class_changes(p_before, p_after)
         changed, sure_changed = changes["class_changed"], changes["class_changed_if_sure"]
-        result |= {"metric": "frechet_distance_lenet", "n_reference": len(reference), "generator": round(fd_before, 3), "hat": round(fd_after, 3),
-                   "prdc_generator": pr_before, "prdc_hat": pr_after, "classes_generator": class_histogram(p_before), "classes_hat": class_histogram(p_after),
-                   "class_sure": SURE, **changes}
+        result |= {
+            "metric": "frechet_distance_lenet",
+            "n_reference": len(reference),
+            "generator": round(fd_before, 3),
+            "hat": round(fd_after, 3),
+            "prdc_generator": pr_before,
+            "prdc_hat": pr_after,
+            "classes_generator": class_histogram(p_before),
+            "classes_hat": class_histogram(p_after),
+            "class_sure": SURE,
+            **changes,
+        }
         line = (
             f"quality (Frechet distance in LeNet features, {n} samples vs {len(reference)} data images, lower is better): "
             f"generator {fd_before:.3f} -> {label} {fd_after:.3f} ({100 * (fd_after / fd_before - 1):+.1f}%); "

@@ -111,7 +111,12 @@ def lock_run_dir(out: Path) -> None:
         except (OSError, ValueError, KeyError):
             who = "another process"
         raise HatrefineError(f"{out} is in use by {who}; wait for it to finish, stop it, or pass another --out") from None
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200], "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200],
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     os.ftruncate(fd, 0)
     os.write(fd, json.dumps(holder).encode())
     _held[out] = fd
@@ -131,7 +136,9 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool, marker: str = CONFIG
             raise HatrefineError(f"nothing to resume in {out} (no {marker}); run without --resume to start it")
     elif run_files(out) and not overwrite:
         if (stop := stopped_at(out, marker)) is not None:
-            raise HatrefineError(f"{out} holds an unfinished run (stopped at step {stop[0]} of {stop[1]}); pass --resume to continue it, --overwrite to replace it, or another --out")
+            raise HatrefineError(
+                f"{out} holds an unfinished run (stopped at step {stop[0]} of {stop[1]}); pass --resume to continue it, --overwrite to replace it, or another --out"
+            )
         raise HatrefineError(f"{out} already holds files; pass --resume to continue that run, --overwrite to replace it, or another --out")
 
 
@@ -198,7 +205,11 @@ def disk_errors(out: Path):
         where = out if filename is None or out.resolve() in Path(filename).resolve().parents else Path(filename).parent
         shutil.rmtree(out / (CHECKPOINT_DIR + ".tmp"), ignore_errors=True)  # the half-written new checkpoint
         step = last_good_checkpoint(out)
-        kept = f"the last checkpoint (step {step}) is intact; fix that and pass --resume to continue from it" if step is not None else "no checkpoint was saved yet; fix that and start again with --overwrite"
+        kept = (
+            f"the last checkpoint (step {step}) is intact; fix that and pass --resume to continue from it"
+            if step is not None
+            else "no checkpoint was saved yet; fix that and start again with --overwrite"
+        )
         raise HatrefineError(f"cannot write to {where}: {cause}; {kept}") from None
 
 

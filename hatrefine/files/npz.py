@@ -27,9 +27,7 @@ class NpzWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmpdir = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}."))
-        self.arrays = {
-            k: np.lib.format.open_memmap(self.tmpdir / f"{k}.npy", mode="w+", dtype=np.float32, shape=(n, *shape)) for k, shape in shapes.items()
-        }
+        self.arrays = {k: np.lib.format.open_memmap(self.tmpdir / f"{k}.npy", mode="w+", dtype=np.float32, shape=(n, *shape)) for k, shape in shapes.items()}
         self.n, self.filled = n, 0
 
     def write(self, **chunks: torch.Tensor) -> None:

@@ -26,7 +26,9 @@ def check_version(d: dict, source: str, current: int = FORMAT_VERSION) -> int:
     if not isinstance(version, int) or isinstance(version, bool) or version < 0:
         raise HatrefineError(f"{source}: format_version {version!r} is not a version number; restore the file hatrefine wrote")
     if version > current:
-        raise HatrefineError(f"{source}: format_version {version} is newer than this hatrefine reads (up to {current}); upgrade hatrefine (pip install -U hatrefine)")
+        raise HatrefineError(
+            f"{source}: format_version {version} is newer than this hatrefine reads (up to {current}); upgrade hatrefine (pip install -U hatrefine)"
+        )
     return version
 
 
@@ -36,7 +38,9 @@ def _kind_name(kind) -> str:
     return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
 
 
-def check_fields(d: dict, kinds: dict[str, Any], source: str, optional: Iterable[str] = (), nullable: Iterable[str] = (), defaults: Optional[dict] = None) -> None:
+def check_fields(
+    d: dict, kinds: dict[str, Any], source: str, optional: Iterable[str] = (), nullable: Iterable[str] = (), defaults: Optional[dict] = None
+) -> None:
     """``d`` has every field of ``kinds`` (name -> type or tuple of types) but ``optional`` ones, no
     others (``format_version`` aside), each of its type (``nullable`` ones may be null).
     ``defaults`` are quoted in the fix for a missing field."""
@@ -84,3 +88,14 @@ def settings_from_dict(cls, d: dict, source: str, legacy: Optional[dict] = None)
         return cls(**d)
     except HatrefineError as e:
         raise HatrefineError(f"{source}: {e}") from None
+
+
+def versions() -> dict:
+    """The versions of the software that writes a run's files (recorded in its config.json)."""
+    import platform
+    from importlib.metadata import version
+
+    import torch
+    import torchvision
+
+    return {"hatrefine": version("hatrefine"), "torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version()}

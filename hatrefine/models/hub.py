@@ -16,21 +16,15 @@ from pathlib import Path
 from typing import Optional
 
 from hatrefine.errors import HatrefineError
-from hatrefine.files.jsonfiles import read_json, save_json
+from hatrefine.files.jsonfiles import read_json
 from hatrefine.files.names import (
     CONFIG,
-    HAT_WEIGHTS,
-    PRIOR_WEIGHTS,
     SAMPLES_GRID,
-    SAMPLING,
 )
 from hatrefine.files.quality import read_quality
-from hatrefine.files.schema import FORMAT_VERSION
-from hatrefine.models.latent_prior import is_prior_run
-from hatrefine.models.refiner import read_sampling
-from hatrefine.settings.config import SamplingSettings, read_settings, settings_class
-from hatrefine.settings.prior import KEY as PRIOR_KEY
-from hatrefine.settings.prior import read_prior_settings
+from hatrefine.models.refiner import HatRefiner
+from hatrefine.models.runs import load_run
+from hatrefine.settings.config import SamplingSettings, settings_class
 
 
 def _hat_line(s: dict) -> str:
@@ -39,75 +33,36 @@ def _hat_line(s: dict) -> str:
     return f"{s.get('hat') or 'default for the image size'} (width {s.get('hat_width') or 'default'})"
 
 
-def _local_generator_dir(spec: str, run: Path) -> Optional[Path]:
-    """The directory of a generator that is not in any registry but on this disk."""
-    prefix, _, path = spec.partition(":")
-    if prefix not in ("ae", "dir"):
-        return None
-    from hatrefine.adapters.hub import generator_dir
-
-    return generator_dir(Path(path) if Path(path).is_absolute() else run / path)
-
-
 def stage(run: str | Path, folder: str | Path, fid: Optional[dict] = None) -> Path:
-    """Lay out the repository for ``run`` in ``folder``: config, weights, generator, grid, model card."""
+    """Lay out the repository for ``run`` in ``folder``: the model's ``save_pretrained``, its sample grid and a model card."""
     run, folder = Path(run), Path(folder)
-    if (run / CONFIG).is_file() and is_prior_run(run):
-        return _stage_prior(run, folder, fid)
-    for name in (CONFIG, HAT_WEIGHTS):
-        if not (run / name).is_file():
-            raise HatrefineError(f"{run} has no {name}; push the --out directory of a finished `hatrefine fit` or `synthesize`")
-    cfg = read_json(run / CONFIG)
-    config = read_settings(run / CONFIG)  # validated
-    settings = config.to_dict()
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(run / HAT_WEIGHTS, folder / HAT_WEIGHTS)
-    if (run / SAMPLING).is_file():
-        shutil.copy2(run / SAMPLING, folder / SAMPLING)
-    settings = _copy_generator(settings, run, folder)
-    if settings.get("discriminator") and Path(settings["discriminator"]).is_file():
+    model = load_run(run)
+    discriminator = getattr(model.config, "discriminator", None)
+    if discriminator and Path(discriminator).is_file():
         raise HatrefineError(
-            f"the run's hat starts from a local discriminator file ({settings['discriminator']}); publish it with its generator as a repository (hf:) and fit with --discriminator hf:ORG/NAME"
+            f"the run's hat starts from a local discriminator file ({discriminator}); publish it with its generator as a repository (hf:) and fit with --discriminator hf:ORG/NAME"
         )
-    save_json(folder / CONFIG, {"format_version": FORMAT_VERSION, "hatrefine": settings, "versions": cfg.get("versions", {})})
+    if getattr(model.config, "checkpoint", None) and not model.config.generator.startswith(("ae:", "dir:")):
+        raise HatrefineError(f"the run's generator weights are a local file ({model.config.checkpoint}); publish them as a generator repository (hf:) first")
+    model.save_pretrained(folder)
     grids = sorted((run / "samples").glob("step_*.png"))
     grid = run / "before_after.png" if (run / "before_after.png").is_file() else (grids[-1] if grids else None)
     if grid is not None:
         shutil.copy2(grid, folder / SAMPLES_GRID)
+    settings = read_json(folder / CONFIG)[model.settings_key]
     quality = read_quality(run) or None
-    sampling = read_sampling(run) or SamplingSettings.from_config(config)
-    (folder / "README.md").write_text(model_card(settings, quality, fid, grid is not None, sampling))
+    card = (
+        model_card(settings, quality, fid, grid is not None, model.sampling)
+        if isinstance(model, HatRefiner)
+        else prior_card(settings, quality, fid, grid is not None)
+    )
+    (folder / "README.md").write_text(card)
     return folder
 
 
-def _copy_generator(settings: dict, run: Path, folder: Path) -> dict:
-    """A generator in a local directory goes into ``folder/generator`` (the settings then name
-    ``dir:generator``); a local weights file cannot be published this way."""
-    generator_dir = _local_generator_dir(settings["generator"], run)
-    if generator_dir is not None:
-        if not (generator_dir / CONFIG).is_file():
-            raise HatrefineError(f"the run's generator {settings['generator']} is not on this disk any more; restore it before pushing")
-        shutil.copytree(generator_dir, folder / "generator", ignore=shutil.ignore_patterns("checkpoint*", "*.png", "log.csv", "encoder.safetensors"), dirs_exist_ok=True)
-        return settings | {"generator": "dir:generator", "checkpoint": None}
-    if settings.get("checkpoint"):
-        raise HatrefineError(f"the run's generator weights are a local file ({settings['checkpoint']}); publish them as a generator repository (hf:) first")
-    return settings
-
-
-def _stage_prior(run: Path, folder: Path, fid: Optional[dict]) -> Path:
-    """``stage`` for a latent-prior run (``fit-prior``, ``hierarchical``)."""
-    if not (run / PRIOR_WEIGHTS).is_file():
-        raise HatrefineError(f"{run} has no {PRIOR_WEIGHTS}; push the --out directory of a finished `hatrefine fit-prior` or `hierarchical`")
-    settings = read_prior_settings(run).to_dict()
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(run / PRIOR_WEIGHTS, folder / PRIOR_WEIGHTS)
-    settings = _copy_generator(settings, run, folder)
-    save_json(folder / CONFIG, {"format_version": FORMAT_VERSION, PRIOR_KEY: settings, "versions": read_json(run / CONFIG).get("versions", {})})
-    grid = run / "before_after.png" if (run / "before_after.png").is_file() else None
-    if grid is not None:
-        shutil.copy2(grid, folder / SAMPLES_GRID)
-    quality = read_quality(run) or {}
-    measured = [f"- {quality['line']}"] if "line" in quality else []
+def prior_card(settings: dict, quality: Optional[dict], fid: Optional[dict], has_grid: bool) -> str:
+    """The repository's README.md for a latent-prior model."""
+    measured = [f"- {quality['line']}"] if quality and "line" in quality else []
     measured += [f"- FID {fid['fid']:.3f} ({fid.get('n_samples')} samples vs {fid.get('n_reference')} images of `{fid.get('data')}`)"] if fid else []
     card = [
         "---", "library_name: hatrefine", "tags: [energy-based-model, latent-ebm-prior, image-generation]", "---", "",
@@ -116,11 +71,10 @@ def _stage_prior(run: Path, folder: Path, fid: Optional[dict]) -> Path:
         f"sampled by {settings['prior_steps'] if settings['sample_steps'] is None else settings['sample_steps']} Langevin steps of {settings['prior_step_size']} on z, then x = G(z).", "",
         f"Fitted on `{settings['data']}`: {settings['steps']} updates, batch {settings['batch_size']}, Adam {settings['lr']}; posterior chains {settings['posterior_steps']} x {settings['posterior_step_size']}, sigma {settings['sigma']}.", "",
         "## Measured", "", *(measured or ["- nothing measured yet (run `hatrefine eval` and push again with `--fid`)"]),
-        *(["", f"![samples]({SAMPLES_GRID})"] if grid is not None else []), "",
+        *(["", f"![samples]({SAMPLES_GRID})"] if has_grid else []), "",
         "## Use", "", "```bash", "pip install hatrefine", "hatrefine sample --run hf:ORG/NAME --n 64 --out samples.npz --png samples.png", "```", "",
     ]  # fmt: skip
-    (folder / "README.md").write_text("\n".join(card))
-    return folder
+    return "\n".join(card)
 
 
 def model_card(settings: dict, quality: Optional[dict], fid: Optional[dict], has_grid: bool, sampling: Optional[SamplingSettings] = None) -> str:
@@ -159,7 +113,9 @@ def model_card(settings: dict, quality: Optional[dict], fid: Optional[dict], has
     if quality and "line" in quality:
         lines.append(f"- {quality['line']}")
     if fid:
-        lines.append(f"- FID {fid['fid']:.3f} ({fid.get('n_samples')} samples vs {fid.get('n_reference')} images of `{fid.get('data')}`, Inception from {fid.get('inception')})")
+        lines.append(
+            f"- FID {fid['fid']:.3f} ({fid.get('n_samples')} samples vs {fid.get('n_reference')} images of `{fid.get('data')}`, Inception from {fid.get('inception')})"
+        )
     if not quality and not fid:
         lines.append("- nothing measured yet (run `hatrefine eval` and push again with `--fid`)")
     if has_grid:
@@ -202,5 +158,7 @@ def push(run: str | Path, repo: str, private: bool = False, token: Optional[str]
             raise HatrefineError(f"the Hub refused the upload to {repo} ({str(e).splitlines()[0]}); log in with `hf auth login` or pass --token") from None
         except Exception as e:  # the HTTP client's connection errors (its package varies between hub versions)
             first = (str(e).strip().splitlines() or [""])[0][:120]
-            raise HatrefineError(f"could not reach the Hub to upload {repo} ({type(e).__name__}: {first}); check the connection (and that HF_HUB_OFFLINE is not set)") from None
+            raise HatrefineError(
+                f"could not reach the Hub to upload {repo} ({type(e).__name__}: {first}); check the connection (and that HF_HUB_OFFLINE is not set)"
+            ) from None
     return str(url)

@@ -26,14 +26,12 @@ from tqdm import tqdm
 from hatrefine.data import to_unit_range
 from hatrefine.distributed import Shard
 from hatrefine.errors import HatrefineError
-from hatrefine.files.checkpoint import load_strict, read_state_dict, save_tensors
-from hatrefine.files.jsonfiles import read_json, save_json
+from hatrefine.files.jsonfiles import read_json
 from hatrefine.files.names import CONFIG, PRIOR_WEIGHTS
-from hatrefine.files.schema import FORMAT_VERSION
-from hatrefine.models.refiner import invert_latents, resolve_device, run_directory
+from hatrefine.models.pretrained import PretrainedModel
+from hatrefine.models.refiner import invert_latents
 from hatrefine.networks.generator import Generator
 from hatrefine.networks.latent_energy import LatentEnergy
-from hatrefine.networks.registry import is_known_spec, load_generator
 from hatrefine.sampling.langevin import LangevinResult, LatentLangevin, seeded_latents
 from hatrefine.settings.prior import KEY, PriorConfig, read_prior_settings
 
@@ -59,7 +57,9 @@ class PriorSampler:
     def __init__(self, model: "LatentPriorRefiner", n_steps: int, step_size: float):
         self.model, self.chain = model, LatentLangevin(n_steps, step_size, modules=(model.energy,), mask=model.generator.latent_mask)
 
-    def sample(self, z: torch.Tensor, generator: Optional[torch.Generator] = None, path_frames: int = 0, path_chains: int = 8, shard: Shard = Shard()) -> LangevinResult:
+    def sample(
+        self, z: torch.Tensor, generator: Optional[torch.Generator] = None, path_frames: int = 0, path_chains: int = 8, shard: Shard = Shard()
+    ) -> LangevinResult:
         """Run the prior chains from ``z`` (``path_frames``: decoded frames of the first ``path_chains``, for figures)."""
         G, K = self.model.generator, self.chain.n_steps
         G.check_latent(z)
@@ -79,10 +79,11 @@ class PriorSampler:
             yield self.sample(z, generator=rng)
 
 
-class LatentPriorRefiner(nn.Module):
+class LatentPriorRefiner(PretrainedModel):
     """A fitted latent-space EBM prior on a frozen ``generator``: ``energy`` is f, ``config`` a ``PriorConfig``."""
 
     label = "latent EBM prior"
+    weights_name, settings_key = PRIOR_WEIGHTS, KEY
 
     def __init__(self, generator: Generator, energy: LatentEnergy, config: PriorConfig):
         super().__init__()
@@ -112,7 +113,9 @@ class LatentPriorRefiner(nn.Module):
         s = self.sampling
         return PriorSampler(self, s.langevin_steps if n_steps is None else n_steps, s.step_size if step_size is None else step_size)
 
-    def infer(self, x: torch.Tensor, z: Optional[torch.Tensor] = None, n_steps: Optional[int] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def infer(
+        self, x: torch.Tensor, z: Optional[torch.Tensor] = None, n_steps: Optional[int] = None, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
         """Posterior samples of z given images ``x`` by Langevin from ``z`` (default: N(0, I))."""
         c = self.config
         z = self.generator.sample_latent(len(x), generator=generator) if z is None else z
@@ -124,9 +127,13 @@ class LatentPriorRefiner(nn.Module):
     def _no_hat_options(self, temperature=None, eps_y=None, pixel_only: bool = False) -> None:
         given = [name for name, v in (("--temperature", temperature), ("--eps-y", eps_y), ("--pixel-only", pixel_only or None)) if v is not None]
         if given:
-            raise HatrefineError(f"{', '.join(given)} apply only to Hat EBM runs; a latent-prior run samples Z only (--langevin-steps and --eps-z set its chain)")
+            raise HatrefineError(
+                f"{', '.join(given)} apply only to Hat EBM runs; a latent-prior run samples Z only (--langevin-steps and --eps-z set its chain)"
+            )
 
-    def iter_samples(self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None, shard: Shard = Shard(), temperature=None, eps_y=None, eps_z=None) -> Iterator[LangevinResult]:
+    def iter_samples(
+        self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None, shard: Shard = Shard(), temperature=None, eps_y=None, eps_z=None
+    ) -> Iterator[LangevinResult]:
         """Samples G(z), z from the learned prior, in chunks of ``batch_size``; ``eps_z``: the chain's step size."""
         self._no_hat_options(temperature, eps_y)
         return self.sampler(n_steps, eps_z).chains(n, seed, batch_size, shard)
@@ -135,8 +142,22 @@ class LatentPriorRefiner(nn.Module):
         """``n`` samples: ``.x`` = ``.g`` = G(z), ``.z`` from the prior, ``.y`` zero."""
         return LangevinResult.cat(list(self.iter_samples(n, seed, batch_size, n_steps, **overrides)))
 
-    def refine(self, z: Optional[torch.Tensor] = None, x: Optional[torch.Tensor] = None, n_steps: Optional[int] = None, seed: int = 0, batch_size: int = 256,
-               invert_steps: int = 200, value_range=None, progress: bool = False, pixel_only: bool = False, start: str = "invert", temperature=None, eps_y=None, eps_z=None) -> LangevinResult:
+    def refine(
+        self,
+        z: Optional[torch.Tensor] = None,
+        x: Optional[torch.Tensor] = None,
+        n_steps: Optional[int] = None,
+        seed: int = 0,
+        batch_size: int = 256,
+        invert_steps: int = 200,
+        value_range=None,
+        progress: bool = False,
+        pixel_only: bool = False,
+        start: str = "invert",
+        temperature=None,
+        eps_y=None,
+        eps_z=None,
+    ) -> LangevinResult:
         """Move latents ``z`` (or the latents of images ``x``: by inversion, or ``start="encoder"`` the
         generator's own encoder) along the prior chain; returns G of the end latents."""
         self._no_hat_options(temperature, eps_y, pixel_only)
@@ -172,24 +193,16 @@ class LatentPriorRefiner(nn.Module):
             return self.posterior_energy(z, x)
 
     # -- persistence ----------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json`` and ``prior.safetensors``; the generator is referenced by its spec."""
-        directory = Path(directory)
-        save_tensors(directory / PRIOR_WEIGHTS, self.energy.state_dict())
-        save_json(directory / CONFIG, {"format_version": FORMAT_VERSION, KEY: self.config.to_dict()})
+    def trained(self) -> nn.Module:
+        return self.energy
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: Optional[str] = None, generator: Optional[Generator] = None) -> "LatentPriorRefiner":
-        """Load a ``fit-prior`` or ``hierarchical`` run (or ``hf:ORG/NAME``); ``generator`` overrides the config's."""
-        directory = run_directory(path)
-        config = read_prior_settings(directory)
-        dev = resolve_device(device or config.device)
-        generator = (generator or load_run_generator(config, directory)).to(dev)
-        if not (directory / PRIOR_WEIGHTS).is_file():
-            raise HatrefineError(f"{directory} has no {PRIOR_WEIGHTS} yet; let the fit save a checkpoint first")
-        energy = build_energy(config, generator)
-        load_strict(energy, read_state_dict(directory / PRIOR_WEIGHTS), str(directory / PRIOR_WEIGHTS))
-        return cls(generator, energy.to(dev), config)
+    def read_settings(cls, directory: Path) -> PriorConfig:
+        return read_prior_settings(directory)
+
+    @classmethod
+    def build(cls, directory: Path, settings: PriorConfig, generator: Generator) -> "LatentPriorRefiner":
+        return cls(generator, build_energy(settings, generator), settings)
 
 
 def build_energy(config: PriorConfig, generator: Generator) -> LatentEnergy:
@@ -198,16 +211,6 @@ def build_energy(config: PriorConfig, generator: Generator) -> LatentEnergy:
     with torch.no_grad():
         sizes = [v[0].numel() for v in latent_layers(generator)(z)]
     return LatentEnergy(sizes, config.energy_width, config.energy_depth)
-
-
-def load_run_generator(config, directory: Path) -> Generator:
-    """The generator a run names; a ``dir:`` path relative to the run (a pushed or hierarchical run) is read from inside it."""
-    spec = config.generator
-    if spec.startswith("dir:") and not Path(spec[4:]).is_absolute():
-        spec = f"dir:{directory / spec[4:]}"
-    if not is_known_spec(spec):
-        raise HatrefineError(f"this run used the generator {spec!r}, passed from Python; load it with from_pretrained({str(directory)!r}, generator=G)")
-    return load_generator(spec, config.checkpoint)
 
 
 def is_prior_run(directory: Path) -> bool:

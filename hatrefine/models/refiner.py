@@ -1,9 +1,9 @@
 """``HatRefiner``: a fitted Hat EBM (frozen generator + hat network + sampler settings).
 
-    refiner = hatrefine.fit(generator=load_generator("builtin:mnist"), data="builtin:mnist", out="runs/mnist")
-    out = refiner.sample(64, seed=0)             # out.x: refined images, out.z, out.y, out.g
-    better = refiner.refine(x=my_images)          # images only: latents found by inversion
-    refiner.save_pretrained("my_refiner");  HatRefiner.from_pretrained("my_refiner")
+refiner = hatrefine.fit(generator=load_generator("builtin:mnist"), data="builtin:mnist", out="runs/mnist")
+out = refiner.sample(64, seed=0)             # out.x: refined images, out.z, out.y, out.g
+better = refiner.refine(x=my_images)          # images only: latents found by inversion
+refiner.save_pretrained("my_refiner");  HatRefiner.from_pretrained("my_refiner")
 """
 
 from __future__ import annotations
@@ -18,14 +18,12 @@ from tqdm import tqdm
 from hatrefine.data import to_unit_range
 from hatrefine.distributed import Shard
 from hatrefine.errors import HatrefineError
-from hatrefine.files.checkpoint import load_strict, read_state_dict, save_tensors
-from hatrefine.files.jsonfiles import read_json, save_json
+from hatrefine.files.jsonfiles import read_json
 from hatrefine.files.names import CONFIG, HAT_WEIGHTS, SAMPLING
+from hatrefine.models.pretrained import PretrainedModel
 from hatrefine.networks.generator import Generator
 from hatrefine.networks.hat import create_hat, default_hat, hat_from_discriminator
 from hatrefine.networks.registry import (
-    is_known_spec,
-    load_generator,
     resolve_discriminator,
 )
 from hatrefine.sampling.energy import HatEnergy
@@ -34,28 +32,15 @@ from hatrefine.settings.config import (
     FitConfig,
     SamplingSettings,
     read_settings,
-    run_config,
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise HatrefineError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise HatrefineError(f"device {name} asked for but no CUDA GPU is visible; use --device cpu")
-    return device
 
 
 def build_hat(config: FitConfig, generator: Generator) -> nn.Module:
     """The hat network ``config`` names; ``discriminator``: the GAN's own, starting from its weights."""
-    config.resolve_hat()
-    if config.hat == "discriminator":
+    hat = FitConfig.default_hat(config.to_dict()) if config.hat == "auto" else config.hat
+    if hat == "discriminator":
         return hat_from_discriminator(resolve_discriminator(config.discriminator or config.generator, config.generator))
-    return create_hat(config.hat or default_hat(generator.image_shape), generator.image_shape, config.hat_width, config.hat_block)
+    return create_hat(hat or default_hat(generator.image_shape), generator.image_shape, config.hat_width, config.hat_block)
 
 
 def invert_latents(G: Generator, x: torch.Tensor, steps: int = 200, lr: float = 0.05, prior_weight: float = 1e-3, seed: int = 0) -> torch.Tensor:
@@ -99,11 +84,12 @@ def read_sampling(directory: Path) -> Optional[SamplingSettings]:
     return SamplingSettings.from_dict(read_json(path), str(path)) if path.is_file() else None
 
 
-class HatRefiner(nn.Module):
+class HatRefiner(PretrainedModel):
     """A Hat EBM ready to sample: ``generator`` (frozen), ``hat`` (the weights sampling uses),
     ``config``, and ``sampling``: the K, T and step sizes it samples with (default: the config's)."""
 
     label = "Hat EBM"  # what reports call it
+    weights_name, settings_key = HAT_WEIGHTS, "hatrefine"
 
     def __init__(self, generator: Generator, hat: nn.Module, config: FitConfig, sampling: Optional[SamplingSettings] = None):
         super().__init__()
@@ -150,7 +136,9 @@ class HatRefiner(nn.Module):
         )
 
     # -- sampling -----------------------------------------------------------------------
-    def iter_samples(self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None, shard: Shard = Shard(), **overrides) -> Iterator[LangevinResult]:
+    def iter_samples(
+        self, n: int, seed: int = 0, batch_size: int = 256, n_steps: Optional[int] = None, shard: Shard = Shard(), **overrides
+    ) -> Iterator[LangevinResult]:
         """Refined samples in chunks of ``batch_size`` (bounded memory for any ``n``); with
         ``shard``, this process's chunks only (see ``LangevinSampler.chains``). ``overrides``:
         ``temperature``, ``eps_y``, ``eps_z`` (see ``sampler``)."""
@@ -231,34 +219,17 @@ class HatRefiner(nn.Module):
             parts.append(res)
         return LangevinResult.cat(parts)
 
-    # -- persistence ----------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json``, ``sampling.json`` and ``hat.safetensors``; the generator is referenced by its spec."""
-        directory = Path(directory)
-        save_tensors(directory / HAT_WEIGHTS, self.hat.state_dict())
-        save_json(directory / CONFIG, run_config(self.config))
-        save_json(directory / SAMPLING, self.sampling.to_dict())
+    # -- persistence (save_pretrained / from_pretrained: ``PretrainedModel``) -----------------
+    def trained(self) -> nn.Module:
+        return self.hat
+
+    def extra_files(self) -> dict[str, dict]:
+        return {SAMPLING: self.sampling.to_dict()}
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: Optional[str] = None, generator: Optional[Generator] = None, checkpoint: Optional[str] = None) -> "HatRefiner":
-        """Load from a run or saved directory, ``hf:ORG/NAME`` on the Hub, or ``hatebm:NAME`` (the authors' models).
+    def read_settings(cls, directory: Path) -> FitConfig:
+        return read_settings(directory / CONFIG)
 
-        ``generator`` overrides the one named in the config (for a custom, unregistered decoder);
-        ``checkpoint``: for ``hatebm:NAME``, the authors' release folder downloaded by hand.
-        """
-        directory = run_directory(path, checkpoint)
-        config = read_settings(directory / CONFIG)
-        dev = resolve_device(device or config.device)
-        if generator is None and not is_known_spec(config.generator):
-            raise HatrefineError(
-                f"this run used the generator {config.generator!r}, passed from Python; "
-                f"load it with HatRefiner.from_pretrained({str(path)!r}, generator=G)"
-            )
-        if config.generator.startswith("dir:") and not Path(config.generator[4:]).is_absolute():
-            config.generator = f"dir:{directory / config.generator[4:]}"  # a synthesis run's own generator/
-        generator = (generator or load_generator(config.generator, config.checkpoint)).to(dev)
-        hat = build_hat(config, generator)
-        if not (directory / HAT_WEIGHTS).is_file():
-            raise HatrefineError(f"{directory} has no {HAT_WEIGHTS} yet; let the fit save a checkpoint first")
-        load_strict(hat, read_state_dict(directory / HAT_WEIGHTS), str(directory / HAT_WEIGHTS))
-        return cls(generator, hat.to(dev), config, read_sampling(directory))
+    @classmethod
+    def build(cls, directory: Path, settings: FitConfig, generator: Generator) -> "HatRefiner":
+        return cls(generator, build_hat(settings, generator), settings, read_sampling(directory))

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 from hatrefine.models.latent_prior import LatentPriorRefiner, is_prior_run
-from hatrefine.models.refiner import HatRefiner, run_directory
+from hatrefine.models.pretrained import run_directory
+from hatrefine.models.refiner import HatRefiner
 
 Model = Union[HatRefiner, LatentPriorRefiner]
 

@@ -66,9 +66,7 @@ class Generator(nn.Module):
         if prior not in ("normal", None):
             raise HatrefineError(f"unknown prior {prior!r} for {name}; use 'normal' or None")
         if len(image_shape) != 3:
-            raise HatrefineError(
-                f"image_shape {tuple(image_shape)} for {name} is not (C, H, W); pass e.g. (3, 32, 32)"
-            )
+            raise HatrefineError(f"image_shape {tuple(image_shape)} for {name} is not (C, H, W); pass e.g. (3, 32, 32)")
         if any(int(s) <= 0 for s in (*latent_shape, *image_shape)):
             raise HatrefineError(f"shapes for {name} must be positive: latent {tuple(latent_shape)}, image {tuple(image_shape)}")
         if value_range is not None:
@@ -143,9 +141,7 @@ class Generator(nn.Module):
         if not isinstance(z, torch.Tensor):
             raise HatrefineError(f"latent for {self.name} must be a torch.Tensor, got {type(z).__name__}")
         if tuple(z.shape[1:]) != self.latent_shape or z.dim() != len(self.latent_shape) + 1:
-            raise HatrefineError(
-                f"latent has shape {_shape_str(z.shape)}; {self.name} expects (N, {', '.join(map(str, self.latent_shape))})"
-            )
+            raise HatrefineError(f"latent has shape {_shape_str(z.shape)}; {self.name} expects (N, {', '.join(map(str, self.latent_shape))})")
 
     def require_encoder(self) -> None:
         """Starting latents from an encoder: refuse generators that have none."""
@@ -169,20 +165,14 @@ class Generator(nn.Module):
             shape = _shape_str(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise HatrefineError(f"{what} has shape {shape}; {self.name} works on (N, {c}, {h}, {w})")
         if x.shape[1] != c:
-            raise HatrefineError(
-                f"{what} has {x.shape[1]} channels; {self.name} works on {c} (shape (N, {c}, {h}, {w}))"
-            )
+            raise HatrefineError(f"{what} has {x.shape[1]} channels; {self.name} works on {c} (shape (N, {c}, {h}, {w}))")
         if tuple(x.shape[2:]) != (h, w):
-            raise HatrefineError(
-                f"{what} is {x.shape[2]}x{x.shape[3]} pixels; {self.name} works on {h}x{w} (resize it first)"
-            )
+            raise HatrefineError(f"{what} is {x.shape[2]}x{x.shape[3]} pixels; {self.name} works on {h}x{w} (resize it first)")
 
     def check_range(self, x: torch.Tensor, what: str = "image batch", low: float = -1.0, high: float = 1.0, tol: float = 1e-3) -> None:
         lo, hi = float(x.detach().min()), float(x.detach().max())
         if not (lo >= low - tol and hi <= high + tol):
-            raise HatrefineError(
-                f"{what} has values in [{lo:.3g}, {hi:.3g}]; expected [{low:g}, {high:g}] (rescale it, or declare value_range)"
-            )
+            raise HatrefineError(f"{what} has values in [{lo:.3g}, {hi:.3g}]; expected [{low:g}, {high:g}] (rescale it, or declare value_range)")
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Map latents (N, *latent_shape) to images (N, C, H, W) in [-1, 1]."""

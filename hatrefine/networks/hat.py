@@ -90,7 +90,17 @@ def _sngan_hat(name: str, channels: int, w: int, block: str) -> nn.Module:
     else:  # sngan128
         first, blocks = w >> 4, [(w >> 3, True), (w >> 2, True), (w >> 1, True), (w, True), (w, False)]
     authors = block == "authors"
-    return ResNetDiscriminator(channels, first, blocks, spectral_norm=False, pool="mean", head_bias=False, shortcut_relu=not authors, init="keras" if authors else "mimicry", hidden="out" if authors else "in")
+    return ResNetDiscriminator(
+        channels,
+        first,
+        blocks,
+        spectral_norm=False,
+        pool="mean",
+        head_bias=False,
+        shortcut_relu=not authors,
+        init="keras" if authors else "mimicry",
+        hidden="out" if authors else "in",
+    )
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:

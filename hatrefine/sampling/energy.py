@@ -43,9 +43,15 @@ class HatEnergy(nn.Module):
         if channels_last:
             hat.to(memory_format=torch.channels_last)
 
-    def image_energy(self, x: torch.Tensor) -> torch.Tensor:
-        """H(x) / T per image: the part that learning sees (and the OOD score)."""
-        return self.hat(x.contiguous(memory_format=self.memory_format)).reshape(x.shape[0]) / self.temperature
+    def image_energy(self, x: torch.Tensor, hat: Optional[nn.Module] = None) -> torch.Tensor:
+        """H(x) / T per image, in float32: the part that learning sees (and the OOD score). The one place T
+        divides H. ``hat``: the module to run H through (the trainer's DistributedDataParallel wrapper)."""
+        return (hat or self.hat)(x.contiguous(memory_format=self.memory_format)).reshape(x.shape[0]).float() / self.temperature
+
+    def gradient_penalty(self, grad_u: torch.Tensor, weight: float) -> torch.Tensor:
+        """``weight`` * mean ||grad_x H||^2 / T over images, from the input gradients of U = H / T (rows of
+        ``grad_u``): the penalty is on H's scale, like the loss (U's squared gradient times T)."""
+        return weight * self.temperature * grad_u.square().sum(dim=1).mean()
 
     def forward(self, y: torch.Tensor, g: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
         """U for each sample, given the residual ``y``, the image ``g = G(z)`` and (for the z prior) ``z``."""

@@ -1,13 +1,15 @@
 """Langevin samplers over (Y, Z), as objects with schedules.
 
-One update rule for every variable v:  v <- v - (eps^2 / 2) * grad_v U + noise * eps * N(0, I).
+One public update rule, ``langevin_step``, for every variable of every sampler:
+v <- v - (eps^2 / 2) * grad_v U + noise * eps * N(0, I).
 
-``JointLangevin`` alternates a Z update and a Y update at the new Z (paper eq. 6-7), or with
-``joint_update="simultaneous"`` takes both from one energy gradient at the current (Y, Z);
-``ConditionalLangevin`` keeps Z fixed and updates Y only (eq. 9); the DDLS baseline is a
-``JointLangevin`` without Y updates on the energy ||z||^2 / 2 - d(G(z)) / T. ``LatentLangevin``
-runs the same rule on a latent energy alone (the latent-space EBM prior's prior and posterior
-chains): it never calls G unless the energy does.
+``LangevinSampler`` moves Z and Y (joint mode: ``simultaneous``, both from one energy gradient
+at the current (Y, Z), or ``alternate``, Z then Y at the new Z as in paper eq. 6-7) or Y alone
+with Z held (``eps_z`` None: conditional mode, eq. 9, and pixel-only refinement); the DDLS
+baseline is a ``LangevinSampler`` on Z alone with the energy ||z||^2 / 2 - d(G(z)) / T.
+``LatentLangevin`` runs the same rule on a latent energy alone (the latent-space EBM prior's
+prior and posterior chains): it never calls G unless the energy does. The temperature lives in
+the energy (``HatEnergy``), nowhere else.
 
 Cost per step, by construction: network parameters never get gradients, no autograd graph
 outlives the step that made it (memory is flat in the number of steps), and G runs once
@@ -70,6 +72,41 @@ def frozen(module: nn.Module) -> Iterator[None]:
         module.train(training)
 
 
+def gaussian_noise(like: torch.Tensor, generator: Optional[torch.Generator] = None, shard: Shard = Shard()) -> torch.Tensor:
+    """N(0, I) shaped like ``like``: drawn for the whole batch of all shards, this shard's part kept
+    (so a chain's noise does not depend on the number of processes)."""
+    full = torch.randn((like.shape[0] * shard.world, *like.shape[1:]), generator=generator, device=like.device, dtype=like.dtype)
+    return full[shard.slice(len(full))]
+
+
+def langevin_step(
+    v: torch.Tensor,
+    grad: torch.Tensor,
+    eps: float,
+    noise: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+    shard: Shard = Shard(),
+    mask: Optional[torch.Tensor] = None,
+    clip: Optional[float] = None,
+    drift: Optional[list] = None,
+) -> torch.Tensor:
+    """One Langevin update, the rule every sampler here uses: ``v - (eps^2 / 2) grad + noise * eps * N(0, I)``.
+
+    ``grad``: the energy's gradient at ``v`` (the temperature is inside the energy). ``mask``: 1 where
+    ``v`` moves, 0 where it is held. ``clip``: per-sample bound on the norm of the gradient step.
+    ``drift``: a list that receives the mean ||step|| / ||noise|| over the chains. Returns a
+    detached tensor."""
+    step, xi = 0.5 * eps**2 * grad, noise * eps * gaussian_noise(v, generator, shard)
+    if clip is not None:
+        norm = step.flatten(1).norm(dim=1).clamp_min(1e-12)
+        step = step * (clip / norm).clamp(max=1.0).view(-1, *[1] * (step.dim() - 1))
+    if mask is not None:
+        step, xi = step * mask, xi * mask
+    if drift is not None:
+        drift.append((step.flatten(1).norm(dim=1) / xi.flatten(1).norm(dim=1).clamp_min(1e-30)).mean())
+    return (v.detach() - step + xi).detach()
+
+
 class LangevinSampler:
     """Langevin dynamics on a ``HatEnergy`` over Z (if ``eps_z``) and Y (if ``eps_y``).
 
@@ -81,9 +118,9 @@ class LangevinSampler:
         y_clip: per-sample bound on the norm of the Y gradient step ``(eps_y^2 / 2) * grad``.
         step_schedule, noise_schedule: factors on the step sizes and on the noise along the chain.
         amp: evaluate the energy under bf16 autocast.
-        joint_update: when both Z and Y move, ``alternate`` (Z, then Y at the new Z: paper eq. 6-7,
-            two passes of H per step) or ``simultaneous`` (both from one gradient of U at the
-            current (Y, Z): Langevin on the pair, one pass of H per step).
+        joint_update: when both Z and Y move, ``simultaneous`` (both from one gradient of U at the
+            current (Y, Z): Langevin on the pair, one pass of H per step; a fit's default too) or
+            ``alternate`` (Z, then Y at the new Z: paper eq. 6-7, two passes of H per step).
         init_scale_res: chains started by ``chains`` begin at Y = init_scale_res * N(0, I)
             instead of 0 (the authors' test-time ``init_scale_res``, 0.01 for synthesis and retrofit).
     """
@@ -99,7 +136,7 @@ class LangevinSampler:
         step_schedule: Schedule = Schedule(),
         noise_schedule: Schedule = Schedule(),
         amp: bool = False,
-        joint_update: str = "alternate",
+        joint_update: str = "simultaneous",
         init_scale_res: float = 0.0,
     ):
         if n_steps < 0:
@@ -121,32 +158,11 @@ class LangevinSampler:
             return self.energy(y, g, z).float()
 
     def _move_z(self, z: torch.Tensor, grad: torch.Tensor, s: float, n: float, generator, shard: Shard, drift: Optional[list]) -> torch.Tensor:
-        eps, mask = self.eps_z * s, self.energy.generator.latent_mask
-        step, noise = 0.5 * eps**2 * grad, n * eps * self._noise(z, generator, shard)
-        if mask is not None:  # a held class stays as drawn
-            step, noise = step * mask, noise * mask
-        return self._move(z, step, noise, drift).requires_grad_(True)
+        step = langevin_step(z, grad, self.eps_z * s, n, generator, shard, mask=self.energy.generator.latent_mask, drift=drift)
+        return step.requires_grad_(True)
 
     def _move_y(self, y: torch.Tensor, grad: torch.Tensor, s: float, n: float, generator, shard: Shard, drift: Optional[list]) -> torch.Tensor:
-        eps = self.eps_y * s
-        step = 0.5 * eps**2 * grad
-        if self.y_clip is not None:
-            norm = step.flatten(1).norm(dim=1).clamp_min(1e-12)
-            step = step * (self.y_clip / norm).clamp(max=1.0).view(-1, *[1] * (step.dim() - 1))
-        return self._move(y, step, n * eps * self._noise(y, generator, shard), drift)
-
-    @staticmethod
-    def _move(v: torch.Tensor, step: torch.Tensor, noise: torch.Tensor, drift: Optional[list]) -> torch.Tensor:
-        """``v - step + noise``; appends the mean ||step|| / ||noise|| over chains to ``drift`` (if a list)."""
-        if drift is not None:
-            drift.append((step.flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1).clamp_min(1e-30)).mean())
-        return (v.detach() - step + noise).detach()
-
-    @staticmethod
-    def _noise(like: torch.Tensor, generator: Optional[torch.Generator], shard: Shard) -> torch.Tensor:
-        """N(0, I) shaped like ``like``: drawn for the whole batch of all shards, this shard's part kept."""
-        full = torch.randn((like.shape[0] * shard.world, *like.shape[1:]), generator=generator, device=like.device, dtype=like.dtype)
-        return full[shard.slice(len(full))]
+        return langevin_step(y, grad, self.eps_y * s, n, generator, shard, clip=self.y_clip, drift=drift)
 
     def sample(
         self,
@@ -240,24 +256,9 @@ def seeded_latents(G, n: int, seed: int, batch_size: int, shard: Shard = Shard()
             yield G.sample_latent(min(batch_size, n - start), generator=rng), rng
 
 
-class JointLangevin(LangevinSampler):
-    """Alternating Langevin on Z then Y (paper eq. 6-7): refine GANs, retrofit autoencoders."""
-
-    def __init__(self, energy: HatEnergy, n_steps: int, eps_y: float = 1e-4, eps_z: float = 5e-3, **kwargs):
-        super().__init__(energy, n_steps, eps_y=eps_y, eps_z=eps_z, **kwargs)
-
-
-class ConditionalLangevin(LangevinSampler):
-    """Langevin on Y with Z fixed from the prior (paper eq. 9): G(Z) is computed once per chain."""
-
-    def __init__(self, energy: HatEnergy, n_steps: int, eps_y: float = 1e-4, **kwargs):
-        energy.generator.require_prior()
-        super().__init__(energy, n_steps, eps_y=eps_y, eps_z=None, **kwargs)
-
-
 class LatentLangevin:
-    """Langevin on latents under an energy ``E(z)`` (one value per chain), with the update rule,
-    schedules, sharded noise and frozen networks of ``LangevinSampler``.
+    """Langevin on latents under an energy ``E(z)`` (one value per chain), with the update rule
+    (``langevin_step``), schedules, sharded noise and frozen networks of ``LangevinSampler``.
 
     Args:
         n_steps: number of steps; ``step_size``: s in z <- z - (s^2 / 2) grad E + noise * s * N(0, I).
@@ -266,14 +267,22 @@ class LatentLangevin:
     """
 
     def __init__(
-        self, n_steps: int, step_size: float, noise: float = 1.0, step_schedule: Schedule = Schedule(), modules: tuple[nn.Module, ...] = (), mask: Optional[torch.Tensor] = None
+        self,
+        n_steps: int,
+        step_size: float,
+        noise: float = 1.0,
+        step_schedule: Schedule = Schedule(),
+        modules: tuple[nn.Module, ...] = (),
+        mask: Optional[torch.Tensor] = None,
     ):
         if n_steps < 0 or step_size < 0 or noise < 0:
             raise HatrefineError(f"Langevin steps, step size and noise must be >= 0, got {n_steps}, {step_size} and {noise}")
         self.n_steps, self.step_size, self.noise, self.step_schedule, self.modules = n_steps, step_size, noise, step_schedule, modules
-        self.mask = 1.0 if mask is None else mask
+        self.mask = mask
 
-    def sample(self, z: torch.Tensor, energy, generator: Optional[torch.Generator] = None, shard: Shard = Shard(), frames: tuple[int, ...] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def sample(
+        self, z: torch.Tensor, energy, generator: Optional[torch.Generator] = None, shard: Shard = Shard(), frames: tuple[int, ...] = ()
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the chains from ``z``; returns the end latents and the latents at steps ``frames``."""
         K, kept = self.n_steps, []
         z = z.detach().clone()
@@ -289,6 +298,5 @@ class LatentLangevin:
                 with torch.enable_grad():
                     z.requires_grad_(True)
                     (grad,) = torch.autograd.grad(energy(z).sum(), z)
-                noise = self.noise * eps * LangevinSampler._noise(z, generator, shard)
-                z = LangevinSampler._move(z, 0.5 * eps**2 * grad * self.mask, noise * self.mask, None)
+                z = langevin_step(z, grad, eps, self.noise, generator, shard, mask=self.mask)
         return z, kept

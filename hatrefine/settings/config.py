@@ -59,7 +59,18 @@ GENERATOR_ARCHS = ("dcgan", "sngan32", "sngan64", "sngan128")
 SNGAN_WIDTHS = {"sngan32": (256, 256, 256, 256), "sngan64": (1024, 512, 256, 128, 64), "sngan128": (1024, 1024, 512, 256, 128, 64)}
 
 
-LEGACY = {"joint_update": "alternate", "grad_penalty": 0.0, "calibrate": False, "hat": None, "tensorboard": False, "hat_block": "mimicry", "gen_factor": 1.0, "recipe": None, "y_sigma_test": None, "init_scale_res": 0.0}  # what runs saved before these settings existed did
+LEGACY = {
+    "joint_update": "alternate",
+    "grad_penalty": 0.0,
+    "calibrate": False,
+    "hat": None,
+    "tensorboard": False,
+    "hat_block": "mimicry",
+    "gen_factor": 1.0,
+    "recipe": None,
+    "y_sigma_test": None,
+    "init_scale_res": 0.0,
+}  # what runs saved before these settings existed did
 
 
 @dataclass
@@ -163,19 +174,18 @@ class FitConfig:
         self.lr_factor(0)  # validates the learning-rate schedule
         self.schedule()  # validates the step schedule
 
-    def resolve_hat(self) -> None:
-        """Settle ``hat="auto"`` once ``generator`` names the generator really used: the embedded
-        GAN's own discriminator for ``builtin:mnist`` with its own weights (the best hat measured
-        on it, docs/experiments.md) unless a ``hat_width`` asks for another; else None (by image size)."""
-        if self.hat == "auto":
-            embedded = self.generator == EMBEDDED_GENERATOR and self.checkpoint is None and self.hat_width is None
-            self.hat = "discriminator" if embedded else None
+    @staticmethod
+    def default_hat(settings: dict) -> Optional[str]:
+        """What ``hat="auto"`` means for these settings: the embedded GAN's own discriminator for
+        ``builtin:mnist`` with its own weights (the best hat measured on it, docs/experiments.md)
+        unless a ``hat_width`` asks for another; else None (chosen by image size)."""
+        embedded = settings.get("generator") == EMBEDDED_GENERATOR and settings.get("checkpoint") is None and settings.get("hat_width") is None
+        return "discriminator" if embedded else None
 
     @classmethod
     def from_recipe(cls, name: str, **overrides) -> "FitConfig":
         """The recipe's settings (``hatrefine.settings.recipes``) with ``overrides`` on top."""
-        defaults = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory() for f in dataclasses.fields(cls)}
-        settings, _ = apply_recipe(cls.command, defaults | overrides | {"recipe": name}, set(overrides))
+        settings, _ = apply_recipe(cls.command, field_defaults(cls) | overrides | {"recipe": name}, set(overrides))
         return cls(**settings)
 
     def lr_factor(self, step: int) -> float:
@@ -191,8 +201,14 @@ class FitConfig:
         except ValueError:
             updates = None
         if not updates or min(updates) <= 0:
-            raise HatrefineError(f"unknown --lr-schedule {self.lr_schedule!r}; use constant, cosine or step:N[:N...] (x 0.1 at each update N, e.g. step:230000:260000)")
+            raise HatrefineError(
+                f"unknown --lr-schedule {self.lr_schedule!r}; use constant, cosine or step:N[:N...] (x 0.1 at each update N, e.g. step:230000:260000)"
+            )
         return 0.1 ** sum(step >= d for d in updates)
+
+    def latent_step(self) -> float:
+        """The Langevin step on Z: ``eps_z`` in joint mode; conditional mode keeps Z where the prior drew it."""
+        return self.eps_z if self.mode == "joint" else 0.0
 
     def schedule(self) -> Schedule:
         return Schedule(self.step_schedule, self.step_schedule_end)
@@ -213,6 +229,11 @@ class FitConfig:
         """Settings saved in a run, validated (``hatrefine.files.schema``); a setting the run predates
         takes the value it ran with (``LEGACY``)."""
         return settings_from_dict(cls, d, source, LEGACY)
+
+
+def field_defaults(config_class) -> dict:
+    """Every field of a settings dataclass with its default value."""
+    return {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory() for f in dataclasses.fields(config_class)}
 
 
 def learned_output_range(gen_factor: float) -> Optional[tuple[float, float]]:
@@ -262,7 +283,7 @@ class SamplingSettings:
 
     @classmethod
     def from_config(cls, c: FitConfig) -> "SamplingSettings":
-        eps_z = c.eps_z if c.mode == "joint" else 0.0
+        eps_z = c.latent_step()
         return cls(c.test_steps, c.test_temperature, c.eps_y, eps_z, "config", [{"step": 0, "eps_y": c.eps_y, "eps_z": eps_z, "reason": "start"}])
 
     def calibrated(self, record: dict) -> "SamplingSettings":
@@ -281,7 +302,9 @@ class SamplingSettings:
         kinds = {"langevin_steps": int, "temperature": NUMBER, "eps_y": NUMBER, "eps_z": NUMBER, "chosen_by": str, "step_size_history": list}
         check_fields(d, kinds, source)
         if d["langevin_steps"] < 0 or not d["temperature"] > 0 or d["eps_y"] < 0 or d["eps_z"] < 0:
-            raise HatrefineError(f"{source}: langevin_steps, eps_y and eps_z must be >= 0 and temperature > 0; fix the file or delete it to sample with the config's settings")
+            raise HatrefineError(
+                f"{source}: langevin_steps, eps_y and eps_z must be >= 0 and temperature > 0; fix the file or delete it to sample with the config's settings"
+            )
         return cls(**{k: d[k] for k in kinds})
 
 

@@ -34,8 +34,30 @@ class Recipe:
 # What every paper recipe shares: the authors' batch, optimiser, y-step clipping (2.5 per
 # sample, in training) and sampling with raw weights at fixed test-time settings.
 _PAPER = {"batch_size": 128, "adam_beta1": 0.9, "y_clip": 2.5, "ema": 0.0, "calibrate": False, "grad_penalty": 0.0, "lr_schedule": "constant", "noise": 1.0}
-_REFINE = _PAPER | {"mode": "joint", "joint_update": "alternate", "steps": 25000, "lr": 1e-5, "eps_y": 1e-4, "eps_z": 5e-3, "data_noise": 1e-3, "z_prior_weight": 0.0, "init_scale_res": 0.0}
-_SYNTH = _PAPER | {"steps": 50000, "lr": 1e-4, "generator_lr": 1e-4, "generator_loss_weight": 1000.0, "bank_size": 10000, "langevin_steps": 50, "eps_y": 5e-4, "temperature": 1e-8, "data_noise": 1e-3, "gen_factor": 2.0, "init_scale_res": 0.01}
+_REFINE = _PAPER | {
+    "mode": "joint",
+    "joint_update": "alternate",
+    "steps": 25000,
+    "lr": 1e-5,
+    "eps_y": 1e-4,
+    "eps_z": 5e-3,
+    "data_noise": 1e-3,
+    "z_prior_weight": 0.0,
+    "init_scale_res": 0.0,
+}
+_SYNTH = _PAPER | {
+    "steps": 50000,
+    "lr": 1e-4,
+    "generator_lr": 1e-4,
+    "generator_loss_weight": 1000.0,
+    "bank_size": 10000,
+    "langevin_steps": 50,
+    "eps_y": 5e-4,
+    "temperature": 1e-8,
+    "data_noise": 1e-3,
+    "gen_factor": 2.0,
+    "init_scale_res": 0.01,
+}
 _FID_CLIP = "the authors' FID configs set the y-step clipping under a key their sampler does not read, so their FID samples were drawn unclipped; hatrefine keeps --y-clip 2.5 at test time too (pass --y-clip with a large value to match)"
 
 RECIPES = {
@@ -51,14 +73,40 @@ RECIPES = {
             "cifar10-refine",
             "refine Mimicry's SN-GAN on CIFAR-10 (joint Hat EBM)",
             "paper section 5.1, Table 1; configs_joint/cifar10_refine.py, fid/fid_config_cifar10_refine.py",
-            {"fit": _REFINE | {"generator": "mimicry:sngan_cifar10", "data": "cifar10", "hat": "sngan32", "hat_block": "authors", "langevin_steps": 250, "langevin_steps_test": 350, "temperature": 1e-3, "y_sigma": None, "y_sigma_test": 0.25}},
+            {
+                "fit": _REFINE
+                | {
+                    "generator": "mimicry:sngan_cifar10",
+                    "data": "cifar10",
+                    "hat": "sngan32",
+                    "hat_block": "authors",
+                    "langevin_steps": 250,
+                    "langevin_steps_test": 350,
+                    "temperature": 1e-3,
+                    "y_sigma": None,
+                    "y_sigma_test": 0.25,
+                }
+            },
             ("the authors refined their own TensorFlow SN-GAN, hatrefine Mimicry's PyTorch one (theirs, with their hat: hatebm:cifar10_refine)", _FID_CLIP),
         ),
         Recipe(
             "celeba64-refine",
             "refine Mimicry's SN-GAN on CelebA 64x64 (joint Hat EBM)",
             "paper section 5.1, Table 1; configs_joint/celeb_a_refine.py, fid/fid_config_celeb_a_refine.py",
-            {"fit": _REFINE | {"generator": "mimicry:sngan_celeba64", "data": "celeba", "hat": "sngan64", "hat_block": "authors", "langevin_steps": 100, "langevin_steps_test": 125, "temperature": 1e-6, "y_sigma": None, "y_sigma_test": None}},
+            {
+                "fit": _REFINE
+                | {
+                    "generator": "mimicry:sngan_celeba64",
+                    "data": "celeba",
+                    "hat": "sngan64",
+                    "hat_block": "authors",
+                    "langevin_steps": 100,
+                    "langevin_steps_test": 125,
+                    "temperature": 1e-6,
+                    "y_sigma": None,
+                    "y_sigma_test": None,
+                }
+            },
             ("the authors refined their own TensorFlow SN-GAN, hatrefine Mimicry's PyTorch one (theirs, with their hat: hatebm:celeba64_refine)", _FID_CLIP),
         ),
         Recipe(
@@ -66,8 +114,38 @@ RECIPES = {
             "pretrain a CIFAR-10 autoencoder, then sample from its decoder with a joint Hat EBM (pretrain-ae --out runs/cifar10-ae, then fit: its generator is ae:runs/cifar10-ae)",
             "paper section 5.2; configs_joint/cifar10_ae.py, configs_joint/cifar10_retrofit.py, fid/fid_config_cifar10_retrofit.py",
             {
-                "pretrain-ae": {"data": "cifar10", "image_shape": [3, 32, 32], "latent_shape": [1, 16, 16], "width": 128, "steps": 49900, "batch_size": 128, "lr": 1e-4, "latent_noise": 0.02, "gen_factor": 2.0, "decoder": "resnet"},
-                "fit": _PAPER | {"generator": "ae:runs/cifar10-ae", "data": "cifar10", "mode": "joint", "joint_update": "alternate", "hat": "sngan32", "hat_block": "authors", "steps": 25000, "lr": 1e-4, "langevin_steps": 100, "langevin_steps_test": 125, "eps_y": 5e-4, "eps_z": 1e-3, "temperature": 1e-3, "y_sigma": 0.1, "y_sigma_test": 0.1, "data_noise": 1e-2, "init_scale_res": 0.01},
+                "pretrain-ae": {
+                    "data": "cifar10",
+                    "image_shape": [3, 32, 32],
+                    "latent_shape": [1, 16, 16],
+                    "width": 128,
+                    "steps": 49900,
+                    "batch_size": 128,
+                    "lr": 1e-4,
+                    "latent_noise": 0.02,
+                    "gen_factor": 2.0,
+                    "decoder": "resnet",
+                },
+                "fit": _PAPER
+                | {
+                    "generator": "ae:runs/cifar10-ae",
+                    "data": "cifar10",
+                    "mode": "joint",
+                    "joint_update": "alternate",
+                    "hat": "sngan32",
+                    "hat_block": "authors",
+                    "steps": 25000,
+                    "lr": 1e-4,
+                    "langevin_steps": 100,
+                    "langevin_steps_test": 125,
+                    "eps_y": 5e-4,
+                    "eps_z": 1e-3,
+                    "temperature": 1e-3,
+                    "y_sigma": 0.1,
+                    "y_sigma_test": 0.1,
+                    "data_noise": 1e-2,
+                    "init_scale_res": 0.01,
+                },
             },
             (
                 "the decoder is the authors' ResNet gen_decoder (--decoder resnet, 256 channels: width 128 doubled once, their ngf); the encoder is hatrefine's convolutional one, not their inf_encoder (their trained decoder and hat: hatebm:cifar10_retrofit)",
@@ -79,21 +157,58 @@ RECIPES = {
             "cifar10-synth",
             "learn a generator and a hat network together from scratch on CIFAR-10 (tandem synthesis)",
             "paper section 5.3; configs_synth/cifar10_synth.py, fid/fid_config_cifar10_synth.py",
-            {"synthesize": _SYNTH | {"data": "cifar10", "image_shape": "3,32,32", "generator_arch": "sngan32", "hat": "sngan32", "hat_block": "authors", "langevin_steps_test": 125, "temperature_test": 1e-3}},
+            {
+                "synthesize": _SYNTH
+                | {
+                    "data": "cifar10",
+                    "image_shape": "3,32,32",
+                    "generator_arch": "sngan32",
+                    "hat": "sngan32",
+                    "hat_block": "authors",
+                    "langevin_steps_test": 125,
+                    "temperature_test": 1e-3,
+                }
+            },
             ("the authors' FID config samples at T 1e-3 against 1e-8 in training (kept as written; it may be a typo in their config)", _FID_CLIP),
         ),
         Recipe(
             "celeba64-synth",
             "tandem synthesis from scratch on CelebA 64x64",
             "paper section 5.3; configs_synth/celeb_a_synth.py, fid/fid_config_celeb_a_synth.py",
-            {"synthesize": _SYNTH | {"data": "celeba", "image_shape": "3,64,64", "generator_arch": "sngan64", "hat": "sngan64", "hat_block": "authors", "langevin_steps_test": 100, "temperature_test": 1e-8}},
+            {
+                "synthesize": _SYNTH
+                | {
+                    "data": "celeba",
+                    "image_shape": "3,64,64",
+                    "generator_arch": "sngan64",
+                    "hat": "sngan64",
+                    "hat_block": "authors",
+                    "langevin_steps_test": 100,
+                    "temperature_test": 1e-8,
+                }
+            },
             (_FID_CLIP,),
         ),
         Recipe(
             "imagenet128-synth",
             "tandem synthesis from scratch on ImageNet 128x128 (pass --data: an ImageNet training image folder)",
             "paper section 5.3; configs_synth/imagenet_synth.py, fid/fid_config_imagenet_synth.py",
-            {"synthesize": _SYNTH | {"data": None, "image_shape": "3,128,128", "generator_arch": "sngan128", "hat": "sngan128", "hat_block": "authors", "steps": 300000, "generator_lr": 5e-5, "lr_schedule": "step:230000:260000", "grad_clip": 50.0, "langevin_steps_test": 150, "temperature_test": 1e-8}},
+            {
+                "synthesize": _SYNTH
+                | {
+                    "data": None,
+                    "image_shape": "3,128,128",
+                    "generator_arch": "sngan128",
+                    "hat": "sngan128",
+                    "hat_block": "authors",
+                    "steps": 300000,
+                    "generator_lr": 5e-5,
+                    "lr_schedule": "step:230000:260000",
+                    "grad_clip": 50.0,
+                    "langevin_steps_test": 150,
+                    "temperature_test": 1e-8,
+                }
+            },
             (
                 "the authors drop H's learning rate to 1e-5 at update 230,000 and 1e-6 at 260,000 (as step:230000:260000 here) and G's from 5e-5 to 1e-5 and 1e-6; hatrefine's schedule divides both by 10 at each drop, so G goes 5e-5, 5e-6, 5e-7",
                 "the authors clip each gradient tensor of H at norm 50; hatrefine's --grad-clip 50 clips the total norm",

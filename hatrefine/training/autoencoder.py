@@ -52,6 +52,7 @@ from hatrefine.networks.registry import create_architecture
 from hatrefine.settings.autoencoder import AEConfig
 from hatrefine.training.events import EventLog, require_tensorboard
 from hatrefine.training.loop import TrainingLoop
+from hatrefine.training.resolve import Resolved, resolve_config
 
 
 class AutoencoderTrainer(TrainingLoop):
@@ -64,9 +65,9 @@ class AutoencoderTrainer(TrainingLoop):
         with opening_run_dir(self.out, resume, overwrite, CONFIG):
             self._open(config, resume, steps)
 
-    def _open(self, config: Optional[AEConfig], resume: bool, steps: Optional[int]) -> None:
-        from hatrefine.models.refiner import resolve_device
-        from hatrefine.training.trainer import versions
+    def _open(self, config: AEConfig | Resolved | None, resume: bool, steps: Optional[int]) -> None:
+        from hatrefine.distributed import resolve_device
+        from hatrefine.files.schema import versions
 
         if resume:
             source = self.out / CONFIG
@@ -74,9 +75,16 @@ class AutoencoderTrainer(TrainingLoop):
             check_version(saved, str(source))
             if not isinstance(saved.get("autoencoder"), dict):
                 raise HatrefineError(f"{self.out} is not an autoencoder directory (no 'autoencoder' in {CONFIG}); pass the --out of pretrain-ae")
-            config = settings_from_dict(AEConfig, {**saved["autoencoder"], **({"steps": steps} if steps is not None else {})}, str(source), legacy={"tensorboard": False, "gen_factor": 1.0, "recipe": None, "decoder": "conv"})
+            config = settings_from_dict(
+                AEConfig,
+                {**saved["autoencoder"], **({"steps": steps} if steps is not None else {})},
+                str(source),
+                legacy={"tensorboard": False, "gen_factor": 1.0, "recipe": None, "decoder": "conv"},
+            )
         elif config is None:
             raise HatrefineError("a new autoencoder needs its settings (an AEConfig)")
+        else:
+            config = (config if isinstance(config, Resolved) else resolve_config(config)).config
         if config.tensorboard:
             require_tensorboard()  # before anything is written
         self.config = c = config
@@ -100,8 +108,19 @@ class AutoencoderTrainer(TrainingLoop):
     def _directory_config(self, versions: dict) -> dict:
         c = self.config
         entry = lambda arch: {"architecture": arch, "kwargs": c.kwargs()}  # noqa: E731
-        decoder = {"architecture": c.decoder_architecture(), "kwargs": c.decoder_kwargs()} | {"latent_shape": c.latent_shape, "image_shape": c.image_shape, "prior": None, "value_range": c.value_range()}
-        return {"format_version": FORMAT_VERSION, "generator": decoder, "encoder": entry("ae_encoder"), "autoencoder": dataclasses.asdict(c), "versions": versions}
+        decoder = {"architecture": c.decoder_architecture(), "kwargs": c.decoder_kwargs()} | {
+            "latent_shape": c.latent_shape,
+            "image_shape": c.image_shape,
+            "prior": None,
+            "value_range": c.value_range(),
+        }
+        return {
+            "format_version": FORMAT_VERSION,
+            "generator": decoder,
+            "encoder": entry("ae_encoder"),
+            "autoencoder": dataclasses.asdict(c),
+            "versions": versions,
+        }
 
     def reconstruct(self, x: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
         z = self.encoder(x)

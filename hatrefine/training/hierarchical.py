@@ -20,13 +20,12 @@ from __future__ import annotations
 import torch
 
 from hatrefine.files.names import GENERATOR_DIR
-from hatrefine.files.schema import FORMAT_VERSION
+from hatrefine.files.schema import FORMAT_VERSION, versions
 from hatrefine.networks.generator import Generator
 from hatrefine.networks.hierarchical import HierarchicalGenerator
 from hatrefine.settings.prior import KEY, HierarchicalConfig
 from hatrefine.training.loop import LearnsGenerator
 from hatrefine.training.prior_trainer import LOG_FIELDS, PriorTrainer
-from hatrefine.training.trainer import versions
 
 
 class HierarchicalTrainer(LearnsGenerator, PriorTrainer):
@@ -79,5 +78,11 @@ class HierarchicalTrainer(LearnsGenerator, PriorTrainer):
 
         super().save_checkpoint()
         c = self.config
-        save_generator_dir(self.out / GENERATOR_DIR, self.generator.module, "hierarchical_generator", c.generator_kwargs(), self.generator.latent_shape, self.generator.image_shape)
-
+        save_generator_dir(
+            self.out / GENERATOR_DIR,
+            self.generator.module,
+            "hierarchical_generator",
+            c.generator_kwargs(),
+            self.generator.latent_shape,
+            self.generator.image_shape,
+        )

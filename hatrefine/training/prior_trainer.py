@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from hatrefine.data import DataStream, open_dataset
+from hatrefine.distributed import resolve_device
 from hatrefine.errors import HatrefineError
 from hatrefine.evaluation import report
 from hatrefine.files.checkpoint import (
@@ -45,19 +46,18 @@ from hatrefine.files.checkpoint import (
 )
 from hatrefine.files.jsonfiles import save_json
 from hatrefine.files.names import CONFIG, PRIOR_WEIGHTS
-from hatrefine.files.schema import FORMAT_VERSION
+from hatrefine.files.schema import FORMAT_VERSION, versions
 from hatrefine.models.latent_prior import (
     LatentPriorRefiner,
     build_energy,
-    load_run_generator,
 )
-from hatrefine.models.refiner import invert_latents, resolve_device
+from hatrefine.models.pretrained import load_run_generator, located
+from hatrefine.models.refiner import invert_latents
 from hatrefine.networks.generator import Generator
-from hatrefine.networks.registry import absolute_spec
 from hatrefine.settings.prior import KEY, PriorConfig, read_prior_settings
 from hatrefine.training.events import EventLog, require_tensorboard
 from hatrefine.training.loop import Divergence, TrainingLoop
-from hatrefine.training.trainer import default_data, versions
+from hatrefine.training.resolve import Resolved, resolve, resolve_config
 
 LOG_FIELDS = ["step", "loss", "f_posterior", "f_prior", "recon_mse", "lr", "seconds_per_step"]
 INVERSION_STEPS = 50  # Adam steps of --posterior-init inversion
@@ -75,27 +75,34 @@ class PriorTrainer(TrainingLoop):
     log_fields = LOG_FIELDS
     meta_fields = META_FIELDS | {"lr_factor": (int, float), "rollbacks": list}  # checkpoint_meta's
 
-    def __init__(self, config: Optional[PriorConfig], out: str | Path, resume: bool = False, overwrite: bool = False, steps: Optional[int] = None, generator: Optional[Generator] = None):
+    def __init__(
+        self,
+        config: PriorConfig | Resolved | None,
+        out: str | Path,
+        resume: bool = False,
+        overwrite: bool = False,
+        steps: Optional[int] = None,
+        generator: Optional[Generator] = None,
+    ):
         self.out = Path(out)
         with opening_run_dir(self.out, resume, overwrite, CONFIG):
             self._open(config, resume, steps, generator)
 
-    def _open(self, config: Optional[PriorConfig], resume: bool, steps: Optional[int], generator: Optional[Generator]) -> None:
+    def _open(self, config: PriorConfig | Resolved | None, resume: bool, steps: Optional[int], generator: Optional[Generator]) -> None:
         if resume:
-            config = read_prior_settings(self.out, self.config_class, self.config_key, steps)
+            config = read_prior_settings(self.out, self.config_class, self.config_key, steps)  # saved settings are resolved already
         elif config is None:
             raise HatrefineError(f"a new run needs its settings (a {self.config_class.__name__})")
+        else:
+            resolved = config if isinstance(config, Resolved) else resolve_config(config, generator)
+            config, generator = resolved.config, resolved.generator
         if config.tensorboard:
             require_tensorboard()  # before anything is written
-        if config.checkpoint:
-            config.checkpoint = str(Path(config.checkpoint).resolve())
         self.config = c = config
         self.device = resolve_device(c.device)
         torch.manual_seed(c.seed)
         self.generator = (generator or self.make_generator()).to(self.device)
         self.generator.require_prior()
-        if c.data is None:
-            c.data = default_data(self.generator)
         self.data = DataStream(open_dataset(c.data, self.generator.image_shape, split="train", root=c.data_root), c.batch_size, c.seed)
         self.energy = build_energy(c, self.generator).to(self.device)
         self.model = LatentPriorRefiner(self.generator, self.energy, c)
@@ -113,9 +120,7 @@ class PriorTrainer(TrainingLoop):
         self.events = EventLog(self.out, self.step + 1 if resume else None) if c.tensorboard else None
 
     def make_generator(self) -> Generator:
-        c = self.config
-        c.generator = absolute_spec(c.generator)
-        return load_run_generator(c, self.out)
+        return load_run_generator(located(self.config, self.out), self.out)
 
     def trained_parameters(self) -> list:
         return list(self.energy.parameters())
@@ -154,8 +159,15 @@ class PriorTrainer(TrainingLoop):
         with torch.no_grad():
             mse = (x - self.generator(z_pos)).square().mean().item()
         self.step += 1
-        return {"step": self.step, "loss": loss.item(), "f_posterior": f_pos.mean().item(), "f_prior": f_neg.mean().item(),
-                "recon_mse": mse, "lr": self.opt.param_groups[0]["lr"], "seconds_per_step": time.perf_counter() - t0} | row
+        return {
+            "step": self.step,
+            "loss": loss.item(),
+            "f_posterior": f_pos.mean().item(),
+            "f_prior": f_neg.mean().item(),
+            "recon_mse": mse,
+            "lr": self.opt.param_groups[0]["lr"],
+            "seconds_per_step": time.perf_counter() - t0,
+        } | row
 
     def update(self, loss: torch.Tensor, x: torch.Tensor, z_pos: torch.Tensor, z_neg: torch.Tensor) -> dict:
         """One optimizer step on ``loss`` (a subclass adds its own terms and returns their log values)."""
@@ -177,7 +189,9 @@ class PriorTrainer(TrainingLoop):
         """Return to the last checkpoint with the learning rate times ``--backoff``."""
         c, failed_at = self.config, self.step + 1
         if len(self.rollbacks) >= c.max_rollbacks:
-            raise HatrefineError(f"training diverged {len(self.rollbacks) + 1} times (last at step {failed_at}: {reason}); lower --lr or the Langevin step sizes")
+            raise HatrefineError(
+                f"training diverged {len(self.rollbacks) + 1} times (last at step {failed_at}: {reason}); lower --lr or the Langevin step sizes"
+            )
         rollbacks, factor = self.rollbacks, self.lr_factor * c.backoff
         self._load_state(*load_checkpoint(self.out, self.meta_fields))
         self.rollbacks, self.lr_factor = rollbacks + [{"step": failed_at, "reason": reason, "resumed_from": self.step, "lr_factor": factor}], factor
@@ -220,8 +234,15 @@ class PriorTrainer(TrainingLoop):
         self.log.truncate(meta["log_rows"])
 
 
-def fit_prior(out: str | Path, generator: Optional[Generator] = None, resume: bool = False, overwrite: bool = False, progress: bool = True, **settings) -> LatentPriorRefiner:
+def fit_prior(
+    out: str | Path, generator: Optional[Generator] = None, resume: bool = False, overwrite: bool = False, progress: bool = True, **settings
+) -> LatentPriorRefiner:
     """Fit a latent EBM prior (``PriorConfig`` settings as keywords) and return it."""
-    trainer = PriorTrainer(None if resume else PriorConfig(**settings), out, resume=resume, overwrite=overwrite, generator=generator)
+    if resume:
+        if set(settings) - {"steps"}:
+            raise HatrefineError(f"a resumed run keeps its saved settings; only steps may change, got {sorted(settings)}")
+        trainer = PriorTrainer(None, out, resume=True, steps=settings.get("steps"), generator=generator)
+    else:
+        trainer = PriorTrainer(resolve(PriorConfig, settings, generator=generator), out, overwrite=overwrite)
     trainer.run(progress=progress)
     return trainer.model

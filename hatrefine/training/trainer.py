@@ -19,7 +19,6 @@ A run directory holds everything::
 from __future__ import annotations
 
 import math
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from hatrefine import distributed
 from hatrefine.data import DataStream, open_dataset
+from hatrefine.distributed import resolve_device
 from hatrefine.errors import HatrefineError
 from hatrefine.evaluation import report
 from hatrefine.files.checkpoint import (
@@ -50,9 +50,10 @@ from hatrefine.files.checkpoint import (
 from hatrefine.files.jsonfiles import save_json
 from hatrefine.files.names import CHECKPOINT_DIR, CONFIG, HAT_WEIGHTS, SAMPLING
 from hatrefine.files.quality import write_quality
-from hatrefine.models.refiner import HatRefiner, build_hat, resolve_device
+from hatrefine.files.schema import versions
+from hatrefine.models.refiner import HatRefiner, build_hat
 from hatrefine.networks.generator import Generator
-from hatrefine.networks.registry import absolute_source, absolute_spec, load_generator
+from hatrefine.networks.registry import load_generator
 from hatrefine.settings.config import (
     FitConfig,
     SamplingSettings,
@@ -61,8 +62,8 @@ from hatrefine.settings.config import (
 )
 from hatrefine.training.events import EventLog, require_tensorboard
 from hatrefine.training.loop import Divergence, TrainingLoop
+from hatrefine.training.resolve import Resolved, resolve, resolve_config
 
-EMBEDDED_SHAPE = (1, 32, 32)  # the embedded digits as the embedded GAN makes them
 GROWTH_WINDOW = 50  # updates per window of the energy-growth check (--max-energy-growth)
 LOG_FIELDS = [
     "step", "loss", "energy_data", "energy_samples", "lr", "eps_y", "eps_z", "residual_norm",
@@ -94,25 +95,6 @@ def data_gradient(energies: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     return grad[: len(energies)].flatten(1)
 
 
-def default_data(generator: Generator) -> str:
-    """The embedded digits for a generator of their shape (1x32x32); else a one-line error, never a resized MNIST."""
-    if tuple(generator.image_shape) == EMBEDDED_SHAPE:
-        return "builtin:mnist"
-    shape = "x".join(map(str, generator.image_shape))
-    raise HatrefineError(
-        f"{generator.name} makes {shape} images and has no recipe; pass --data (cifar10, svhn or celeba with --data-root, a .npz or an image folder) "
-        f"or --recipe NAME (`hatrefine recipes`)"
-    )
-
-
-def versions() -> dict:
-    from importlib.metadata import version
-
-    import torchvision
-
-    return {"hatrefine": version("hatrefine"), "torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version()}
-
-
 class Trainer(TrainingLoop):
     """Fits a hat network into ``out``; ``resume=True`` continues the run saved there exactly.
 
@@ -128,7 +110,7 @@ class Trainer(TrainingLoop):
 
     def __init__(
         self,
-        config: Optional[FitConfig],
+        config: FitConfig | Resolved | None,
         out: str | Path,
         generator: Optional[Generator] = None,
         resume: bool = False,
@@ -139,27 +121,24 @@ class Trainer(TrainingLoop):
 
         Under torchrun each process is one rank of a DistributedDataParallel run (``distributed``)."""
         self.out = Path(out)
-        self.shard, device = distributed.setup(config.device if config is not None else "auto")
+        settings = config.config if isinstance(config, Resolved) else config
+        self.shard, device = distributed.setup(settings.device if settings is not None else "auto")
         with opening_run_dir(self.out, resume, overwrite, CONFIG, lock=self.shard.main):  # rank 0 holds the run's lock
             self._open(config, generator, resume, steps, device)
 
-    def _open(self, config: Optional[FitConfig], generator: Optional[Generator], resume: bool, steps: Optional[int], device: str) -> None:
+    def _open(self, config: FitConfig | Resolved | None, generator: Optional[Generator], resume: bool, steps: Optional[int], device: str) -> None:
         """Settings, data, networks and state (saved or new) of the run in ``self.out``."""
         self.shard.barrier()  # every rank has checked before rank 0 writes anything
         if resume:
-            config = read_settings(self.out / CONFIG, steps)
+            config = read_settings(self.out / CONFIG, steps)  # saved settings are resolved already
             if type(config) is not self.config_class:
                 command = "synthesize" if self.config_class is FitConfig else "fit"
                 raise HatrefineError(f"{self.out} was not written by this command; resume it with `hatrefine {command} --resume`")
         elif config is None:
             raise HatrefineError("a new fit needs its settings (a FitConfig)")
-        if config.checkpoint:
-            config.checkpoint = str(Path(config.checkpoint).resolve())
-        if config.discriminator:
-            config.discriminator = absolute_source(config.discriminator)
-        if generator is not None:
-            config.generator = generator.name  # a registry spec, or the name of a Python object
-        config.resolve_hat()
+        else:
+            resolved = config if isinstance(config, Resolved) else resolve_config(config, generator)
+            config, generator = resolved.config, resolved.generator
         if config.tensorboard:
             require_tensorboard()  # before anything is written
         self.config = c = config
@@ -171,8 +150,6 @@ class Trainer(TrainingLoop):
         self.generator = (generator or self.make_generator()).to(self.device)
         if c.mode == "conditional":
             self.generator.require_prior()  # before any data is read or anything written
-        if c.data is None:
-            c.data = default_data(self.generator)
         self.data = DataStream(open_dataset(c.data, self.generator.image_shape, split="train", root=c.data_root), c.batch_size, c.seed)
         self.hat = build_hat(c, self.generator).to(self.device)
         self.ema = build_hat(c, self.generator).to(self.device).requires_grad_(False)
@@ -210,8 +187,7 @@ class Trainer(TrainingLoop):
         return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
     def make_generator(self) -> Generator:
-        """The frozen generator named by the config (paths in specs made absolute for the record)."""
-        self.config.generator = absolute_spec(self.config.generator)
+        """The frozen generator the (resolved) settings name."""
         return load_generator(self.config.generator, self.config.checkpoint)
 
     # -- the loop -------------------------------------------------------------------------
@@ -232,13 +208,13 @@ class Trainer(TrainingLoop):
         images = torch.cat([data, samples.x]).contiguous(memory_format=self.refiner_train.energy.memory_format)
         images.requires_grad_(True)  # for the input-gradient norms of the log (one extra layer of backward)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.amp):
-            energies = self.hat_ddp(images).float().reshape(-1) / c.temperature  # one pass: DDP syncs once
+            energies = self.refiner_train.energy.image_energy(images, hat=self.hat_ddp)  # one pass: DDP syncs once
         n = len(data)
         energy_data, energy_samples = energies[:n].mean(), energies[n:].mean()
         loss = energy_data - energy_samples
         if c.grad_penalty:
             grad_at_data = data_gradient(energies[:n], images)
-            penalty = c.grad_penalty * c.temperature * grad_at_data.square().sum(dim=1).mean()  # = weight * ||grad_x H||^2 / T
+            penalty = self.refiner_train.energy.gradient_penalty(grad_at_data, c.grad_penalty)
         self.opt.zero_grad(set_to_none=True)
         (loss + penalty if c.grad_penalty else loss).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.hat.parameters(), c.grad_clip or math.inf)
@@ -302,8 +278,7 @@ class Trainer(TrainingLoop):
         failed_at, backoff, events = self.step + 1, self.backoff * c.backoff, self.rollbacks
         if len(events) >= c.max_rollbacks:
             raise HatrefineError(
-                f"training diverged {len(events) + 1} times (last at step {failed_at}: {reason}); "
-                f"lower --lr, --eps-y or --eps-z, or raise --temperature"
+                f"training diverged {len(events) + 1} times (last at step {failed_at}: {reason}); lower --lr, --eps-y or --eps-z, or raise --temperature"
             )
         self._load_state(*load_checkpoint(self.out, self.meta_fields, self.meta_optional))
         self.backoff, self.rollbacks = backoff, events + [{"step": failed_at, "reason": reason, "resumed_from": self.step, "backoff": backoff}]
@@ -316,7 +291,7 @@ class Trainer(TrainingLoop):
     def _apply_backoff(self) -> None:
         c = self.config
         self.sampler.eps_y = c.eps_y * self.backoff
-        self.sampler.eps_z = (c.eps_z if c.mode == "joint" else 0.0) * self.backoff
+        self.sampler.eps_z = c.latent_step() * self.backoff
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -371,9 +346,16 @@ class Trainer(TrainingLoop):
         record = calibrate(refiner, c.data, c.data_root, n=c.calibration_samples, seed=c.seed)
         save_json(self.out / SAMPLING, refiner.sampling.calibrated(record).to_dict())
         pick = record["chosen"]
-        check = "" if record["metric"] == "inception" else f"; `hatrefine calibrate --run {self.out} --metric inception --overwrite` chooses again in FID's features"
-        tqdm.write(f"calibration in {record['metric']} features: sampling at T {pick['temperature']:.4g} (training T x {pick['temperature'] / c.temperature:.3g}), K {pick['langevin_steps']}"
-                   + ("" if record["keeps_recall"] else "; no setting kept the generator's recall and coverage: chose the one losing least") + check)
+        check = (
+            ""
+            if record["metric"] == "inception"
+            else f"; `hatrefine calibrate --run {self.out} --metric inception --overwrite` chooses again in FID's features"
+        )
+        tqdm.write(
+            f"calibration in {record['metric']} features: sampling at T {pick['temperature']:.4g} (training T x {pick['temperature'] / c.temperature:.3g}), K {pick['langevin_steps']}"
+            + ("" if record["keeps_recall"] else "; no setting kept the generator's recall and coverage: chose the one losing least")
+            + check
+        )
         return record
 
     def refiner(self) -> HatRefiner:
@@ -389,7 +371,9 @@ class Trainer(TrainingLoop):
         c, s = self.config, SamplingSettings.from_config(self.config)
         s.eps_y, s.eps_z = self.sampler.eps_y, self.sampler.eps_z
         for r in self.rollbacks:
-            s.step_size_history.append({"step": r["step"], "eps_y": c.eps_y * r["backoff"], "eps_z": s.step_size_history[0]["eps_z"] * r["backoff"], "reason": r["reason"]})
+            s.step_size_history.append(
+                {"step": r["step"], "eps_y": c.eps_y * r["backoff"], "eps_z": s.step_size_history[0]["eps_z"] * r["backoff"], "reason": r["reason"]}
+            )
         return s
 
     # -- persistence ----------------------------------------------------------------------
@@ -443,13 +427,14 @@ class Trainer(TrainingLoop):
 def fit(out: str | Path, generator: Optional[Generator] = None, resume: bool = False, overwrite: bool = False, progress: bool = True, **settings) -> HatRefiner:
     """Fit a hat network (see ``FitConfig`` for ``settings``) into run directory ``out``; returns the fitted ``HatRefiner``.
 
-    With ``resume=True`` the saved run's settings are used; only ``steps`` may be given.
+    Settings resolve as on the command line (``hatrefine.training.resolve``): a generator spec with a
+    recipe selects it. With ``resume=True`` the saved run's settings are used; only ``steps`` may be given.
     """
     if resume:
         if set(settings) - {"steps"}:
             raise HatrefineError(f"a resumed run keeps its saved settings; only steps may change, got {sorted(settings)}")
         trainer = Trainer(None, out, generator=generator, resume=True, steps=settings.get("steps"))
     else:
-        trainer = Trainer(FitConfig(**settings), out, generator=generator, overwrite=overwrite)
+        trainer = Trainer(resolve(FitConfig, settings, generator=generator), out, overwrite=overwrite)
     trainer.run(progress=progress)
     return trainer.refiner()
