@@ -30,100 +30,13 @@ from hatrefine.settings.prior import POSTERIOR_INITS, HierarchicalConfig, PriorC
 if TYPE_CHECKING:
     import torch
 
-FIT_HELP = {
-    "recipe": "Start from one of the paper's experiments (`hatrefine recipes`); options given explicitly override its values. Default: the generator spec's own recipe if it has one (mimicry:sngan_cifar10 -> cifar10-refine, mimicry:sngan_celeba64 -> celeba64-refine), else the embedded MNIST defaults.",
-    "generator": "Generator spec (`hatrefine list`).",
-    "checkpoint": "Local weights file for the generator.",
-    "data": "Data spec: builtin:mnist, cifar10/mnist/svhn/celeba, a .npz, or an image folder (default: the recipe's; without one, builtin:mnist for a generator of 1x32x32 images).",
-    "data_root": "Where torchvision datasets are (or get downloaded).",
-    "mode": "joint: Langevin on (Y, Z); conditional: Y only, Z from the prior.",
-    "hat": "Hat network: small, sngan32, sngan64, sngan128, timm:MODEL, or discriminator (the GAN's own, negated, trained from its weights; see --discriminator); auto: discriminator for builtin:mnist (unless --hat-width is given), else by image size.",
-    "hat_width": "Width of the hat network.",
-    "hat_block": "Residual block of the sngan32/64/128 hats: authors (the Hat EBM authors': shortcut on the raw input, Keras initialisation) or mimicry (Mimicry's discriminator block: shortcut on relu(x)).",
-    "discriminator": "For --hat discriminator: a discriminator spec or a weights file for the generator's architecture (default: the generator spec's own, e.g. builtin:mnist).",
-    "steps": "Number of updates of H.",
-    "batch_size": "Batch size (data and Langevin chains).",
-    "langevin_steps": "K, Langevin steps per chain during training.",
-    "langevin_steps_test": "K for sampling and refining (default: same as training); with --calibrate, the centre of the K grid calibration chooses from.",
-    "eps_y": "Langevin step size on the residual Y.",
-    "eps_z": "Langevin step size on the latent Z (joint mode).",
-    "noise": "Scale of the Langevin noise (1 = exact Langevin).",
-    "y_clip": "Per-sample bound on the norm of the Y gradient step.",
-    "joint_update": "Joint mode: alternate (Z, then Y at the new Z: the paper's, two passes of H per step) or simultaneous (both from one gradient: one pass of H, faster).",
-    "step_schedule": "Step-size schedule along a chain: constant, linear, cosine, exponential.",
-    "step_schedule_end": "Step-size factor at the last Langevin step.",
-    "temperature": "T: the energy is H / T.",
-    "temperature_test": "T for sampling and refining (default: same as training; a lower T sharpens samples); with --calibrate, the top of the T grid calibration chooses from.",
-    "y_sigma": "Sigma of a Gaussian prior on Y (off by default; the paper used 0.1 for retrofit).",
-    "y_sigma_test": "Sigma of a Gaussian prior on Y used only when sampling and refining (the authors' FID-time tau_res = 1 / (2 sigma^2); default: --y-sigma).",
-    "init_scale_res": "Sampling chains start at Y = init-scale-res * N(0, I) instead of 0 (the authors used 0.01 at test time for synthesis and retrofit; training chains start at 0).",
-    "z_prior_weight": "Weight of the N(0, I) prior term on Z (0 = off, as the authors ran it).",
-    "data_noise": "Std of the Gaussian noise added to data images.",
-    "lr": "Adam learning rate for H.",
-    "lr_schedule": "constant, cosine (decay to 0 at the last update) or step:N[:N...] (x 0.1 at each update N; in synthesize for the generator's learning rate too).",
-    "adam_beta1": "Adam's beta1 (momentum) for H; beta2 is 0.999.",
-    "grad_clip": "Clip the gradient norm of H (off by default).",
-    "grad_penalty": "Weight of the penalty on H's input-gradient scale at data, mean ||grad_x H(data)||^2 / T like the loss (R1; 0 = off): holds the Langevin chains' drift-to-noise ratio for long fits.",
-    "ema": "EMA decay of H's weights, capped by (1 + step) / (10 + step) early on; sampling uses the EMA.",
-    "seed": "Random seed.",
-    "device": "auto, cpu, cuda or cuda:N.",
-    "amp": "Evaluate energies (sampling and the H update) under bf16 autocast.",
-    "channels_last": "Keep the hat network and its inputs in channels_last memory format (faster convolutions on recent GPUs).",
-    "compile": "torch.compile the hat network (for GPUs: on CPU it measured slower).",
-    "log_every": "Write log.csv every N steps.",
-    "tensorboard": "Also write every logged scalar (losses, energies and their gap, lr, step sizes, residual norm, seconds per step, rollbacks) and the sample grids to RUN/tensorboard for TensorBoard (pip install 'hatrefine[tensorboard]').",
-    "sample_every": "Save a sample grid every N steps.",
-    "save_every": "Save a checkpoint every N steps.",
-    "eval_samples": "Samples for the before/after quality line at the end (0 = skip).",
-    "calibrate": "At the end, choose the test-time T (x 1, 1/1.5, 1/2, 1/3) and K (x 0.5, 1, 1.5) on the data's held-out split (quick metric, recall and coverage kept); sample/refine use them.",
-    "calibration_samples": "Samples per setting for --calibrate.",
-    "max_residual_rms": "Divergence guard: a step whose residual Y has a larger per-pixel RMS is rolled back.",
-    "max_energy_growth": "Divergence guard: roll back when the median |E_data - E_samples| of 50 updates exceeds this many times the 50 before (inf = off).",
-    "backoff": "After a rollback (non-finite energy, gradient or weights; exploding Y or energy gap): factor on lr and Langevin steps.",
-    "max_rollbacks": "Give up after this many rollbacks.",
-    # tandem synthesis only
-    "image_shape": "C,H,W of the images to synthesize.",
-    "generator_arch": "Generator to learn: dcgan, sngan32, sngan64, sngan128 (default: by image shape).",
-    "latent_dim": "Latent size of the learned generator (default: 64 dcgan, 128 sngan).",
-    "generator_width": "Width of the learned generator (default: the architecture's).",
-    "generator_lr": "Adam learning rate for the generator.",
-    "generator_loss_weight": "Weight of the generator's MSE onto bank images.",
-    "bank_size": "Persistent bank of (Z, X) pairs the generator regresses onto.",
-    "gen_factor": "The learned generator's output is gen_factor * tanh (the authors' 2: it can reach bank images outside [-1, 1]).",
-}
 
-
-PRIOR_HELP = {  # fit-prior and hierarchical: where their meaning differs from fit's
-    "generator": "Generator spec (`hatrefine list`); frozen, its latent gets the EBM prior.",
-    "energy_width": "Width of the energy MLP f on the latent (Pang et al.: 200).",
-    "energy_depth": "Hidden layers of the energy MLP f (Pang et al.: 2, i.e. 100 -> 200 -> 200 -> 1).",
-    "sigma": "Observation noise: x = G(z) + N(0, sigma^2 I) (0.3 in both papers).",
-    "prior_steps": "Langevin steps of the prior chain (on ||z||^2 / 2 - f(z); G never runs).",
-    "prior_step_size": "Step size s of the prior chain: z <- z - s^2 / 2 grad + s N(0, I).",
-    "posterior_steps": "Langevin steps of the posterior chain on z given a data image.",
-    "posterior_step_size": "Step size of the posterior chain.",
-    "posterior_init": "Where posterior chains start: prior (N(0, I) every update, as the papers), inversion (Adam on ||G(z) - x||^2), persistent (the last chain's end for that image).",
-    "sample_steps": "Prior-chain steps when sampling and refining (default: --prior-steps).",
-    "steps": "Number of updates.",
-    "batch_size": "Batch size (data images and prior chains).",
-    "lr": "Adam learning rate of the energy f (the papers: 2e-5).",
-    "adam_beta1": "Adam's beta1 for every network; beta2 is 0.999 (Pang et al.: 0.5; Cui et al.: 0.9).",
-    "backoff": "After a rollback (non-finite loss or energy): factor on the learning rates.",
-    "eval_samples": "Samples for the before/after quality line at the end: G(z), z ~ N(0, I), against z from the learned prior (0 = skip).",
-    "save_every": "Save a checkpoint and a sample grid every N steps.",
-    "tensorboard": "Also write every logged scalar to RUN/tensorboard (pip install 'hatrefine[tensorboard]').",
-    "channels": "Image channels of the learned generator (32 x 32 images).",
-    "latent_sizes": "Sizes of the latent layers, bottom (the image generator's input) first: 64,16 is z_1 of 64 under z_2 of 16.",
-    "conditional_width": "Width of the MLPs giving each layer's mean and log-std from the layer above.",
-    "image_width": "Width of the dcgan image generator.",
-    "generator_lr": "Adam learning rate of the image generator and the conditionals (the authors: 1e-4).",
-}
 CHOICES = {"mode": MODES, "joint_update": JOINT_UPDATES, "hat_block": HAT_BLOCKS, "posterior_init": POSTERIOR_INITS}
 
 
-def _config_options(config_class, exclude: tuple[str, ...] = (), help: Optional[dict] = None):
-    """One click option per field of a settings dataclass, defaults from the dataclass (help: ``help``, else fit's)."""
-    texts = FIT_HELP | (help or {})
+def _config_options(config_class, exclude: tuple[str, ...] = ()):
+    """One click option per field of a settings dataclass: defaults and help texts from the dataclass (``HELP``, beside its fields)."""
+    texts = config_class.HELP
 
     def deco(f):
         for field in reversed(dataclasses.fields(config_class)):
@@ -378,7 +291,7 @@ def synthesize(ctx: click.Context, out, resume, overwrite, quiet, **settings) ->
 
 
 @main.command("fit-prior")
-@_config_options(PriorConfig, help=PRIOR_HELP)
+@_config_options(PriorConfig)
 @_training_options(
     None,
     "Run directory (default: runs/GENERATOR-prior: runs/mnist-prior for the embedded GAN).",
@@ -398,7 +311,7 @@ def fit_prior(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> 
 
 
 @main.command()
-@_config_options(HierarchicalConfig, exclude=("generator", "checkpoint"), help=PRIOR_HELP)
+@_config_options(HierarchicalConfig, exclude=("generator", "checkpoint"))
 @_training_options("runs/mnist-hierarchical", "Run directory (its generator is `dir:RUN`).", "Continue the run in --out exactly (every network and optimizer).")
 def hierarchical(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
     """Learn a multi-layer generator with its joint latent EBM prior from scratch (Cui, Wu, Han 2023).

@@ -11,6 +11,7 @@ from hatrefine.errors import HatrefineError
 from hatrefine.files.jsonfiles import read_json
 from hatrefine.files.names import CONFIG, GENERATOR_DIR
 from hatrefine.files.schema import check_version, settings_from_dict
+from hatrefine.settings.config import FitConfig
 
 KEY = "latent_prior"  # where config.json keeps a latent-prior run's settings
 POSTERIOR_INITS = ("prior", "inversion", "persistent")
@@ -46,6 +47,32 @@ class PriorConfig:
     log_every: int = 25
     save_every: int = 200
     tensorboard: bool = False
+
+    HELP: ClassVar[dict] = FitConfig.HELP | {  # fit's help where the meaning is the same
+        "generator": "Generator spec (`hatrefine list`); frozen, its latent gets the EBM prior.",
+        "energy_width": "Width of the energy MLP f on the latent (Pang et al.: 200).",
+        "energy_depth": "Hidden layers of the energy MLP f (Pang et al.: 2, i.e. 100 -> 200 -> 200 -> 1).",
+        "sigma": "Observation noise: x = G(z) + N(0, sigma^2 I) (0.3 in both papers).",
+        "prior_steps": "Langevin steps of the prior chain (on ||z||^2 / 2 - f(z); G never runs).",
+        "prior_step_size": "Step size s of the prior chain: z <- z - s^2 / 2 grad + s N(0, I).",
+        "posterior_steps": "Langevin steps of the posterior chain on z given a data image.",
+        "posterior_step_size": "Step size of the posterior chain.",
+        "posterior_init": "Where posterior chains start: prior (N(0, I) every update, as the papers), inversion (Adam on ||G(z) - x||^2), persistent (the last chain's end for that image).",
+        "sample_steps": "Prior-chain steps when sampling and refining (default: --prior-steps).",
+        "steps": "Number of updates.",
+        "batch_size": "Batch size (data images and prior chains).",
+        "lr": "Adam learning rate of the energy f (the papers: 2e-5).",
+        "adam_beta1": "Adam's beta1 for every network; beta2 is 0.999 (Pang et al.: 0.5; Cui et al.: 0.9).",
+        "backoff": "After a rollback (non-finite loss or energy): factor on the learning rates.",
+        "eval_samples": "Samples for the before/after quality line at the end: G(z), z ~ N(0, I), against z from the learned prior (0 = skip).",
+        "save_every": "Save a checkpoint and a sample grid every N steps.",
+        "tensorboard": "Also write every logged scalar to RUN/tensorboard (pip install 'hatrefine[tensorboard]').",
+        "channels": "Image channels of the learned generator (32 x 32 images).",
+        "latent_sizes": "Sizes of the latent layers, bottom (the image generator's input) first: 64,16 is z_1 of 64 under z_2 of 16.",
+        "conditional_width": "Width of the MLPs giving each layer's mean and log-std from the layer above.",
+        "image_width": "Width of the dcgan image generator.",
+        "generator_lr": "Adam learning rate of the image generator and the conditionals (the authors: 1e-4).",
+    }
 
     def __post_init__(self):
         for name in ("energy_width", "steps", "batch_size", "log_every", "save_every"):
