@@ -237,8 +237,12 @@ def fit(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
     With --resume every setting comes from the saved run; only --steps may extend it."""
     from hatrefine.training.trainer import Trainer
 
+    from hatrefine.networks.hat import describe_hat
+
     trainer = _make_trainer(ctx, Trainer, FitConfig, out, resume, overwrite, settings, settings["mode"])
-    click.echo(f"fitting {trainer.config.mode} Hat EBM on {trainer.config.generator} with {trainer.config.data} into {trainer.out} (device {trainer.device})")
+    c = trainer.config
+    hat = describe_hat(c.hat, trainer.generator.image_shape, c.hat_width, trainer.hat)
+    click.echo(f"fitting {c.mode} Hat EBM on {c.generator} with {c.data} into {trainer.out} (device {trainer.device}); {hat}; {c.steps} updates of K {c.langevin_steps}")
     trainer.run(progress=not quiet)
     _done(str(trainer.out))
 

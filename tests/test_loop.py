@@ -65,3 +65,16 @@ def test_a_trainer_without_a_guard_ends_with_one_line(tmp_path):
     with pytest.raises(HatrefineError, match="diverged at step 3: toy blow-up"):
         toy.run(progress=False)
     assert toy.saved == [0] and not toy.finished
+
+
+def test_the_cost_of_an_update_is_said_once_after_a_few_updates(monkeypatch):
+    import hatrefine.training.loop as loop
+
+    clock = iter([10.0, 16.0, 0.0, 0.0])  # the clock starts after the first update; three more take 6 s
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: next(clock))
+    timer = loop.UpdateTimer(start=0, total=1000)
+    lines = [timer.tick(step) for step in range(1, 10)]
+    said = [line for line in lines if line]
+    assert said == ["measured 2.00 s per update: about 33 min for the remaining 996 updates"]
+    assert lines.index(said[0]) == 3  # after update 4
+    assert loop.UpdateTimer(0, 2).tick(1) is None and loop.UpdateTimer(0, 2).tick(2) is None  # too short to say

@@ -139,3 +139,12 @@ def create_hat(name: str, image_shape: Sequence[int], width: Optional[int] = Non
     if (h, w_) != (need, need):
         raise HatrefineError(f"hat {name} is for {need}x{need} images, got {h}x{w_}; use --hat {default_hat(image_shape)} (the default for {c}x{h}x{w_})")
     return _sngan_hat(name, c, width, block)
+
+
+def describe_hat(name: Optional[str], image_shape: Sequence[int], width: Optional[int], hat: nn.Module) -> str:
+    """One line for a run's first output: which hat, at which width, how many parameters."""
+    name = name or default_hat(image_shape)
+    params = sum(p.numel() for p in hat.parameters()) / 1e6
+    if name == "discriminator" or name.startswith("timm:"):
+        return f"hat {name} ({params:.2f} M parameters)"
+    return f"hat {name}, width {width or DEFAULT_WIDTH[name]} ({params:.2f} M parameters)"

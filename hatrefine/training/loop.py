@@ -14,6 +14,7 @@ and the attributes ``out``, ``config`` (``steps``, ``save_every``, ``log_every``
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -34,6 +35,36 @@ from hatrefine.training.events import EventLog
 
 class Divergence(Exception):
     """A training step went bad; the loop rolls the run back (``TrainingLoop.roll_back``)."""
+
+
+class UpdateTimer:
+    """Says once, after a few updates, what an update costs and how long the rest will take,
+    so that nobody waits hours without knowing."""
+
+    WARM = 1  # updates left out as start-up
+    MEASURED = 3  # updates timed after those
+
+    def __init__(self, start: int, total: int):
+        self.start, self.total, self.t0, self.done = start, total, None, False
+
+    def tick(self, step: int) -> Optional[str]:
+        if step >= self.total:
+            self.done = True
+        if self.done or step - self.start < self.WARM:
+            return None
+        if self.t0 is None:
+            self.t0 = time.perf_counter()
+            return None
+        if step - self.start < self.WARM + self.MEASURED:
+            return None
+        self.done = True
+        per = (time.perf_counter() - self.t0) / (step - self.start - self.WARM)
+        left = per * (self.total - step)
+        return f"measured {per:.2f} s per update: about {_duration(left)} for the remaining {self.total - step} updates"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 class TrainingLoop:
@@ -64,6 +95,7 @@ class TrainingLoop:
         if fresh:
             self.save_checkpoint()  # step 0: something to roll back to
         pending: list[dict] = []  # log rows not written yet
+        timer = UpdateTimer(self.step, c.steps)
         while self.step < c.steps:
             try:
                 row = self.train_step()
@@ -80,6 +112,8 @@ class TrainingLoop:
                 continue
             bar.update(1)
             bar.set_postfix(self.postfix(row))
+            if self.main and (line := timer.tick(self.step)):
+                tqdm.write(line)
             if self.step % c.log_every == 0 and pending:
                 self.write_log(pending)
                 pending = []
