@@ -235,14 +235,15 @@ def fit(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
     """Fit a hat network on top of a frozen generator (defaults: the embedded MNIST setting).
 
     With --resume every setting comes from the saved run; only --steps may extend it."""
-    from hatrefine.training.trainer import Trainer
-
     from hatrefine.networks.hat import describe_hat
+    from hatrefine.training.trainer import Trainer
 
     trainer = _make_trainer(ctx, Trainer, FitConfig, out, resume, overwrite, settings, settings["mode"])
     c = trainer.config
     hat = describe_hat(c.hat, trainer.generator.image_shape, c.hat_width, trainer.hat)
-    click.echo(f"fitting {c.mode} Hat EBM on {c.generator} with {c.data} into {trainer.out} (device {trainer.device}); {hat}; {c.steps} updates of K {c.langevin_steps}")
+    click.echo(
+        f"fitting {c.mode} Hat EBM on {c.generator} with {c.data} into {trainer.out} (device {trainer.device}); {hat}; {c.steps} updates of K {c.langevin_steps}"
+    )
     trainer.run(progress=not quiet)
     _done(str(trainer.out))
 

@@ -148,8 +148,22 @@ def to_tensor(images: np.ndarray | torch.Tensor, what: str = "images") -> torch.
     return to_unit_range(x.float(), what, flag=None, slack=0.5).contiguous()  # data may carry some noise
 
 
+def center_crop_to_aspect(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The largest centred crop of ``x`` (N, C, H', W') with the aspect ratio of h x w: the Hat EBM
+    authors' preprocessing (CelebA's 178 x 218 photos become their centre 178 x 178 before resizing)."""
+    H, W = x.shape[2:]
+    if H * w > W * h:  # too tall
+        keep = round(W * h / w)
+        return x[:, :, (H - keep) // 2 : (H - keep) // 2 + keep]
+    if W * h > H * w:  # too wide
+        keep = round(H * w / h)
+        return x[:, :, :, (W - keep) // 2 : (W - keep) // 2 + keep]
+    return x
+
+
 def fit_to_shape(x: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
-    """Convert channels (gray <-> RGB, drop alpha) and resize (bilinear, antialiased) to (C, H, W)."""
+    """Convert channels (gray <-> RGB, drop alpha), crop the centre to the target's aspect ratio
+    and resize (bilinear, antialiased) to (C, H, W)."""
     c, h, w = image_shape
     if x.shape[1] == 4:
         x = x[:, :3]
@@ -161,6 +175,7 @@ def fit_to_shape(x: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
         else:
             raise HatrefineError(f"cannot convert {x.shape[1]}-channel images to {c} channels")
     if tuple(x.shape[2:]) != (h, w):
+        x = center_crop_to_aspect(x, h, w)
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True).clamp_(-1, 1)
     return x.contiguous()
 
@@ -188,21 +203,70 @@ def _load_npz(path: Path) -> torch.Tensor:
         raise HatrefineError(f"{path} is not a readable .npz file ({e}); re-create it with numpy.savez") from None
 
 
-def _load_folder(path: Path) -> torch.Tensor:
-    from PIL import Image
+CROPS = ("center", "random")  # how images of another size are fitted: the centre, or a random square (the authors' ImageNet)
 
+
+def memory_cap() -> int:
+    """Bytes a data set may take in memory before it is streamed from disk (``HATREFINE_DATA_MEMORY_MB``, default 2048)."""
+    return int(float(os.environ.get("HATREFINE_DATA_MEMORY_MB", 2048)) * 2**20)
+
+
+def _image_files(path: Path) -> list[Path]:
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise HatrefineError(f"{path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); point --data at a folder of images")
-    arrays = []
-    for f in files:
-        with Image.open(f) as im:
-            arrays.append(np.asarray(im.convert("RGB")))
-    sizes = {a.shape for a in arrays}
-    if len(sizes) > 1:  # resize to the most common size first so they stack
-        target = max(sizes, key=lambda s: sum(a.shape == s for a in arrays))
-        arrays = [a if a.shape == target else np.asarray(Image.fromarray(a).resize(target[1::-1])) for a in arrays]
-    return to_tensor(np.stack(arrays))
+    return files
+
+
+def _read_image(path: Path) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return to_tensor(np.asarray(im.convert("RGB"))[None])
+
+
+def random_square(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """The authors' random crop: the shorter side resized to ``size`` (antialiased), then a random
+    ``size`` x ``size`` window (x is (1, C, H, W) in [-1, 1])."""
+    H, W = x.shape[2:]
+    scale = size / min(H, W)
+    h, w = max(size, round(H * scale)), max(size, round(W * scale))
+    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True).clamp_(-1, 1)
+    top, left = (int(torch.randint(n - size + 1, (1,), generator=generator)) for n in (h, w))
+    return x[:, :, top : top + size, left : left + size]
+
+
+class ImageFolder(Dataset):
+    """A folder of images read from disk one at a time (bounded memory), each fitted to ``image_shape``:
+    centre-cropped and resized, or (``crop="random"``) a random square window, different every epoch
+    and fixed by (seed, epoch, index), so that a resumed fit sees the same crops."""
+
+    def __init__(self, files: list[Path], image_shape: Sequence[int], crop: str = "center", seed: int = 0):
+        self.files, self.image_shape, self.crop, self.seed, self.epoch = files, tuple(image_shape), crop, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor]:
+        x = _read_image(self.files[i])
+        c, h, w = self.image_shape
+        if self.crop == "random" and h == w:
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + i)
+            x = random_square(x, h, g)
+        return (fit_to_shape(x, self.image_shape)[0],)
+
+
+def _open_folder(path: Path, image_shape: Sequence[int], split: str, crop: str) -> Dataset:
+    """A folder in memory when it fits under ``memory_cap`` and is centre-cropped, else streamed from disk."""
+    files = _image_files(path)
+    if len(files) >= 10:
+        files = [f for k, f in enumerate(files) if (k % 10 == 9) == (split == "test")]  # the split ``held_out`` makes
+    if crop == "random" or len(files) * int(np.prod(image_shape)) * 4 > memory_cap():
+        return ImageFolder(files, image_shape, crop)
+    return TensorDataset(torch.cat([fit_to_shape(_read_image(f), image_shape) for f in files]))
 
 
 def _torchvision_dataset(name: str, split: str, root: Path, download: bool) -> Dataset:
@@ -246,13 +310,18 @@ def open_dataset(
     root: Optional[str | Path] = None,
     download: bool = True,
     limit: Optional[int] = None,
+    crop: str = "center",
 ) -> Dataset:
     """Open a data spec as a dataset of ``(image,)`` items, each (C, H, W) float32 in [-1, 1].
 
     ``split`` is ``train`` or ``test``; the embedded MNIST subset holds out its last 50
     digits of each class as ``test``, a .npz file or an image folder every tenth image
-    (``held_out``). ``limit`` keeps the first N images.
+    (``held_out``). ``limit`` keeps the first N images. A folder is read into memory when it fits
+    under ``memory_cap()``, else streamed from disk; ``crop="random"`` takes a random square window
+    of each folder image, as the authors' ImageNet training (``ImageFolder``).
     """
+    if crop not in CROPS:
+        raise HatrefineError(f"unknown crop {crop!r}; use {' or '.join(CROPS)}")
     if split not in ("train", "test"):
         raise HatrefineError(f"unknown split {split!r}; use 'train' or 'test'")
     if limit is not None and limit <= 0:
@@ -287,7 +356,8 @@ def open_dataset(
             raise HatrefineError(f"data file {spec} does not exist; pass an existing .npz with an array 'x'")
         x = held_out(fit_to_shape(_load_npz(path), image_shape), split)
     elif Path(spec).is_dir():
-        x = held_out(fit_to_shape(_load_folder(Path(spec)), image_shape), split)
+        ds = _open_folder(Path(spec), image_shape, split, crop)
+        return torch.utils.data.Subset(ds, range(min(limit, len(ds)))) if limit else ds
     else:
         raise HatrefineError(
             f"unknown data spec {spec!r}; use builtin:mnist, builtin:twemoji, one of {', '.join(TORCHVISION_DATASETS)}, "
@@ -329,6 +399,9 @@ class DataStream:
 
     def batch(self, step: int) -> torch.Tensor:
         idx = self.indices(step)
+        base = self.dataset.dataset if isinstance(self.dataset, torch.utils.data.Subset) else self.dataset
+        if hasattr(base, "set_epoch"):  # random crops that differ by epoch, fixed by it
+            base.set_epoch(self._epoch)
         if isinstance(self.dataset, TensorDataset):
             return self.dataset.tensors[0][idx]
         return torch.stack([self.dataset[int(i)][0] for i in idx])

@@ -75,3 +75,40 @@ def test_stream_batches_depend_only_on_seed_and_step():
     assert not torch.equal(DataStream(ds, 64, seed=4).batch(0), first[0])
     seen = torch.cat(first[: a.per_epoch])  # one epoch visits distinct images
     assert len({tuple(v.flatten().tolist()) for v in seen}) == len(seen)
+
+
+def test_photos_of_another_aspect_are_centre_cropped_as_the_authors_do_not_squashed():
+    from hatrefine.data import fit_to_shape
+
+    photo = torch.full((1, 3, 218, 178), -1.0)  # CelebA's 178 x 218 (W x H)
+    photo[:, :, :20] = 1.0  # bands at the top and bottom that the centre 178 x 178 leaves out
+    photo[:, :, -20:] = 1.0
+    out = fit_to_shape(photo, (3, 64, 64))
+    assert out.shape == (1, 3, 64, 64)
+    assert out.max() < -0.99  # squashing would have kept the bands in the top and bottom rows
+    wide = fit_to_shape(photo.transpose(2, 3), (3, 64, 64))
+    assert wide.max() < -0.99
+
+
+def test_a_folder_over_the_memory_cap_is_streamed_and_random_crops_are_fixed_by_epoch(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from hatrefine.data import DataStream, ImageFolder, open_dataset
+
+    rng = np.random.default_rng(0)
+    for k in range(30):
+        Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(tmp_path / f"{k:02d}.png")
+    assert isinstance(open_dataset(str(tmp_path), (3, 16, 16)), torch.utils.data.TensorDataset)  # small: in memory
+    monkeypatch.setenv("HATREFINE_DATA_MEMORY_MB", "0.01")  # 10 KB: less than the 27 training images (83 KB as float32)
+    ds = open_dataset(str(tmp_path), (3, 16, 16))
+    assert isinstance(ds, ImageFolder) and len(ds) == 27 and len(open_dataset(str(tmp_path), (3, 16, 16), split="test")) == 3
+    torch.testing.assert_close(ds[0][0], open_dataset(str(tmp_path), (3, 16, 16))[0][0])  # read again from disk, the same image
+    crops = open_dataset(str(tmp_path), (3, 16, 16), crop="random")
+    stream, again = DataStream(crops, 8, seed=1), DataStream(open_dataset(str(tmp_path), (3, 16, 16), crop="random"), 8, seed=1)
+    first, later = stream.batch(0), stream.batch(stream.per_epoch)  # epoch 0 and epoch 1
+    assert first.shape == (8, 3, 16, 16)
+    torch.testing.assert_close(again.batch(stream.per_epoch), later)  # a resumed run sees the same crops
+    crops.set_epoch(0)
+    a = crops[3][0]
+    crops.set_epoch(1)
+    assert not torch.equal(a, crops[3][0])  # another window of the same image

@@ -60,6 +60,7 @@ SNGAN_WIDTHS = {"sngan32": (256, 256, 256, 256), "sngan64": (1024, 512, 256, 128
 
 
 LEGACY = {
+    "data_crop": "center",
     "joint_update": "alternate",
     "grad_penalty": 0.0,
     "calibrate": False,
@@ -84,6 +85,7 @@ class FitConfig:
     checkpoint: Optional[str] = None
     data: Optional[str] = None  # None: the embedded digits, for a generator of 1x32x32 images (trainer.default_data)
     data_root: Optional[str] = None
+    data_crop: str = "center"  # center | random: how images of another size are fitted (hatrefine.data.CROPS)
     mode: str = "joint"
     hat: Optional[str] = "auto"  # resolved in __post_init__; None: chosen from the image shape (hatrefine.networks.hat.default_hat)
     hat_width: Optional[int] = None
@@ -136,6 +138,7 @@ class FitConfig:
         "checkpoint": "Local weights file for the generator.",
         "data": "Data spec: builtin:mnist, cifar10/mnist/svhn/celeba, a .npz, or an image folder (default: the recipe's; without one, builtin:mnist for a generator of 1x32x32 images).",
         "data_root": "Where torchvision datasets are (or get downloaded).",
+        "data_crop": "How data images of another size are fitted: center (the centre at the target's aspect ratio, resized, as the authors' CelebA) or random (an image folder streamed from disk, the shorter side resized and a random square taken each epoch, as the authors' ImageNet).",
         "mode": "joint: Langevin on (Y, Z); conditional: Y only, Z from the prior.",
         "hat": "Hat network: small, sngan32, sngan64, sngan128, timm:MODEL, or discriminator (the GAN's own, negated, trained from its weights; see --discriminator); auto: discriminator for builtin:mnist (unless --hat-width is given), else by image size.",
         "hat_width": "Width of the hat network.",
@@ -195,6 +198,8 @@ class FitConfig:
     def __post_init__(self):
         if self.recipe is not None and self.recipe not in RECIPES:
             raise HatrefineError(f"unknown recipe {self.recipe!r}; use one of {', '.join(RECIPES)} (`hatrefine recipes`)")
+        if self.data_crop not in ("center", "random"):
+            raise HatrefineError(f"unknown --data-crop {self.data_crop!r}; use center or random")
         if self.mode not in MODES:
             raise HatrefineError(f"unknown mode {self.mode!r}; use joint or conditional")
         if self.discriminator is not None and self.hat != "discriminator":

@@ -198,6 +198,7 @@ RECIPES = {
                 | {
                     "data": None,
                     "image_shape": "3,128,128",
+                    "data_crop": "random",
                     "generator_arch": "sngan128",
                     "hat": "sngan128",
                     "hat_block": "authors",
@@ -212,7 +213,6 @@ RECIPES = {
             (
                 "the authors drop H's learning rate to 1e-5 at update 230,000 and 1e-6 at 260,000 (as step:230000:260000 here) and G's from 5e-5 to 1e-5 and 1e-6; hatrefine's schedule divides both by 10 at each drop, so G goes 5e-5, 5e-6, 5e-7",
                 "the authors clip each gradient tensor of H at norm 50; hatrefine's --grad-clip 50 clips the total norm",
-                "the authors crop ImageNet images at random in training; hatrefine resizes",
                 _FID_CLIP,
             ),
         ),

@@ -150,7 +150,7 @@ class Trainer(TrainingLoop):
         self.generator = (generator or self.make_generator()).to(self.device)
         if c.mode == "conditional":
             self.generator.require_prior()  # before any data is read or anything written
-        self.data = DataStream(open_dataset(c.data, self.generator.image_shape, split="train", root=c.data_root), c.batch_size, c.seed)
+        self.data = DataStream(open_dataset(c.data, self.generator.image_shape, split="train", root=c.data_root, crop=c.data_crop), c.batch_size, c.seed)
         self.hat = build_hat(c, self.generator).to(self.device)
         self.ema = build_hat(c, self.generator).to(self.device).requires_grad_(False)
         if c.channels_last:
