@@ -1,7 +1,10 @@
-"""The embedded default: a small DCGAN (generator + discriminator) trained on the embedded
-MNIST subset, shipped inside the package as ``builtin:mnist``.
+"""The embedded defaults, shipped inside the package with their discriminators:
 
-``examples/train_embedded_gan.py`` trains it (seeded) and writes ``hatrefine/assets/mnist_dcgan/``.
+- ``builtin:mnist``: a small DCGAN trained on the embedded MNIST subset
+  (``examples/train_embedded_gan.py`` writes ``hatrefine/assets/mnist_dcgan/``);
+- ``builtin:twemoji``: Mimicry's SN-GAN 32 at reduced widths trained on the embedded Twemoji set,
+  kept in Mimicry's own checkpoint format (``examples/train_twemoji_gan.py`` writes
+  ``hatrefine/assets/twemoji_sngan/netG.pth`` and ``netD.pth``), loaded as ``mimicry:sngan_cifar10``.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from torch import nn
 
 from hatrefine.errors import HatrefineError
 from hatrefine.files.checkpoint import load_strict, read_state_dict
+from hatrefine.files.names import CONFIG
 from hatrefine.networks.generator import Generator
 from hatrefine.networks.registry import Scheme, register_architecture, register_scheme
 
+from . import mimicry
 from .hub import load_discriminator_dir, load_generator_dir
 
-BUILTIN = {"mnist": "mnist_dcgan"}  # spec name -> asset directory
+BUILTIN = {"mnist": "mnist_dcgan", "twemoji": "twemoji_sngan"}  # spec name -> asset directory
+MIMICRY = {"twemoji": "sngan_cifar10"}  # embedded generators kept as Mimicry checkpoints -> their Mimicry model
 
 
 @register_architecture("dcgan_generator")
@@ -70,7 +76,14 @@ def asset_dir(name: str) -> Path:
 
 def _builtin_generator(name: str, checkpoint: Optional[str]) -> Generator:
     directory = asset_dir(name)
-    if not (directory / "config.json").is_file():
+    if name in MIMICRY:
+        weights = directory / "netG.pth"
+        if not weights.is_file():
+            raise HatrefineError(f"builtin:{name} weights are missing from the package; run examples/train_twemoji_gan.py --ship or reinstall hatrefine")
+        g = mimicry.load(MIMICRY[name], checkpoint or str(weights), "generator")
+        g.name = f"builtin:{name}"
+        return g
+    if not (directory / CONFIG).is_file():
         raise HatrefineError(f"builtin:{name} weights are missing from the package; run examples/train_embedded_gan.py or reinstall hatrefine")
     g = load_generator_dir(directory, name=f"builtin:{name}")
     if checkpoint:
@@ -79,6 +92,8 @@ def _builtin_generator(name: str, checkpoint: Optional[str]) -> Generator:
 
 
 def _builtin_discriminator(name: str, checkpoint: Optional[str]) -> nn.Module:
+    if name in MIMICRY:
+        return mimicry.load(MIMICRY[name], checkpoint or str(asset_dir(name) / "netD.pth"), "discriminator")
     d = load_discriminator_dir(asset_dir(name))
     if checkpoint:
         load_strict(d, read_state_dict(checkpoint), checkpoint)

@@ -126,4 +126,9 @@ def _discriminator(name: str, checkpoint: Optional[str]) -> nn.Module:
     return d
 
 
+def load(name: str, checkpoint: str, which: str) -> nn.Module:
+    """Mimicry model ``name``'s generator (a ``Generator``) or discriminator from a checkpoint, widths read from it."""
+    return _generator(name, checkpoint) if which == "generator" else _discriminator(name, checkpoint)
+
+
 register_scheme("mimicry", Scheme(_generator, _discriminator, names=list(MODELS), options="[ngf=N,ndf=N]"))

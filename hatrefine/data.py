@@ -134,6 +134,15 @@ def to_unit_range(
     return x
 
 
+def as_tensor(value, what: str) -> torch.Tensor:
+    """A tensor from a tensor or a numpy array (the Python API takes both); anything else, one line."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise HatrefineError(f"{what} must be a torch.Tensor or a numpy array, got {type(value).__name__}")
+    return value
+
+
 def to_tensor(images: np.ndarray | torch.Tensor, what: str = "images") -> torch.Tensor:
     """uint8 [0, 255] or float [-1, 1] arrays (NHW, NHWC or NCHW) -> float32 NCHW in [-1, 1]."""
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
@@ -222,7 +231,7 @@ def _read_image(path: Path) -> torch.Tensor:
     from PIL import Image
 
     with Image.open(path) as im:
-        return to_tensor(np.asarray(im.convert("RGB"))[None])
+        return to_tensor(np.array(im.convert("RGB"))[None])
 
 
 def random_square(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:

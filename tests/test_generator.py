@@ -167,3 +167,19 @@ def test_custom_decoder_example_runs_end_to_end(tmp_path):
     assert "$ hatrefine refine" in out.stdout
     run = json.loads((tmp_path / "runs" / "custom" / "run" / "config.json").read_text())["hatrefine"]
     assert run["generator"] == "py:custom_decoder:make_decoder" and run["hat"] is None
+
+
+def test_refine_takes_numpy_arrays_and_names_the_types_it_takes():
+    import numpy as np
+
+    from hatrefine.models.refiner import HatRefiner
+    from hatrefine.networks.hat import create_hat
+    from hatrefine.settings.config import FitConfig
+
+    G = load_generator("builtin:mnist")
+    refiner = HatRefiner(G, create_hat("small", (1, 32, 32), width=4), FitConfig())
+    x = np.zeros((2, 1, 32, 32), np.float32)
+    out = refiner.refine(x=x, n_steps=0, invert_steps=1)
+    assert out.x.shape == (2, 1, 32, 32)
+    with pytest.raises(HatrefineError, match="input images must be a torch.Tensor or a numpy array, got list"):
+        refiner.refine(x=[[0.0]])

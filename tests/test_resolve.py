@@ -56,3 +56,13 @@ def test_trainers_leave_the_settings_they_are_given_unchanged(tmp_path):
     assert trainer.config.data == "builtin:mnist" and config.data is None
     again = resolve_config(trainer.config, trainer.generator)
     assert again.config == trainer.config  # resolving resolved settings changes nothing
+
+
+def test_settings_are_checked_as_given_before_defaults_are_settled():
+    import pytest
+
+    from hatrefine import HatrefineError
+
+    with pytest.raises(HatrefineError, match="--discriminator only applies to --hat discriminator"):
+        resolve(FitConfig, {"discriminator": "builtin:mnist"})  # hat auto would become the discriminator only afterwards
+    assert resolve(FitConfig, {}).config.hat == "discriminator"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hatrefine.data import to_unit_range
+from hatrefine.data import as_tensor, to_unit_range
 from hatrefine.distributed import Shard
 from hatrefine.errors import HatrefineError
 from hatrefine.files.jsonfiles import read_json
@@ -189,9 +189,11 @@ class HatRefiner(PretrainedModel):
             self.generator.require_encoder()
         G, dev = self.generator, self.device
         if x is not None:
+            x = as_tensor(x, "input images")
             G.check_image(x, what="input images")
             x = to_unit_range(x, "input images", value_range).to(dev, G.dtype)
         if z is not None:
+            z = as_tensor(z, "latents z")
             G.check_latent(z)
             z = z.to(dev, G.dtype)
             if x is not None and len(x) != len(z):

@@ -43,9 +43,9 @@ def resolve(config_class, settings: dict, given: Optional[Iterable[str]] = None,
     full, recipe = apply_recipe(config_class.command, full, given)
     full = absolute_paths(full, spec=generator is None)
     learns_generator = full.get("generator") == f"dir:{GENERATOR_DIR}" or "generator" not in full
-    if full.get("hat") == "auto":
-        full["hat"] = config_class.default_hat(full)
-    config = config_class(**full)
+    config = config_class(**full)  # checks the settings as given, before defaults are settled
+    if getattr(config, "hat", None) == "auto":
+        config = dataclasses.replace(config, hat=config_class.default_hat(full))
     if learns_generator:
         return Resolved(config, recipe, None)
     G = generator or load_generator(config.generator, config.checkpoint)
