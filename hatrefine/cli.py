@@ -243,6 +243,7 @@ def fit(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
     hat = describe_hat(c.hat, trainer.generator.image_shape, c.hat_width, trainer.hat)
     click.echo(
         f"fitting {c.mode} Hat EBM on {c.generator} with {c.data} into {trainer.out} (device {trainer.device}); {hat}; {c.steps} updates of K {c.langevin_steps}"
+        + ("; no divergence guard, as the authors (a non-finite step ends the run)" if c.max_rollbacks == 0 else "")
     )
     trainer.run(progress=not quiet)
     _done(str(trainer.out))

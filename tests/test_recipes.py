@@ -148,3 +148,18 @@ def test_runs_saved_before_this_version_load_with_what_they_ran():
         del saved[key]
     config = FitConfig.from_dict(saved)
     assert (config.recipe, config.y_sigma_test, config.init_scale_res, config.hat_block) == (None, None, 0.0, "mimicry")
+
+
+@pytest.mark.parametrize("name", ["cifar10-refine", "celeba64-refine", "cifar10-retrofit"])
+def test_paper_recipes_sample_unclipped_and_train_without_the_guard_as_the_authors(name):
+    from hatrefine.models.refiner import HatRefiner
+    from hatrefine.networks.hat import create_hat
+
+    c = FitConfig.from_recipe(name, generator="builtin:mnist", hat="small", hat_width=4, data="builtin:mnist")
+    assert c.max_rollbacks == 0 and c.max_energy_growth == float("inf")  # no rollback ever changes lr or the steps
+    from hatrefine import load_generator
+
+    refiner = HatRefiner(load_generator("builtin:mnist"), create_hat("small", (1, 32, 32), width=4), c)
+    assert refiner.sampler(training=True).y_clip == 2.5  # training chains clip, as theirs
+    assert refiner.sampler().y_clip is None  # their FID chains ran unclipped
+    assert FitConfig().test_clip() == 2.5  # hatrefine's own default keeps the clip at test time

@@ -60,24 +60,6 @@ def invert_latents(G: Generator, x: torch.Tensor, steps: int = 200, lr: float = 
     return z.detach()
 
 
-def run_directory(path: str | Path, checkpoint: Optional[str] = None) -> Path:
-    """A run's local directory: the path itself, a Hub snapshot for ``hf:ORG/NAME``, or the authors'
-    model ``hatebm:NAME`` converted into the cache (``checkpoint``: their downloaded release folder)."""
-    path = str(path)
-    if path.startswith("hatebm:"):
-        from hatrefine.adapters.hatebm import converted_run
-
-        return converted_run(path[7:], checkpoint)
-    if path.startswith("hf:"):
-        from hatrefine.adapters.hub import resolve_hub_dir
-
-        return resolve_hub_dir(path[3:], [CONFIG, "*.safetensors", SAMPLING, "generator/*"])
-    directory = Path(path)
-    if not (directory / CONFIG).is_file():
-        raise HatrefineError(f"{directory} is not a hatrefine run (no {CONFIG}); pass the --out directory of `hatrefine fit` or `fit-prior`")
-    return directory
-
-
 def read_sampling(directory: Path) -> Optional[SamplingSettings]:
     """A run's ``sampling.json`` (None for runs written before it existed)."""
     path = directory / SAMPLING
@@ -128,7 +110,7 @@ class HatRefiner(PretrainedModel):
             eps_y=s.eps_y if eps_y is None else eps_y,
             eps_z=(s.eps_z if eps_z is None else eps_z) if joint else None,
             noise=c.noise,
-            y_clip=c.y_clip,
+            y_clip=c.y_clip if training else c.test_clip(),
             step_schedule=c.schedule(),
             amp=c.amp,
             joint_update=c.joint_update,

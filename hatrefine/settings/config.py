@@ -60,6 +60,7 @@ SNGAN_WIDTHS = {"sngan32": (256, 256, 256, 256), "sngan64": (1024, 512, 256, 128
 
 
 LEGACY = {
+    "y_clip_test": None,
     "data_crop": "center",
     "joint_update": "alternate",
     "grad_penalty": 0.0,
@@ -99,6 +100,7 @@ class FitConfig:
     eps_z: float = 5e-3
     noise: float = 1.0
     y_clip: Optional[float] = 2.5
+    y_clip_test: Optional[float] = None  # the Y-step bound when sampling and refining; None: y_clip; inf: unclipped
     joint_update: str = "simultaneous"  # simultaneous (one pass of H per step) | alternate (paper eq. 6-7, two passes)
     step_schedule: str = "constant"
     step_schedule_end: float = 1.0
@@ -152,6 +154,7 @@ class FitConfig:
         "eps_z": "Langevin step size on the latent Z (joint mode).",
         "noise": "Scale of the Langevin noise (1 = exact Langevin).",
         "y_clip": "Per-sample bound on the norm of the Y gradient step.",
+        "y_clip_test": "The bound on the Y step when sampling and refining (default: --y-clip; inf: unclipped, as the authors' FID chains ran and the paper recipes sample).",
         "joint_update": "Joint mode: alternate (Z, then Y at the new Z: the paper's, two passes of H per step) or simultaneous (both from one gradient: one pass of H, faster).",
         "step_schedule": "Step-size schedule along a chain: constant, linear, cosine, exponential.",
         "step_schedule_end": "Step-size factor at the last Langevin step.",
@@ -219,6 +222,9 @@ class FitConfig:
         for name in ("temperature", "lr"):
             if getattr(self, name) <= 0:
                 raise HatrefineError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("y_clip", "y_clip_test"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise HatrefineError(f"--{name.replace('_', '-')} must be positive (inf: unclipped), got {getattr(self, name)}")
         for name in ("y_sigma", "y_sigma_test"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise HatrefineError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -272,6 +278,11 @@ class FitConfig:
                 f"unknown --lr-schedule {self.lr_schedule!r}; use constant, cosine or step:N[:N...] (x 0.1 at each update N, e.g. step:230000:260000)"
             )
         return 0.1 ** sum(step >= d for d in updates)
+
+    def test_clip(self) -> Optional[float]:
+        """The Y-step bound of sampling and refining: ``y_clip_test`` (inf: none), else ``y_clip``."""
+        clip = self.y_clip if self.y_clip_test is None else self.y_clip_test
+        return None if clip is None or math.isinf(clip) else clip
 
     def latent_step(self) -> float:
         """The Langevin step on Z: ``eps_z`` in joint mode; conditional mode keeps Z where the prior drew it."""

@@ -14,6 +14,7 @@ The authors sample with the raw weights of H (``ema`` 0 here) at fixed test-time
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -33,7 +34,11 @@ class Recipe:
 
 # What every paper recipe shares: the authors' batch, optimiser, y-step clipping (2.5 per
 # sample, in training) and sampling with raw weights at fixed test-time settings.
-_PAPER = {"batch_size": 128, "adam_beta1": 0.9, "y_clip": 2.5, "ema": 0.0, "calibrate": False, "grad_penalty": 0.0, "lr_schedule": "constant", "noise": 1.0}
+_PAPER = {
+    "batch_size": 128, "adam_beta1": 0.9, "y_clip": 2.5, "ema": 0.0, "calibrate": False, "grad_penalty": 0.0, "lr_schedule": "constant", "noise": 1.0,
+    "y_clip_test": math.inf,  # the authors' FID chains ran unclipped (their config set the flag under a key the sampler does not read)
+    "max_rollbacks": 0, "max_energy_growth": math.inf,  # no divergence guard, as the authors: a non-finite step ends the run instead of changing lr and steps
+}  # fmt: skip
 _REFINE = _PAPER | {
     "mode": "joint",
     "joint_update": "alternate",
@@ -58,7 +63,7 @@ _SYNTH = _PAPER | {
     "gen_factor": 2.0,
     "init_scale_res": 0.01,
 }
-_FID_CLIP = "the authors' FID configs set the y-step clipping under a key their sampler does not read, so their FID samples were drawn unclipped; hatrefine keeps --y-clip 2.5 at test time too (pass --y-clip with a large value to match)"
+_GUARD = "the authors' runs have no divergence guard; a recipe runs without one too (no rollback changes the learning rate or the step sizes), but a non-finite step or a residual past --max-residual-rms ends it with one line instead of writing NaN weights"
 
 RECIPES = {
     r.name: r
@@ -87,7 +92,7 @@ RECIPES = {
                     "y_sigma_test": 0.25,
                 }
             },
-            ("the authors refined their own TensorFlow SN-GAN, hatrefine Mimicry's PyTorch one (theirs, with their hat: hatebm:cifar10_refine)", _FID_CLIP),
+            ("the authors refined their own TensorFlow SN-GAN, hatrefine Mimicry's PyTorch one (theirs, with their hat: hatebm:cifar10_refine)", _GUARD),
         ),
         Recipe(
             "celeba64-refine",
@@ -107,7 +112,7 @@ RECIPES = {
                     "y_sigma_test": None,
                 }
             },
-            ("the authors refined their own TensorFlow SN-GAN, hatrefine Mimicry's PyTorch one (theirs, with their hat: hatebm:celeba64_refine)", _FID_CLIP),
+            ("the authors refined their own TensorFlow SN-GAN, hatrefine Mimicry's PyTorch one (theirs, with their hat: hatebm:celeba64_refine)", _GUARD),
         ),
         Recipe(
             "cifar10-retrofit",
@@ -150,7 +155,7 @@ RECIPES = {
             (
                 "the decoder is the authors' ResNet gen_decoder (--decoder resnet, 256 channels: width 128 doubled once, their ngf); the encoder is hatrefine's convolutional one, not their inf_encoder (their trained decoder and hat: hatebm:cifar10_retrofit)",
                 "the authors' autoencoder loss is 1000 x MSE; hatrefine's is MSE (Adam is nearly invariant to the scale)",
-                _FID_CLIP,
+                _GUARD,
             ),
         ),
         Recipe(
@@ -169,7 +174,7 @@ RECIPES = {
                     "temperature_test": 1e-3,
                 }
             },
-            ("the authors' FID config samples at T 1e-3 against 1e-8 in training (kept as written; it may be a typo in their config)", _FID_CLIP),
+            ("the authors' FID config samples at T 1e-3 against 1e-8 in training (kept as written; it may be a typo in their config)", _GUARD),
         ),
         Recipe(
             "celeba64-synth",
@@ -187,7 +192,7 @@ RECIPES = {
                     "temperature_test": 1e-8,
                 }
             },
-            (_FID_CLIP,),
+            (_GUARD,),
         ),
         Recipe(
             "imagenet128-synth",
@@ -213,7 +218,7 @@ RECIPES = {
             (
                 "the authors drop H's learning rate to 1e-5 at update 230,000 and 1e-6 at 260,000 (as step:230000:260000 here) and G's from 5e-5 to 1e-5 and 1e-6; hatrefine's schedule divides both by 10 at each drop, so G goes 5e-5, 5e-6, 5e-7",
                 "the authors clip each gradient tensor of H at norm 50; hatrefine's --grad-clip 50 clips the total norm",
-                _FID_CLIP,
+                _GUARD,
             ),
         ),
     )
