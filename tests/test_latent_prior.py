@@ -12,7 +12,7 @@ from hatrefine.errors import HatrefineError
 from hatrefine.models.latent_prior import LatentPriorRefiner
 from hatrefine.networks.hierarchical import MIN_STD, HierarchicalGenerator
 from hatrefine.networks.latent_energy import LatentEnergy
-from hatrefine.settings.prior import PriorConfig
+from hatrefine.settings.prior import HierarchicalConfig, PriorConfig
 from hatrefine.training.prior_trainer import PriorTrainer
 
 from .test_cli import one_line_error, run
@@ -246,9 +246,13 @@ def test_hierarchical_saves_a_generator_every_command_uses(tmp_path):
         0,
         "--save-every",
         2,
+        "--energy-layers",
+        "2x8,1x4",
         "--quiet",
     )
     assert r.exit_code == 0, r.output
+    prior = LatentPriorRefiner.from_pretrained(out)  # each latent layer's energy at its own depth and width
+    assert [[m.out_features for m in f if isinstance(m, torch.nn.Linear)] for f in prior.energy.terms] == [[8, 8, 1], [4, 1]]
     assert run("sample", "--run", out, "--n", 4, "--out", tmp_path / "s.npz").exit_code == 0  # with its EBM prior
     r = run("generate", "--generator", f"dir:{out}", "--n", 4, "--out", tmp_path / "g.npz")  # the generator alone
     assert r.exit_code == 0, r.output
@@ -275,6 +279,17 @@ def test_hierarchical_saves_a_generator_every_command_uses(tmp_path):
     )
     assert r.exit_code == 0, r.output  # a Hat EBM on the learned generator
     one_line_error(run("hierarchical", "--out", tmp_path / "bad", "--latent-sizes", "8,x"), "--latent-sizes must be positive sizes")
+    one_line_error(run("hierarchical", "--out", tmp_path / "bad", "--energy-layers", "2x8"), "names 1 layers; the generator's latent has 2")
+    one_line_error(run("hierarchical", "--out", tmp_path / "bad", "--energy-layers", "2-8"), "is not DEPTHxWIDTH per layer")
+
+
+def test_the_cifar10_hierarchical_recipe_is_cui_et_al_s_setting():
+    from hatrefine.training.resolve import resolve
+
+    c = resolve(HierarchicalConfig, {"recipe": "cifar10-hierarchical", "image_width": 32}).config
+    assert (c.latent_sizes, c.energy_layers, c.conditional_width, c.channels, c.data) == ("128,100", "3x200,2x100", 200, 3, "cifar10")
+    assert (c.prior_steps, c.prior_step_size, c.posterior_steps, c.posterior_step_size, c.sigma) == (60, 0.4, 40, 0.1, 0.3)
+    assert (c.lr, c.generator_lr, c.batch_size, c.image_width) == (2e-5, 1e-4, 100, 32)  # an option given wins
 
 
 def test_bad_settings_are_one_line_errors(tmp_path):

@@ -212,7 +212,7 @@ def build_energy(config: PriorConfig, generator: Generator) -> LatentEnergy:
     z = torch.zeros((1, *generator.latent_shape), device=generator.device, dtype=generator.dtype)
     with torch.no_grad():
         sizes = [v[0].numel() for v in latent_layers(generator)(z)]
-    return LatentEnergy(sizes, config.energy_width, config.energy_depth)
+    return LatentEnergy(sizes, config.energy_width, config.energy_depth, config.energy_layer_shapes(len(sizes)))
 
 
 def is_prior_run(directory: Path) -> bool:

@@ -22,12 +22,14 @@ class PriorConfig:
     """Settings of ``hatrefine fit-prior`` (saved under ``latent_prior`` in config.json)."""
 
     command: ClassVar[str] = "fit-prior"
+    recipe: Optional[str] = None  # the recipe the settings came from (recorded; None: the defaults)
     generator: str = "builtin:mnist"
     checkpoint: Optional[str] = None
     data: Optional[str] = None  # None: the embedded digits for a 1x32x32 generator
     data_root: Optional[str] = None
     energy_width: int = 200
     energy_depth: int = 2
+    energy_layers: str = ""  # per latent layer, bottom first: DEPTHxWIDTH,... (empty: energy_depth x energy_width for each)
     sigma: float = 0.3  # observation noise of x = G(z) + N(0, sigma^2 I)
     prior_steps: int = 60
     prior_step_size: float = 0.4
@@ -52,6 +54,7 @@ class PriorConfig:
         "generator": "Generator spec (`hatrefine list`); frozen, its latent gets the EBM prior.",
         "energy_width": "Width of the energy MLP f on the latent (Pang et al.: 200).",
         "energy_depth": "Hidden layers of the energy MLP f (Pang et al.: 2, i.e. 100 -> 200 -> 200 -> 1).",
+        "energy_layers": "Each latent layer's energy MLP, bottom first, as DEPTHxWIDTH,... (Cui et al. on CIFAR-10: 3x200,2x100); default: --energy-depth x --energy-width for every layer.",
         "sigma": "Observation noise: x = G(z) + N(0, sigma^2 I) (0.3 in both papers).",
         "prior_steps": "Langevin steps of the prior chain (on ||z||^2 / 2 - f(z); G never runs).",
         "prior_step_size": "Step size s of the prior chain: z <- z - s^2 / 2 grad + s N(0, I).",
@@ -90,9 +93,37 @@ class PriorConfig:
             raise HatrefineError(f"unknown --posterior-init {self.posterior_init!r}; use {', '.join(POSTERIOR_INITS)}")
         if self.sample_steps is not None and self.sample_steps < 0:
             raise HatrefineError(f"--sample-steps must be >= 0, got {self.sample_steps}")
+        if self.energy_layers:
+            _layer_shapes(self.energy_layers)
+        if self.recipe is not None:
+            from hatrefine.settings.recipes import get_recipe
+
+            get_recipe(self.recipe, self.command)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def energy_layer_shapes(self, n_layers: int) -> Optional[list[tuple[int, int]]]:
+        """``energy_layers`` as (depth, width) per latent layer (None: the same for every layer), checked against ``n_layers``."""
+        if not self.energy_layers:
+            return None
+        shapes = _layer_shapes(self.energy_layers)
+        if len(shapes) != n_layers:
+            raise HatrefineError(f"--energy-layers {self.energy_layers!r} names {len(shapes)} layers; the generator's latent has {n_layers}")
+        return shapes
+
+
+def _layer_shapes(text: str) -> list[tuple[int, int]]:
+    try:
+        shapes = [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",")]
+    except ValueError:
+        shapes = []
+    if not shapes or any(len(s) != 2 or s[0] < 0 or s[1] <= 0 for s in shapes):
+        raise HatrefineError(f"--energy-layers {text!r} is not DEPTHxWIDTH per layer, bottom first (e.g. 3x200,2x100)")
+    return shapes
+
+
+PRIOR_LEGACY = {"recipe": None, "energy_layers": ""}  # what runs saved before these settings existed did
 
 
 def read_prior_settings(directory: Path, config_class: type = PriorConfig, key: str = KEY, steps: Optional[int] = None):
@@ -102,7 +133,7 @@ def read_prior_settings(directory: Path, config_class: type = PriorConfig, key: 
     check_version(saved, str(source))
     if not isinstance(saved.get(key), dict):
         raise HatrefineError(f"{directory} is not a `hatrefine {config_class.command}` run (no {key!r} in {CONFIG})")
-    return settings_from_dict(config_class, saved[key] | ({"steps": steps} if steps is not None else {}), str(source))
+    return settings_from_dict(config_class, saved[key] | ({"steps": steps} if steps is not None else {}), str(source), PRIOR_LEGACY)
 
 
 @dataclass
@@ -149,4 +180,6 @@ class HierarchicalConfig(PriorConfig):
 
     def prior_settings(self) -> PriorConfig:
         """The settings of the latent-prior run this run also is."""
-        return PriorConfig(**{k: v for k, v in self.to_dict().items() if k in PriorConfig.__dataclass_fields__})
+        return PriorConfig(
+            **{k: v for k, v in self.to_dict().items() if k in PriorConfig.__dataclass_fields__ and k != "recipe"}
+        )  # the recipe is hierarchical's

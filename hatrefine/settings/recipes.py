@@ -20,7 +20,7 @@ from typing import Optional
 
 from hatrefine.errors import HatrefineError
 
-COMMANDS = ("fit", "synthesize", "pretrain-ae")
+COMMANDS = ("fit", "synthesize", "pretrain-ae", "hierarchical")
 
 
 @dataclass(frozen=True)
@@ -219,6 +219,34 @@ RECIPES = {
                 "the authors drop H's learning rate to 1e-5 at update 230,000 and 1e-6 at 260,000 (as step:230000:260000 here) and G's from 5e-5 to 1e-5 and 1e-6; hatrefine's schedule divides both by 10 at each drop, so G goes 5e-5, 5e-6, 5e-7",
                 "the authors clip each gradient tensor of H at norm 50; hatrefine's --grad-clip 50 clips the total norm",
                 _GUARD,
+            ),
+        ),
+        Recipe(
+            "cifar10-hierarchical",
+            "a two-layer generator with its joint latent EBM prior, learned from scratch on CIFAR-10 (Cui, Wu, Han 2023)",
+            "Cui, Wu, Han, CVPR 2023, joint training on CIFAR-10 (jcui1224/hierarchical-joint-ebm)",
+            {
+                "hierarchical": {
+                    "data": "cifar10",
+                    "channels": 3,
+                    "latent_sizes": "128,100",
+                    "conditional_width": 200,
+                    "image_width": 64,
+                    "energy_layers": "3x200,2x100",
+                    "prior_steps": 60,
+                    "prior_step_size": 0.4,
+                    "posterior_steps": 40,
+                    "posterior_step_size": 0.1,
+                    "sigma": 0.3,
+                    "lr": 2e-5,
+                    "generator_lr": 1e-4,
+                    "adam_beta1": 0.9,
+                    "batch_size": 100,
+                }
+            },
+            (
+                "the authors' image generator is their transposed-conv network (ngf 64); hatrefine's DCGAN generator at width 64 has the same kind of layers, not their exact layout",
+                "hatrefine caps the conditionals' log std at 1 (an unbounded std let the prior chain blow up in a measured run)",
             ),
         ),
     )
