@@ -33,6 +33,7 @@ def saved_step(out):
     return -1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert fit(tmp_path / "full").returncode == 0

@@ -71,6 +71,7 @@ def test_fit_on_two_processes_equals_one_process(tmp_path):
         np.testing.assert_allclose([float(r1.split(",")[i]) for i in keep], [float(r2.split(",")[i]) for i in keep], rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs the gloo backend")
 def test_synthesize_sample_and_eval_on_two_processes(tmp_path):
     args = [
@@ -111,6 +112,7 @@ def _inception_on_disk():
     return fid_helper_weights() is not None or pytorch_fid_weights().is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _inception_on_disk(), reason="needs Inception weights on disk")
 def test_eval_on_two_processes_equals_one_process(tmp_path):
     import json

@@ -78,3 +78,6 @@ def test_the_cost_of_an_update_is_said_once_after_a_few_updates(monkeypatch):
     assert said == ["measured 2.00 s per update: about 33 min for the remaining 996 updates"]
     assert lines.index(said[0]) == 3  # after update 4
     assert loop.UpdateTimer(0, 2).tick(1) is None and loop.UpdateTimer(0, 2).tick(2) is None  # too short to say
+    quick, clock = loop.UpdateTimer(0, 20), iter([0.0, 0.3])
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: next(clock))
+    assert not any(quick.tick(step) for step in range(1, 6))  # 0.1 s an update: a minute is not reached

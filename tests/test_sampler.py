@@ -191,6 +191,7 @@ PEAK_RSS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_peak_memory_is_flat_in_the_number_of_steps():
     """A graph kept across steps would add ~50 MiB per step here; we allow 60 MiB in total."""
 

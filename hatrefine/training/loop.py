@@ -43,6 +43,7 @@ class UpdateTimer:
 
     WARM = 1  # updates left out as start-up
     MEASURED = 3  # updates timed after those
+    WORTH_SAYING = 60.0  # seconds left below which nothing is said
 
     def __init__(self, start: int, total: int):
         self.start, self.total, self.t0, self.done = start, total, None, False
@@ -60,6 +61,8 @@ class UpdateTimer:
         self.done = True
         per = (time.perf_counter() - self.t0) / (step - self.start - self.WARM)
         left = per * (self.total - step)
+        if left < self.WORTH_SAYING:
+            return None
         return f"measured {per:.2f} s per update: about {_duration(left)} for the remaining {self.total - step} updates"
 
 
