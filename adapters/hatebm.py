@@ -38,7 +38,7 @@ from hatrefine.errors import HatrefineError
 from hatrefine.files.cache import cache_root, offline
 from hatrefine.files.checkpoint import load_strict, save_tensors
 from hatrefine.files.jsonfiles import save_json
-from hatrefine.files.names import GENERATOR_DIR
+from hatrefine.files.names import CONFIG, GENERATOR_DIR, HAT_WEIGHTS, SAMPLING
 from hatrefine.networks.generator import Generator
 from hatrefine.networks.hat import create_hat
 from hatrefine.networks.registry import (
@@ -288,8 +288,6 @@ def settings(model: Model, hat_width: int, generator_kwargs: dict) -> FitConfig:
 
 def write_run(name: str, gen_variables: dict, hat_variables: dict, out: Path, source: str = "the release folder") -> Path:
     """Write the converted run directory ``out`` for ``hatebm:NAME`` from the checkpoints' variables (no TensorFlow needed)."""
-    from hatrefine.files.names import CONFIG, HAT_WEIGHTS, SAMPLING
-
     model = _model(name)
     generator, arch, kwargs, latent = build_generator(model, gen_variables, f"{source}/{GEN}")
     hat, hat_width = build_hat(model, hat_variables, f"{source}/{EBM}")
@@ -314,7 +312,7 @@ def write_run(name: str, gen_variables: dict, hat_variables: dict, out: Path, so
 def converted_run(name: str, checkpoint: Optional[str] = None) -> Path:
     """The run directory of ``hatebm:NAME``: from the cache, else converted once from the authors' checkpoints."""
     out = cache_dir() / name
-    if (out / "config.json").is_file():
+    if (out / CONFIG).is_file():
         return out
     folder = release_folder(name, checkpoint)
     gen = read_checkpoint(folder / GEN)

@@ -23,7 +23,7 @@ from hatrefine.distributed import resolve_device
 from hatrefine.errors import HatrefineError
 from hatrefine.files.checkpoint import load_strict, read_state_dict, save_tensors
 from hatrefine.files.jsonfiles import save_json
-from hatrefine.files.names import CONFIG, GENERATOR_DIR, SAMPLING
+from hatrefine.files.names import CHECKPOINT_DIR, CONFIG, ENCODER_WEIGHTS, GENERATOR_DIR, LOCK, SAMPLING
 from hatrefine.files.schema import FORMAT_VERSION, versions
 from hatrefine.networks.generator import Generator
 from hatrefine.networks.registry import is_known_spec, load_generator
@@ -111,7 +111,7 @@ class PretrainedModel(nn.Module):
             if not (local_dir / CONFIG).is_file():
                 raise HatrefineError(f"the model's generator {spec} is not on this disk any more; restore it before saving")
             if local_dir.resolve() != (directory / GENERATOR_DIR).resolve():
-                ignore = shutil.ignore_patterns("checkpoint*", "*.png", "log.csv", "encoder.safetensors", "tensorboard", ".lock")
+                ignore = shutil.ignore_patterns(f"{CHECKPOINT_DIR}*", "*.png", "log.csv", ENCODER_WEIGHTS, "tensorboard", LOCK)
                 shutil.copytree(local_dir, directory / GENERATOR_DIR, ignore=ignore, dirs_exist_ok=True)
             settings["generator"] = f"dir:{GENERATOR_DIR}"
         for key, name in LOCAL_FILES.items():

@@ -12,7 +12,7 @@ from typing import ClassVar, Optional
 
 from hatrefine.errors import HatrefineError
 from hatrefine.files.jsonfiles import read_json
-from hatrefine.files.names import GENERATOR_DIR
+from hatrefine.files.names import CONFIG, GENERATOR_DIR, SAMPLING
 from hatrefine.files.schema import (
     FORMAT_VERSION,
     NUMBER,
@@ -303,7 +303,7 @@ class FitConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "config.json") -> "FitConfig":
+    def from_dict(cls, d: dict, source: str = CONFIG) -> "FitConfig":
         """Settings saved in a run, validated (``hatrefine.files.schema``); a setting the run predates
         takes the value it ran with (``LEGACY``)."""
         return settings_from_dict(cls, d, source, LEGACY)
@@ -373,7 +373,7 @@ class SamplingSettings:
         return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "sampling.json") -> "SamplingSettings":
+    def from_dict(cls, d: dict, source: str = SAMPLING) -> "SamplingSettings":
         """Validated: a wrong type, a missing or unknown field, or a newer format is a one-line error."""
         if check_version(d, source, FORMAT_VERSION) < 1:
             raise HatrefineError(f"{source}: no format_version; delete the file to sample with the config's settings")
