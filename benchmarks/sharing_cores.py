@@ -1,6 +1,7 @@
 """Jobs that share the cores: the main job's fit alone, beside a second fit, and beside a
-single-threaded job, with OpenMP's default waiting (``before``: what hatrefine did until it set
-passive waiting) and hatrefine's passive waiting (``after``, the default now).
+single-threaded fit, under each way idle OpenMP threads may wait: OpenMP's default (what
+hatrefine did before it chose one), passive waiting, and a short spin before sleeping
+(``GOMP_SPINCOUNT``).
 
 Each fit runs ``--steps`` updates of the main job's settings and reports its median seconds per
 update (``log.csv``); the side job is a second fit. Run it on an otherwise idle machine:
@@ -21,10 +22,15 @@ from pathlib import Path
 OUT = Path(__file__).parent / "results" / "sharing_cores.json"
 
 
-def fit(out: Path, steps: int, wait: str, threads: int | None) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.pop("OMP_NUM_THREADS", None)
-    env["OMP_WAIT_POLICY"] = wait  # "" leaves OpenMP's default (what hatrefine did before), PASSIVE is its default now
+WAITS = {  # the environment of each way of waiting; an empty OMP_WAIT_POLICY leaves OpenMP's default
+    "openmp default": {"OMP_WAIT_POLICY": ""},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "spin 10k then sleep": {"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "10000"},
+}
+
+
+def fit(out: Path, steps: int, wait: dict, threads: int | None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "HATREFINE_THREADS")} | wait
     args = ["hatrefine", *(["--threads", str(threads)] if threads else []), "fit", "--out", str(out), "--steps", str(steps)]
     args += ["--eval-samples", "0", "--no-calibrate", "--quiet", "--overwrite"]
     return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -36,7 +42,7 @@ def seconds_per_update(run: Path) -> float:
     return statistics.median(rows[1:] or rows)  # the first update carries start-up work
 
 
-def scenario(tmp: Path, steps: int, wait: str, side: int | None) -> dict:
+def scenario(tmp: Path, steps: int, wait: dict, side: int | None) -> dict:
     """The main fit (torch's threads), alone (``side`` None) or beside a second fit with ``side``
     threads (0: torch's)."""
     t0 = time.time()
@@ -55,7 +61,7 @@ def main() -> None:
     args = p.parse_args()
     result = {"steps": args.steps, "cores": os.cpu_count(), "unit": "median seconds per update of each fit", "scenarios": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for wait, label in (("", "before"), ("PASSIVE", "after")):
+        for label, wait in WAITS.items():
             for side, what in ((None, "alone"), (0, "beside a second fit (all cores each)"), (1, "beside a single-threaded fit")):
                 key = f"{label}: {what}"
                 result["scenarios"][key] = scenario(Path(tmp), args.steps, wait, side)
