@@ -89,18 +89,20 @@ class PriorTrainer(TrainingLoop):
             self._open(config, resume, steps, generator)
 
     def _open(self, config: PriorConfig | Resolved | None, resume: bool, steps: Optional[int], generator: Optional[Generator]) -> None:
+        seeded = False  # a resumed run seeds here, then builds its generator
         if resume:
             config = read_prior_settings(self.out, self.config_class, self.config_key, steps)  # saved settings are resolved already
         elif config is None:
             raise HatrefineError(f"a new run needs its settings (a {self.config_class.__name__})")
         else:
             resolved = config if isinstance(config, Resolved) else resolve_config(config, generator)
-            config, generator = resolved.config, resolved.generator
+            config, generator, seeded = resolved.config, resolved.generator, resolved.seeded
         if config.tensorboard:
             require_tensorboard()  # before anything is written
         self.config = c = config
         self.device = resolve_device(c.device)
-        torch.manual_seed(c.seed)
+        if not seeded:
+            torch.manual_seed(c.seed)
         self.generator = (generator or self.make_generator()).to(self.device)
         self.generator.require_prior()
         self.data = DataStream(open_dataset(c.data, self.generator.image_shape, split="train", root=c.data_root), c.batch_size, c.seed)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+import torch
+
 from hatrefine.errors import HatrefineError
 from hatrefine.files.names import GENERATOR_DIR
 from hatrefine.networks.generator import Generator
@@ -29,6 +31,7 @@ class Resolved:
     config: Any  # FitConfig, SynthesisConfig, PriorConfig, ... with every value settled
     recipe: Optional[Recipe]  # the recipe the values came from, if any
     generator: Optional[Generator]  # the frozen generator the settings name, loaded once (None: the run learns its own)
+    seeded: bool = False  # torch was seeded with the run's seed just before the generator was built, as a fit does
 
 
 def resolve(config_class, settings: dict, given: Optional[Iterable[str]] = None, generator: Optional[Generator] = None) -> Resolved:
@@ -48,10 +51,12 @@ def resolve(config_class, settings: dict, given: Optional[Iterable[str]] = None,
         config = dataclasses.replace(config, hat=config_class.default_hat(full))
     if learns_generator:
         return Resolved(config, recipe, None)
+    if generator is None:  # seeded first, so that the networks a fit builds next start from the draws they always had
+        torch.manual_seed(config.seed)
     G = generator or load_generator(config.generator, config.checkpoint)
     if getattr(config, "data", "") is None:
         config = dataclasses.replace(config, data=default_data(G))
-    return Resolved(config, recipe, G)
+    return Resolved(config, recipe, G, seeded=generator is None)
 
 
 def absolute_paths(settings: dict, spec: bool = True) -> dict:

@@ -129,6 +129,7 @@ class Trainer(TrainingLoop):
     def _open(self, config: FitConfig | Resolved | None, generator: Optional[Generator], resume: bool, steps: Optional[int], device: str) -> None:
         """Settings, data, networks and state (saved or new) of the run in ``self.out``."""
         self.shard.barrier()  # every rank has checked before rank 0 writes anything
+        seeded = False  # a resumed run seeds here, then builds its generator
         if resume:
             config = read_settings(self.out / CONFIG, steps)  # saved settings are resolved already
             if type(config) is not self.config_class:
@@ -138,13 +139,14 @@ class Trainer(TrainingLoop):
             raise HatrefineError("a new fit needs its settings (a FitConfig)")
         else:
             resolved = config if isinstance(config, Resolved) else resolve_config(config, generator)
-            config, generator = resolved.config, resolved.generator
+            config, generator, seeded = resolved.config, resolved.generator, resolved.seeded
         if config.tensorboard:
             require_tensorboard()  # before anything is written
         self.config = c = config
         self.device = resolve_device(device if self.shard.world > 1 else c.device)
         self.shard.slice(c.batch_size)  # the batch must split evenly over the processes
-        torch.manual_seed(c.seed)
+        if not seeded:
+            torch.manual_seed(c.seed)
 
         # data -> adapter -> energy -> sampler
         self.generator = (generator or self.make_generator()).to(self.device)
