@@ -13,7 +13,7 @@ import torch
 
 from hatrefine import HatRefiner
 from hatrefine.data import load_images
-from hatrefine.evaluation.metrics import lenet_fd, load_lenet
+from hatrefine.evaluation.metrics import classifier_fd, load_lenet
 from hatrefine.files.checkpoint import read_state_dict
 
 
@@ -30,7 +30,7 @@ def main() -> None:
     reference, net = load_images("builtin:mnist", (1, 32, 32)), load_lenet()
     z0 = refiner.generator.sample_latent(args.n, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        rows.append({"variant": "generator", "fd_lenet": lenet_fd(refiner.generator(z0), reference, net)})
+        rows.append({"variant": "generator", "fd_lenet": classifier_fd(refiner.generator(z0), reference, net)})
     print(f"generator          {rows[-1]['fd_lenet']:.3f}")
     state = read_state_dict(f"{args.run}/checkpoint/state.safetensors")
     weights = {"ema": {k: v.clone() for k, v in refiner.hat.state_dict().items()}, "raw": {k[4:]: v for k, v in state.items() if k.startswith("hat.")}}
@@ -39,7 +39,7 @@ def main() -> None:
         for k in (int(s) for s in args.steps.split(",")):
             sampler = refiner.sampler(k)
             x = torch.cat([sampler.sample(z0[i : i + 250], generator=torch.Generator().manual_seed(i)).x for i in range(0, args.n, 250)])
-            rows.append({"variant": f"{name} weights", "langevin_steps": k, "fd_lenet": lenet_fd(x, reference, net)})
+            rows.append({"variant": f"{name} weights", "langevin_steps": k, "fd_lenet": classifier_fd(x, reference, net)})
             print(f"{name} weights, K {k:3d}  {rows[-1]['fd_lenet']:.3f}", flush=True)
     if args.json:
         result = {"command": f"python benchmarks/run_variants.py {args.run} --steps {args.steps} --n {args.n}", "n_samples": args.n, "rows": rows}

@@ -7,10 +7,12 @@ linearly to zero over ``--steps``. Checkpoints are written every ``--every`` gen
 ``WORKDIR/checkpoints/netG/netG_<step>_steps.pth`` (and ``netD``), each
 ``{'model_state_dict', 'optimizer_state_dict', 'global_step'}`` as Mimicry writes them; a rerun
 with the same ``WORKDIR`` resumes from the newest pair. ``--ship`` copies the newest pair into
-``hatrefine/assets/twemoji_sngan/``.
+``hatrefine/assets/twemoji_sngan/``. ``--classifier`` trains the quick quality figure's network
+instead: a LeNet of the ten emoji categories on the training split (the emoji classifier).
 
     python examples/train_twemoji_gan.py --workdir ~/twemoji_gan            # hours on 2 CPU cores
     python examples/train_twemoji_gan.py --workdir ~/twemoji_gan --ship     # then ship it
+    python examples/train_twemoji_gan.py --workdir ~/twemoji_gan --classifier
 """
 
 import argparse
@@ -21,10 +23,40 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hatrefine.data import DataStream, open_dataset
+from hatrefine.data import DataStream, embedded_twemoji, open_dataset, to_tensor, twemoji_split
+from hatrefine.evaluation.metrics import LeNet
+from hatrefine.files.checkpoint import save_tensors
 from hatrefine.networks.resblocks import ResNetDiscriminator, ResNetGenerator
 
 ASSETS = Path(__file__).resolve().parents[1] / "hatrefine" / "assets" / "twemoji_sngan"
+CLASSIFIER = ASSETS.parent / "twemoji_classifier.safetensors"
+
+
+def train_classifier(seed: int, steps: int = 1500) -> None:
+    """The emoji classifier: a LeNet of the ten categories, on the training split, with flips and a little noise."""
+    torch.manual_seed(seed)
+    images, labels, names, categories = embedded_twemoji()
+    x, y = to_tensor(images), torch.as_tensor(labels)
+    train, test = torch.from_numpy(twemoji_split(names, "train")), torch.from_numpy(twemoji_split(names, "test"))
+    net, g = LeNet(channels=3), torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    idx_train = torch.nonzero(train).squeeze(1)
+    for _ in range(steps):
+        idx = idx_train[torch.randint(len(idx_train), (128,), generator=g)]
+        xb = x[idx] + 0.1 * torch.randn(len(idx), 3, 32, 32, generator=g)
+        flip = torch.rand(len(idx), generator=g) < 0.5
+        xb[flip] = xb[flip].flip(3)
+        loss = F.cross_entropy(net(xb), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        pred = net(x[test]).argmax(1)
+    acc, majority = (pred == y[test]).float().mean().item(), (y[test] == y[train].mode().values).float().mean().item()
+    print(f"emoji classifier: held-out accuracy {acc:.3f} over {int(test.sum())} emoji (the majority category alone: {majority:.3f})")
+    save_tensors(CLASSIFIER, net.state_dict())
+    print(f"wrote {CLASSIFIER}")
 
 
 def build(ngf: int, ndf: int) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -62,9 +94,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ship", action="store_true", help="copy the newest checkpoints into the package and exit")
+    p.add_argument("--classifier", action="store_true", help="train the emoji classifier (the quick quality figure) and exit")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.classifier:
+        return train_classifier(args.seed)
     if args.ship:
         step = newest(args.workdir)
         ASSETS.mkdir(parents=True, exist_ok=True)

@@ -771,14 +771,15 @@ def push(run_dir, repo, fid_json, private, token, message) -> None:
 @click.option("--value-range", default=None, help="LOW,HIGH the sample images are in, mapped to [-1, 1] (e.g. 0,1 or 0,255; default -1,1).")
 def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, batch_size, device, quiet, overwrite, value_range) -> None:
     """FID between samples and data (pytorch-fid's Inception and Frechet distance), with precision, recall,
-    density and coverage in the same features; for 1x32x32 digits also the LeNet distance and class histogram.
+    density and coverage in the same features; for 1x32x32 digits and 3x32x32 colour images also the shipped
+    classifier's distance and class histogram (LeNet, emoji classifier).
 
     The data's statistics (and the features of its first 5,000 images) are cached in $HATREFINE_CACHE or
     ~/.cache/hatrefine/fid."""
     from hatrefine.data import parse_value_range, to_unit_range
     from hatrefine.distributed import resolve_device, setup
     from hatrefine.evaluation.inception import load_inception
-    from hatrefine.evaluation.metrics import check_set_size, fid
+    from hatrefine.evaluation.metrics import check_set_size, fid, quick_net
     from hatrefine.files.jsonfiles import save_json
     from hatrefine.files.npz import read_npz
 
@@ -805,20 +806,16 @@ def eval_cmd(samples, data, split, n, n_ref, data_root, inception, json_out, bat
         "precision {precision:.3f}  recall {recall:.3f}  density {density:.3f}  coverage {coverage:.3f}  (Inception features, k = 5, ".format(**result)
         + f"against {result['n_prdc_reference']} data images)"
     )
-    if tuple(x.shape[1:]) == (1, 32, 32):
+    spec = quick_net(x.shape[1:])
+    if spec is not None:  # the quick classifier's distance and class histogram beside FID
         from hatrefine.data import load_images
-        from hatrefine.evaluation.metrics import (
-            class_histogram,
-            class_probabilities,
-            lenet_fd,
-            load_lenet,
-        )
+        from hatrefine.evaluation.metrics import class_histogram, class_probabilities, classifier_fd, load_classifier
 
-        lenet = load_lenet()
-        result["lenet_fd"] = lenet_fd(x, load_images(data, (1, 32, 32), split=split, root=data_root, limit=n_ref), lenet)
-        result["lenet_classes"] = class_histogram(class_probabilities(x, lenet))
+        net = load_classifier(x.shape[1:])
+        result[f"{spec.name}_fd"] = classifier_fd(x, load_images(data, tuple(x.shape[1:]), split=split, root=data_root, limit=n_ref), net)
+        result[f"{spec.name}_classes"] = classes = class_histogram(class_probabilities(x, net))
         click.echo(
-            f"LeNet distance {result['lenet_fd']:.3f}; LeNet classes {result['lenet_classes']['frequencies']} (label entropy {result['lenet_classes']['label_entropy']}, confidence {result['lenet_classes']['confidence']})"
+            f"{spec.label} distance {result[f'{spec.name}_fd']:.3f}; {spec.label} classes {classes['frequencies']} (label entropy {classes['label_entropy']}, confidence {classes['confidence']})"
         )
     if json_out:
         save_json(json_out, result)

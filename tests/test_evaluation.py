@@ -220,3 +220,18 @@ def test_class_changes_split_by_how_sure_the_classifier_was():
     same = class_changes(before, before)
     assert same["class_changed"] == 0 and same["changes_from_unsure"] is None
     assert class_changes(before[:4], after[:4])["class_changed_if_unsure"] is None  # no unsure digit: no share
+
+
+def test_the_emoji_classifier_scores_the_real_set_against_itself_at_zero_and_reads_its_categories():
+    from hatrefine.data import embedded_twemoji, load_images, twemoji_split
+    from hatrefine.evaluation.calibration import quick_metric_net
+    from hatrefine.evaluation.metrics import class_histogram, class_probabilities, classifier_fd, load_classifier, quick_net
+
+    real = load_images("builtin:twemoji", (3, 32, 32), split="test")
+    assert abs(classifier_fd(real, real)) < 1e-3
+    assert classifier_fd(real, load_images("builtin:twemoji", (3, 32, 32), split="train")) < classifier_fd(real, real.flip(1))  # colours swapped: far
+    _, labels, names, _ = embedded_twemoji()
+    truth = np.bincount(labels[twemoji_split(names, "test")], minlength=10) / len(real)
+    frequencies = np.array(class_histogram(class_probabilities(real, load_classifier((3, 32, 32))))["frequencies"])
+    assert np.abs(frequencies - truth).max() < 0.1  # it reads the held-out emoji's categories
+    assert quick_net((3, 32, 32)).name == "emoji" and quick_metric_net((3, 32, 32), torch.device("cpu"), inception_on_cpu=False)[1] == "emoji"

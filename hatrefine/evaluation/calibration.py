@@ -4,13 +4,14 @@ For each temperature (the run's test-time T, which is the training T unless
 ``--temperature-test`` set it, times ``TEMPERATURE_FACTORS``) and each K around the test-time K
 (``STEP_FACTORS``), chains start from the same latents; their samples are scored
 against the data's held-out split (``test``: never trained on) with the quick metric — the
-shipped LeNet's features for 1x32x32 digits, Inception's otherwise — as a Frechet distance,
+shipped LeNet's features for 1x32x32 digits, the shipped emoji classifier's for 3x32x32 colour
+images, Inception's otherwise — as a Frechet distance,
 precision, recall, density and coverage (``evaluation``).
 
 The criterion counts fidelity and diversity: the lowest Frechet distance among the settings
 whose recall and coverage are both at least the generator's own minus ``SLACK``; when no
 setting keeps them, the one that loses least of them (the largest of the two shortfalls, smallest).
-With the LeNet each grid row also records the share of digits that change class (not part of
+With a shipped classifier each grid row also records the share of images that change class (not part of
 the criterion; docs/results.md has what it costs to change fewer).
 """
 
@@ -30,7 +31,8 @@ from hatrefine.evaluation.metrics import (
     class_probabilities,
     feature_scores,
     features,
-    load_lenet,
+    load_classifier,
+    quick_net,
 )
 from hatrefine.sampling.langevin import LangevinSampler
 
@@ -44,15 +46,17 @@ METRICS = ("quick", "inception")
 
 def quick_metric_net(image_shape, device: torch.device, inception_on_cpu: bool = True, metric: str = "quick") -> tuple[nn.Module, str]:
     """The feature network of ``metric``: ``quick``, the product's quick metric (the shipped LeNet
-    for 1x32x32 digits, else the FID Inception), or ``inception``, the FID Inception for any images.
+    for 1x32x32 digits, the emoji classifier for 3x32x32 colour images, else the FID Inception), or ``inception``, the FID Inception for any images.
     Inception is refused on a CPU unless ``inception_on_cpu`` (there the grid takes 10-30 minutes)."""
     if metric not in METRICS:
         raise HatrefineError(f"unknown calibration metric {metric!r}; use {' or '.join(METRICS)}")
-    if metric == "quick" and tuple(image_shape) == (1, 32, 32):
-        return load_lenet().to(device), "lenet"
+    spec = quick_net(image_shape)
+    if metric == "quick" and spec is not None:
+        return load_classifier(image_shape).to(device), spec.name
     if device.type == "cpu" and not inception_on_cpu:
         raise HatrefineError(
-            "for images other than 1x32x32 digits calibration scores Inception features, 10-30 minutes on a CPU; run `hatrefine calibrate --run RUN` when that suits"
+            "for images without a shipped quick classifier (1x32x32 digits, 3x32x32 colour) calibration scores Inception features, 10-30 minutes on a CPU; "
+            "run `hatrefine calibrate --run RUN` when that suits"
         )
     from hatrefine.evaluation.inception import load_inception
 
@@ -124,7 +128,7 @@ def calibrate(
     z0 = G.sample_latent(n, generator=torch.Generator(dev).manual_seed(seed + 2))
     before = _generator_images(refiner, z0, batch_size)
     generator = feature_scores(net, real, before)
-    labels = class_probabilities(before, net) if metric == "lenet" else None  # the trade the criterion does not see: digits changing class
+    labels = class_probabilities(before, net) if metric != "inception" else None  # the trade the criterion does not see: digits changing class
     steps = sorted({max(1, round(c.test_steps * f)) for f in step_factors})
     grid = []
     for factor in temperature_factors:

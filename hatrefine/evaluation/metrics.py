@@ -24,6 +24,7 @@ import json
 import re
 import sys
 import warnings
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
@@ -46,12 +47,13 @@ from hatrefine.files.checkpoint import load_strict, read_state_dict, save_tensor
 
 
 class LeNet(nn.Module):
-    """A small MNIST classifier on (1, 32, 32) images in [-1, 1]; ``features`` is its 128-d layer."""
+    """A small classifier of 10 classes on (channels, 32, 32) images in [-1, 1]; ``features`` is its
+    128-d layer. The quick quality figure's network: MNIST digits (1 channel) and Twemoji categories (3)."""
 
-    def __init__(self):
+    def __init__(self, channels: int = 1):
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         )  # fmt: skip
@@ -65,14 +67,45 @@ class LeNet(nn.Module):
         return self.head(self.features(x))
 
 
-def load_lenet() -> LeNet:
-    """The shipped LeNet, frozen, in eval mode."""
-    net = LeNet()
-    with resources.as_file(resources.files("hatrefine") / "assets" / "mnist_lenet.safetensors") as path:
+@dataclass(frozen=True)
+class QuickNet:
+    """A shipped classifier whose features give the quick quality figure for one image shape."""
+
+    name: str  # in record keys: frechet_distance_NAME, NAME_fd
+    label: str  # in printed lines
+    asset: str  # the weights file in hatrefine/assets/
+    items: str  # what its classes sort: digits, emoji
+    trained_by: str  # the script that writes the asset
+
+
+QUICK_NETS = {
+    (1, 32, 32): QuickNet("lenet", "LeNet", "mnist_lenet.safetensors", "digits", "examples/train_embedded_gan.py"),
+    (3, 32, 32): QuickNet("emoji", "emoji-classifier", "twemoji_classifier.safetensors", "emoji", "examples/train_twemoji_gan.py --classifier"),
+}
+
+
+def quick_net(image_shape) -> Optional[QuickNet]:
+    """The quick classifier for images of ``image_shape``, if one ships (None: Inception's features)."""
+    spec = QUICK_NETS.get(tuple(image_shape))
+    return spec if spec is not None and (resources.files("hatrefine") / "assets" / spec.asset).is_file() else None
+
+
+def load_classifier(image_shape=(1, 32, 32)) -> LeNet:
+    """The shipped quick classifier for ``image_shape`` (the MNIST LeNet by default), frozen, in eval mode."""
+    spec = QUICK_NETS.get(tuple(image_shape))
+    if spec is None:
+        raise HatrefineError(f"no quick classifier ships for {'x'.join(map(str, image_shape))} images; use FID (hatrefine eval)")
+    net = LeNet(image_shape[0])
+    with resources.as_file(resources.files("hatrefine") / "assets" / spec.asset) as path:
         if not path.is_file():
-            raise HatrefineError("the MNIST LeNet is missing from the package; run examples/train_embedded_gan.py or reinstall hatrefine")
+            raise HatrefineError(f"the {spec.label} is missing from the package; run {spec.trained_by} or reinstall hatrefine")
         load_strict(net, read_state_dict(path), str(path))
     return net.requires_grad_(False).eval()
+
+
+def load_lenet() -> LeNet:
+    """The shipped MNIST LeNet, frozen, in eval mode."""
+    return load_classifier((1, 32, 32))
 
 
 def _batches(images: torch.Tensor | Dataset, batch_size: int) -> Iterator[torch.Tensor]:
@@ -176,11 +209,15 @@ def frechet_distance(stats_a: tuple[np.ndarray, np.ndarray], stats_b: tuple[np.n
             return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt)
 
 
-def lenet_fd(images: torch.Tensor, reference: torch.Tensor, net: nn.Module | None = None) -> float:
-    """Frechet distance between two sets of (N, 1, 32, 32) images in LeNet feature space."""
-    if images.shape[1:] != (1, 32, 32) or reference.shape[1:] != (1, 32, 32):
-        raise HatrefineError(f"the LeNet distance works on (N, 1, 32, 32) images, got {tuple(images.shape)}; use FID for other data")
-    net = net or load_lenet()
+def classifier_fd(images: torch.Tensor, reference: torch.Tensor, net: nn.Module | None = None) -> float:
+    """Frechet distance between two sets of images in the features of their shape's quick classifier
+    (the LeNet for (N, 1, 32, 32) digits, the emoji classifier for (N, 3, 32, 32) colour images)."""
+    shape = tuple(images.shape[1:])
+    if shape not in QUICK_NETS or tuple(reference.shape[1:]) != shape:
+        raise HatrefineError(
+            f"the quick classifier distance works on (N, 1, 32, 32) or (N, 3, 32, 32) images, got {tuple(images.shape)}; use FID for other data"
+        )
+    net = net or load_classifier(shape)
     return frechet_distance(feature_stats(net, images), feature_stats(net, reference))
 
 
@@ -223,8 +260,8 @@ def feature_scores(net: nn.Module, real: torch.Tensor, images: torch.Tensor) -> 
 
 @torch.no_grad()
 def class_probabilities(images: torch.Tensor, net: LeNet | None = None) -> torch.Tensor:
-    """The shipped LeNet's class probabilities (N, 10) of (N, 1, 32, 32) digits."""
-    net = net or load_lenet()
+    """A shipped quick classifier's class probabilities (N, 10) (default: the LeNet's, of (N, 1, 32, 32) digits)."""
+    net = net or load_classifier(images.shape[1:])
     device = next(net.parameters()).device
     return torch.cat([net(b.to(device)).softmax(1).cpu() for b in images.split(500)])
 

@@ -112,7 +112,8 @@ def training_curve(log_csv: str | Path, out: str | Path, rollbacks: list[dict] |
 def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibration: dict | None = None, progress: bool = True) -> dict:
     """Compare the generator alone with the Hat EBM (or a latent-prior run) on the same starting latents; write
     ``before_after.png``, ``langevin_path.png`` and ``quality.json`` (with ``calibration``, if
-    given), print the quality line: the LeNet distance with recall and coverage for digits."""
+    given), print the quality line: the quick classifier's distance (LeNet for digits, the emoji
+    classifier for 3x32x32 colour) with recall, coverage and class changes."""
     from hatrefine.data import load_images
     from hatrefine.evaluation.metrics import (
         SURE,
@@ -121,7 +122,8 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
         class_probabilities,
         feature_scores,
         features,
-        load_lenet,
+        load_classifier,
+        quick_net,
     )
 
     c, G, label = refiner.config, refiner.generator, refiner.label
@@ -144,9 +146,10 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
     path_figure(first.path, out / "langevin_path.png", frame_steps)
 
     result = {"n_samples": n, "langevin_steps": K, "temperature": refiner.sampling.temperature, "sample_seconds": round(sample_seconds, 2), "seed": seed}
-    if tuple(G.image_shape) == (1, 32, 32):
+    spec = quick_net(G.image_shape)
+    if spec is not None:
         reference = load_images(c.data, G.image_shape, split="train", root=c.data_root)
-        net = load_lenet().to(refiner.device)
+        net = load_classifier(G.image_shape).to(refiner.device)
         real = features(net, reference)
         pr_before, pr_after = feature_scores(net, real, before), feature_scores(net, real, after)
         fd_before, fd_after = pr_before.pop("fd"), pr_after.pop("fd")
@@ -154,7 +157,7 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
         changes = class_changes(p_before, p_after)
         changed, sure_changed = changes["class_changed"], changes["class_changed_if_sure"]
         result |= {
-            "metric": "frechet_distance_lenet",
+            "metric": f"frechet_distance_{spec.name}",
             "n_reference": len(reference),
             "generator": round(fd_before, 3),
             "hat": round(fd_after, 3),
@@ -166,14 +169,14 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
             **changes,
         }
         line = (
-            f"quality (Frechet distance in LeNet features, {n} samples vs {len(reference)} data images, lower is better): "
+            f"quality (Frechet distance in {spec.label} features, {n} samples vs {len(reference)} data images, lower is better): "
             f"generator {fd_before:.3f} -> {label} {fd_after:.3f} ({100 * (fd_after / fd_before - 1):+.1f}%); "
             f"recall {pr_before['recall']:.3f} -> {pr_after['recall']:.3f}, coverage {pr_before['coverage']:.3f} -> {pr_after['coverage']:.3f}; "
-            f"{100 * changed:.1f}% of digits change class"
-            + (f" ({100 * sure_changed:.1f}% of the digits LeNet labels at p >= {SURE:g})" if sure_changed is not None else "")
+            f"{100 * changed:.1f}% of {spec.items} change class"
+            + (f" ({100 * sure_changed:.1f}% of the {spec.items} {spec.label} labels at p >= {SURE:g})" if sure_changed is not None else "")
         )
     else:
-        line = "quality: the quick LeNet distance applies to 1x32x32 digits; run `hatrefine eval` on sampled images for FID"
+        line = "quality: the quick distance needs a shipped classifier (1x32x32 digits, 3x32x32 colour); run `hatrefine eval` on sampled images for FID"
     result["line"] = line
 
     fig = Figure(figsize=(9, 5.2), layout="constrained")
