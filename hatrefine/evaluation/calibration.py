@@ -27,6 +27,7 @@ from torch import nn
 from hatrefine.data import load_images
 from hatrefine.errors import HatrefineError
 from hatrefine.evaluation.metrics import (
+    QUICK_NETS,
     class_changes,
     class_probabilities,
     feature_scores,
@@ -128,7 +129,8 @@ def calibrate(
     z0 = G.sample_latent(n, generator=torch.Generator(dev).manual_seed(seed + 2))
     before = _generator_images(refiner, z0, batch_size)
     generator = feature_scores(net, real, before)
-    labels = class_probabilities(before, net) if metric != "inception" else None  # the trade the criterion does not see: digits changing class
+    classifies = metric in {q.name for q in QUICK_NETS.values()}  # a shipped classifier: its labels exist
+    labels = class_probabilities(before, net) if classifies else None  # the trade the criterion does not see: images changing class
     steps = sorted({max(1, round(c.test_steps * f)) for f in step_factors})
     grid = []
     for factor in temperature_factors:
