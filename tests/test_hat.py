@@ -114,3 +114,23 @@ def test_sngan_hats_use_the_authors_block_and_keras_init_by_default():
     assert any((m.bias != 0).any() for m in mimicry.modules() if isinstance(m, torch.nn.Conv2d))
     with pytest.raises(HatrefineError, match="unknown hat block"):
         create_hat("sngan32", (3, 32, 32), 8, block="keras")
+
+
+def test_a_hat_from_a_hook_spectral_norm_discriminator_saves_and_loads_like_any_hat():
+    from hatrefine.adapters.mimicry import MODELS
+
+    torch.manual_seed(0)
+    d = MODELS["sngan_cifar10"].discriminator(8).eval()  # Mimicry's layout: hook-based spectral norm
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        expected = -d(x).flatten()
+    hat = hat_from_discriminator(d)
+    with torch.no_grad():
+        torch.testing.assert_close(hat(x), expected, rtol=1e-5, atol=1e-5)  # H starts as -d
+        for p in hat.parameters():
+            p.mul_(1.1)
+    torch.manual_seed(0)
+    other = hat_from_discriminator(MODELS["sngan_cifar10"].discriminator(8))
+    other.load_state_dict(hat.state_dict())  # torch's leftover spectral-norm hook would ask for weight_orig here
+    with torch.no_grad():
+        torch.testing.assert_close(other(x), hat(x))

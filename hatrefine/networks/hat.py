@@ -79,6 +79,10 @@ def hat_from_discriminator(discriminator: nn.Module) -> NegatedLogit:
             parametrize.remove_parametrizations(m, "weight")
         elif hasattr(m, "weight_orig"):
             nn.utils.remove_spectral_norm(m)
+            # torch leaves spectral norm's load-state-dict hook behind, which would then expect weight_orig
+            for key, hook in list(m._load_state_dict_pre_hooks.items()):
+                if type(getattr(hook, "hook", hook)).__name__.startswith("SpectralNorm"):
+                    del m._load_state_dict_pre_hooks[key]
     return NegatedLogit(d.train().requires_grad_(True))
 
 

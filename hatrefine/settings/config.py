@@ -55,6 +55,7 @@ class Schedule:
 
 
 EMBEDDED_GENERATOR = "builtin:mnist"
+EMBEDDED_GENERATORS = ("builtin:mnist", "builtin:twemoji")  # shipped with their discriminators
 GENERATOR_ARCHS = ("dcgan", "sngan32", "sngan64", "sngan128")
 SNGAN_WIDTHS = {"sngan32": (256, 256, 256, 256), "sngan64": (1024, 512, 256, 128, 64), "sngan128": (1024, 1024, 512, 256, 128, 64)}
 
@@ -249,10 +250,11 @@ class FitConfig:
 
     @staticmethod
     def default_hat(settings: dict) -> Optional[str]:
-        """What ``hat="auto"`` means for these settings: the embedded GAN's own discriminator for
-        ``builtin:mnist`` with its own weights (the best hat measured on it, docs/experiments.md)
-        unless a ``hat_width`` asks for another; else None (chosen by image size)."""
-        embedded = settings.get("generator") == EMBEDDED_GENERATOR and settings.get("checkpoint") is None and settings.get("hat_width") is None
+        """What ``hat="auto"`` means for these settings: an embedded GAN's own discriminator for
+        ``builtin:mnist`` (the best hat measured on it, docs/experiments.md) and ``builtin:twemoji``
+        (a colour hat that fits the main job's budget on a CPU), with their own weights, unless a
+        ``hat_width`` asks for another; else None (chosen by image size)."""
+        embedded = settings.get("generator") in EMBEDDED_GENERATORS and settings.get("checkpoint") is None and settings.get("hat_width") is None
         return "discriminator" if embedded else None
 
     @classmethod
