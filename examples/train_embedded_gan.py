@@ -16,32 +16,19 @@ from hatrefine.adapters.hub import save_generator_dir
 from hatrefine.data import DataStream, open_dataset
 from hatrefine.evaluation.metrics import LeNet
 from hatrefine.files.checkpoint import save_tensors
+from hatrefine.training.classifier import accuracy, train_classifier
 
 ASSETS = Path(__file__).resolve().parents[1] / "hatrefine" / "assets"
 
 
 def train_lenet(seed: int, steps: int = 800) -> LeNet:
-    torch.manual_seed(seed)
     from hatrefine.data import embedded_mnist, fit_to_shape, to_tensor
 
     images, labels = embedded_mnist()
     x, y = fit_to_shape(to_tensor(images), (1, 32, 32)), torch.as_tensor(labels)
     train, test = torch.arange(len(x)) % 10 != 0, torch.arange(len(x)) % 10 == 0
-    net = LeNet()
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    g = torch.Generator().manual_seed(seed)
-    idx_train = torch.nonzero(train).squeeze(1)
-    for step in range(steps):
-        idx = idx_train[torch.randint(len(idx_train), (128,), generator=g)]
-        xb = x[idx] + 0.1 * torch.randn(len(idx), 1, 32, 32, generator=g)  # a little noise: robust features
-        loss = F.cross_entropy(net(xb), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
-    with torch.no_grad():
-        acc = (net(x[test]).argmax(1) == y[test]).float().mean().item()
-    print(f"LeNet: held-out accuracy {acc:.3f}")
+    net = train_classifier(x, y, train, seed, steps)
+    print(f"LeNet: held-out accuracy {accuracy(net, x[test], y[test]):.3f}")
     return net
 
 

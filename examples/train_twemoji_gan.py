@@ -24,37 +24,24 @@ import torch
 import torch.nn.functional as F
 
 from hatrefine.data import DataStream, embedded_twemoji, open_dataset, to_tensor, twemoji_split
-from hatrefine.evaluation.metrics import LeNet
 from hatrefine.files.checkpoint import save_tensors
 from hatrefine.networks.resblocks import ResNetDiscriminator, ResNetGenerator
+from hatrefine.training.classifier import accuracy, train_classifier
 
 ASSETS = Path(__file__).resolve().parents[1] / "hatrefine" / "assets" / "twemoji_sngan"
 CLASSIFIER = ASSETS.parent / "twemoji_classifier.safetensors"
 
 
-def train_classifier(seed: int, steps: int = 1500) -> None:
+def emoji_classifier(seed: int, steps: int = 1500) -> None:
     """The emoji classifier: a LeNet of the ten categories, on the training split, with flips and a little noise."""
-    torch.manual_seed(seed)
-    images, labels, names, categories = embedded_twemoji()
+    images, labels, names, _ = embedded_twemoji()
     x, y = to_tensor(images), torch.as_tensor(labels)
     train, test = torch.from_numpy(twemoji_split(names, "train")), torch.from_numpy(twemoji_split(names, "test"))
-    net, g = LeNet(channels=3), torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    idx_train = torch.nonzero(train).squeeze(1)
-    for _ in range(steps):
-        idx = idx_train[torch.randint(len(idx_train), (128,), generator=g)]
-        xb = x[idx] + 0.1 * torch.randn(len(idx), 3, 32, 32, generator=g)
-        flip = torch.rand(len(idx), generator=g) < 0.5
-        xb[flip] = xb[flip].flip(3)
-        loss = F.cross_entropy(net(xb), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
-    with torch.no_grad():
-        pred = net(x[test]).argmax(1)
-    acc, majority = (pred == y[test]).float().mean().item(), (y[test] == y[train].mode().values).float().mean().item()
-    print(f"emoji classifier: held-out accuracy {acc:.3f} over {int(test.sum())} emoji (the majority category alone: {majority:.3f})")
+    net = train_classifier(x, y, train, seed, steps, flips=True)
+    majority = (y[test] == y[train].mode().values).float().mean().item()
+    print(
+        f"emoji classifier: held-out accuracy {accuracy(net, x[test], y[test]):.3f} over {int(test.sum())} emoji (the majority category alone: {majority:.3f})"
+    )
     save_tensors(CLASSIFIER, net.state_dict())
     print(f"wrote {CLASSIFIER}")
 
@@ -99,7 +86,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.classifier:
-        return train_classifier(args.seed)
+        return emoji_classifier(args.seed)
     if args.ship:
         step = newest(args.workdir)
         ASSETS.mkdir(parents=True, exist_ok=True)
