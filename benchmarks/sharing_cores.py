@@ -1,10 +1,10 @@
-"""Jobs that share the cores: the main job's fit alone, beside a second fit, and beside a
-single-threaded fit, under each way idle OpenMP threads may wait: OpenMP's default (what
+"""Jobs that share the cores: the main job's fit alone, beside a second fit, beside a
+single-threaded fit and beside an eval (Inception features on the CPU), under each way idle OpenMP threads may wait: OpenMP's default (what
 hatrefine did before it chose one), passive waiting, and a short spin before sleeping
 (``GOMP_SPINCOUNT``).
 
 Each fit runs ``--steps`` updates of the main job's settings and reports its median seconds per
-update (``log.csv``); the side job is a second fit. Run it on an otherwise idle machine:
+update (``log.csv``). Run it on an otherwise idle machine:
 
     python benchmarks/sharing_cores.py --steps 20      # about 10 minutes on 2 CPU cores
 """
@@ -36,33 +36,57 @@ def fit(out: Path, steps: int, wait: dict, threads: int | None) -> subprocess.Po
     return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def evaluation(tmp: Path, wait: dict) -> subprocess.Popen:
+    """``hatrefine eval`` of 64 generator samples against 300 uncached reference digits: Inception on a CPU."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "HATREFINE_THREADS")} | wait
+    samples = tmp / "samples.npz"
+    if not samples.is_file():
+        subprocess.run(["hatrefine", "generate", "--n", "64", "--out", str(samples)], check=True, capture_output=True)
+    env["HATREFINE_CACHE"] = str(tmp / f"cache-{time.time_ns()}")  # a fresh cache: the reference is extracted every time
+    args = ["hatrefine", "eval", "--samples", str(samples), "--data", "builtin:mnist", "--n-ref", "300", "--quiet"]
+    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 def seconds_per_update(run: Path) -> float:
     with open(run / "log.csv") as f:
         rows = [float(r["seconds_per_step"]) for r in csv.DictReader(f)]
     return statistics.median(rows[1:] or rows)  # the first update carries start-up work
 
 
-def scenario(tmp: Path, steps: int, wait: dict, side: int | None) -> dict:
-    """The main fit (torch's threads), alone (``side`` None) or beside a second fit with ``side``
-    threads (0: torch's)."""
+def scenario(tmp: Path, steps: int, wait: dict, side: int | str | None) -> dict:
+    """The main fit (torch's threads), alone (``side`` None), beside a second fit with ``side``
+    threads (0: torch's) or beside an eval (``side`` "eval", started first)."""
     t0 = time.time()
-    jobs = {"main": fit(tmp / "main", steps, wait, None)}
-    if side is not None:
+    jobs = {"eval": evaluation(tmp, wait)} if side == "eval" else {}
+    jobs["main"] = fit(tmp / "main", steps, wait, None)
+    if isinstance(side, int):
         jobs["side"] = fit(tmp / "side", steps, wait, side or None)
     for name, job in jobs.items():
         if job.wait() != 0:
-            raise SystemExit(f"{name} fit failed: {job.stderr.read()}")
-    return {name: round(seconds_per_update(tmp / name), 3) for name in jobs} | {"wall_seconds": round(time.time() - t0, 1)}
+            raise SystemExit(f"{name} failed: {job.stderr.read()}")
+        if name == "eval":
+            eval_seconds = round(time.time() - t0, 1)
+    out = {name: round(seconds_per_update(tmp / name), 3) for name in jobs if name != "eval"} | {"wall_seconds": round(time.time() - t0, 1)}
+    return out | ({"eval_seconds": eval_seconds} if side == "eval" else {})
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--eval-only", action="store_true", help="only the scenarios beside an eval (added to the JSON)")
     args = p.parse_args()
     result = {"steps": args.steps, "cores": os.cpu_count(), "unit": "median seconds per update of each fit", "scenarios": {}}
+    sides = (
+        (None, "alone"),
+        (0, "beside a second fit (all cores each)"),
+        (1, "beside a single-threaded fit"),
+        ("eval", "beside an eval (Inception, all cores)"),
+    )
+    if args.eval_only:
+        result, sides = json.loads(OUT.read_text()), sides[-1:]
     with tempfile.TemporaryDirectory() as tmp:
         for label, wait in WAITS.items():
-            for side, what in ((None, "alone"), (0, "beside a second fit (all cores each)"), (1, "beside a single-threaded fit")):
+            for side, what in sides:
                 key = f"{label}: {what}"
                 result["scenarios"][key] = scenario(Path(tmp), args.steps, wait, side)
                 print(key, result["scenarios"][key], flush=True)
