@@ -245,7 +245,6 @@ def fit(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
         f"fitting {c.mode} Hat EBM on {c.generator} with {c.data} into {trainer.out} (device {trainer.device}); {hat}; {c.steps} updates of K {c.langevin_steps}"
         + ("; no divergence guard, as the authors (a non-finite step ends the run)" if c.max_rollbacks == 0 else "")
     )
-    _recipe_line(ctx)
     trainer.run(progress=not quiet)
     _done(str(trainer.out))
 
@@ -271,19 +270,11 @@ def _make_trainer(ctx: click.Context, trainer_class, config_class, out: Optional
             raise HatrefineError(f"{flags} cannot change on --resume; the run keeps the settings in {Path(out) / CONFIG} (only --steps may extend it)")
         return trainer_class(None, out, resume=True, steps=given.get("steps"))
     resolved = resolve(config_class, settings, given)
-    if resolved.recipe is not None:  # said after the command's first line
+    if resolved.recipe is not None:
         chosen = "" if "recipe" in given else f" (the recipe of {resolved.config.generator}; --recipe to choose another)"
         recipe = resolved.recipe
-        ctx.meta["recipe_line"] = (
-            f"recipe {recipe.name}{chosen}: {recipe.summary}; data {resolved.config.data}; source: {recipe.source}; options given override it"
-        )
+        click.echo(f"recipe {recipe.name}{chosen}: {recipe.summary}; data {resolved.config.data}; source: {recipe.source}; options given override it")
     return trainer_class(resolved, out, overwrite=overwrite)
-
-
-def _recipe_line(ctx: click.Context) -> None:
-    """The recipe a new run took its settings from, if any (after the command's first line)."""
-    if "recipe_line" in ctx.meta:
-        click.echo(ctx.meta["recipe_line"])
 
 
 @main.command()
@@ -301,7 +292,6 @@ def synthesize(ctx: click.Context, out, resume, overwrite, quiet, **settings) ->
 
     trainer = _make_trainer(ctx, SynthesisTrainer, SynthesisConfig, out, resume, overwrite, settings)
     click.echo(f"tandem synthesis on {trainer.config.data} into {out} (device {trainer.device})")
-    _recipe_line(ctx)
     trainer.run(progress=not quiet)
     _done(out)
 
@@ -322,7 +312,6 @@ def fit_prior(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> 
 
     trainer = _make_trainer(ctx, PriorTrainer, PriorConfig, out, resume, overwrite, settings, "prior")
     click.echo(f"fitting a latent EBM prior on {trainer.config.generator} with {trainer.config.data} into {trainer.out} (device {trainer.device})")
-    _recipe_line(ctx)
     trainer.run(progress=not quiet)
     _done(str(trainer.out))
 
@@ -341,7 +330,6 @@ def hierarchical(ctx: click.Context, out, resume, overwrite, quiet, **settings) 
     click.echo(
         f"learning a {len(trainer.config.sizes())}-layer generator with its joint latent EBM prior on {trainer.config.data} into {out} (device {trainer.device})"
     )
-    _recipe_line(ctx)
     trainer.run(progress=not quiet)
     _done(out)
 
@@ -400,7 +388,6 @@ def pretrain_ae(ctx: click.Context, out, resume, overwrite, quiet, image_shape, 
     settings |= {"image_shape": _shape(image_shape, "--image-shape"), "latent_shape": _shape(latent_shape, "--latent-shape")}
     trainer = _make_trainer(ctx, AutoencoderTrainer, AEConfig, out, resume, overwrite, settings)
     click.echo(f"pretraining an autoencoder on {trainer.config.data} into {out} (device {trainer.device})")
-    _recipe_line(ctx)
     trainer.run(progress=not quiet)
     click.echo(f"done: {out} (model.safetensors, reconstructions.png, prior_samples.png); retrofit it with: hatrefine fit --generator ae:{out} --mode joint")
 
