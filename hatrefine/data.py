@@ -291,6 +291,11 @@ def _torchvision_dataset(name: str, split: str, root: Path, download: bool) -> D
             return tvd.SVHN(root, split="train" if train else "test", download=download)
         return tvd.CelebA(root, split="train" if train else "test", download=download)
     except (RuntimeError, OSError) as e:
+        if Path(root).is_dir() and any(Path(root).iterdir()):  # files are there: torchvision's checksum refused them
+            raise HatrefineError(
+                f"dataset {name!r} in {root} is corrupted or incomplete (it fails torchvision's checksum: {str(e).splitlines()[0]}); "
+                f"delete {root} and download it again, or pass --data-root where a complete copy is"
+            ) from None
         raise HatrefineError(
             f"dataset {name!r} is not in {root} and could not be downloaded ({str(e).splitlines()[0]}); "
             f"connect to the internet once, or pass --data-root where it is stored"

@@ -64,6 +64,10 @@ def test_empty_folder_and_unknown_spec(tmp_path):
 def test_torchvision_dataset_offline_error(tmp_path):
     with pytest.raises(HatrefineError, match="could not be downloaded.*--data-root"):
         open_dataset("cifar10", (3, 32, 32), root=tmp_path, download=False)
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"half a download")
+    with pytest.raises(HatrefineError, match="is corrupted or incomplete .*checksum.*delete"):
+        open_dataset("cifar10", (3, 32, 32), root=tmp_path, download=False)
 
 
 def test_stream_batches_depend_only_on_seed_and_step():
