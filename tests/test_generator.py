@@ -14,6 +14,7 @@ from hatrefine import HatrefineError, load_generator
 from hatrefine.adapters import autoencoder_decoder, vae_decoder, wrap
 from hatrefine.adapters.hub import save_generator_dir
 from hatrefine.adapters.torchscript import save_torchscript
+from hatrefine.networks.generator import Generator
 
 from .conftest import TinyDecoder
 
@@ -43,15 +44,15 @@ def test_latent_shape_error(tiny_generator):
         tiny_generator(torch.randn(4, 7))
 
 
-def test_output_shape_errors():
+def test_output_shape_errors():  # the forward checks of any Generator (wrap refuses these earlier, with a probe)
     with pytest.raises(HatrefineError, match=r"output of bad has 3 channels; bad works on 1"):
-        wrap(lambda z: torch.zeros(len(z), 3, 8, 8), (8,), (1, 8, 8), name="bad")(torch.randn(2, 8))
+        Generator(lambda z: torch.zeros(len(z), 3, 8, 8), (8,), (1, 8, 8), name="bad")(torch.randn(2, 8))
     with pytest.raises(HatrefineError, match=r"output of bad is 16x16 pixels; bad works on 8x8"):
-        wrap(lambda z: torch.zeros(len(z), 1, 16, 16), (8,), (1, 8, 8), name="bad")(torch.randn(2, 8))
+        Generator(lambda z: torch.zeros(len(z), 1, 16, 16), (8,), (1, 8, 8), name="bad")(torch.randn(2, 8))
     with pytest.raises(HatrefineError, match=r"output of bad has shape \(2, 64\); bad works on \(N, 1, 8, 8\)"):
-        wrap(lambda z: torch.zeros(len(z), 64), (8,), (1, 8, 8), name="bad")(torch.randn(2, 8))
+        Generator(lambda z: torch.zeros(len(z), 64), (8,), (1, 8, 8), name="bad")(torch.randn(2, 8))
     with pytest.raises(HatrefineError, match=r"bad returned \(1, 1, 8, 8\) for 2 latents"):
-        wrap(lambda z: torch.zeros(1, 1, 8, 8), (8,), (1, 8, 8), name="bad")(torch.randn(2, 8))
+        Generator(lambda z: torch.zeros(1, 1, 8, 8), (8,), (1, 8, 8), name="bad")(torch.randn(2, 8))
 
 
 def test_output_range_error():
@@ -183,3 +184,12 @@ def test_refine_takes_numpy_arrays_and_names_the_types_it_takes():
     assert out.x.shape == (2, 1, 32, 32)
     with pytest.raises(HatrefineError, match="input images must be a torch.Tensor or a numpy array, got list"):
         refiner.refine(x=[[0.0]])
+
+
+def test_wrap_probes_the_decoder_and_names_the_declared_and_actual_shapes():
+    decoder = nn.Sequential(nn.Linear(32, 3 * 16 * 16), nn.Unflatten(1, (3, 16, 16)), nn.Tanh())
+    with pytest.raises(HatrefineError, match=r"fails on latents of the declared latent_shape \(16,\).*declare the latent shape"):
+        wrap(decoder, latent_shape=(16,), image_shape=(3, 16, 16))
+    with pytest.raises(HatrefineError, match=r"makes \(3, 16, 16\) images from latents of shape \(32,\), not the declared image_shape \(1, 28, 28\)"):
+        wrap(decoder, latent_shape=(32,), image_shape=(1, 28, 28))
+    assert wrap(decoder, latent_shape=(32,), image_shape=(3, 16, 16)).image_shape == (3, 16, 16)
