@@ -29,8 +29,13 @@ WAITS = {  # the environment of each way of waiting; an empty OMP_WAIT_POLICY le
 }
 
 
+def job_env(wait: dict) -> dict:
+    """This process's environment without any thread or waiting setting, plus ``wait``."""
+    return {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "HATREFINE_THREADS")} | wait
+
+
 def fit(out: Path, steps: int, wait: dict, threads: int | None) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "HATREFINE_THREADS")} | wait
+    env = job_env(wait)
     args = ["hatrefine", *(["--threads", str(threads)] if threads else []), "fit", "--out", str(out), "--steps", str(steps)]
     args += ["--eval-samples", "0", "--no-calibrate", "--quiet", "--overwrite"]
     return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -38,7 +43,7 @@ def fit(out: Path, steps: int, wait: dict, threads: int | None) -> subprocess.Po
 
 def evaluation(tmp: Path, wait: dict) -> subprocess.Popen:
     """``hatrefine eval`` of 64 generator samples against 300 uncached reference digits: Inception on a CPU."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "HATREFINE_THREADS")} | wait
+    env = job_env(wait)
     samples = tmp / "samples.npz"
     if not samples.is_file():
         subprocess.run(["hatrefine", "generate", "--n", "64", "--out", str(samples)], check=True, capture_output=True)
