@@ -54,30 +54,36 @@ def inception_fids(images: dict[str, torch.Tensor], data: str, inception: str, d
     return scores, info
 
 
-def lenet_scores(images: dict[str, torch.Tensor], data: str) -> dict[str, dict]:
-    """For 1x32x32 digits: the Frechet distance in the shipped LeNet's features against ``data``'s
-    train split (the quick metric) and LeNet's class histogram of each image set ({name: scores})."""
+def classifier_scores(images: dict[str, torch.Tensor], data: str) -> dict[str, dict]:
+    """The quick metric of the images' shape (the shipped LeNet for 1x32x32 digits, the emoji
+    classifier for 3x32x32 colour): the Frechet distance in its features against ``data``'s train
+    split, keyed ``NAME_fd`` (``lenet_fd``, ``emoji_fd``), and its class histogram of each image set ({name: scores})."""
     from hatrefine.data import load_images
     from hatrefine.evaluation.metrics import (
         class_histogram,
         class_probabilities,
         feature_scores,
         features,
-        load_lenet,
+        load_classifier,
+        quick_net,
     )
 
-    net = load_lenet()
-    real = features(net, load_images(data, (1, 32, 32), split="train"))
+    shape = tuple(next(iter(images.values())).shape[1:])
+    spec, net = quick_net(shape), load_classifier(shape)
+    real = features(net, load_images(data, shape, split="train"))
     scores = {}
     for name, x in images.items():
         classes = class_histogram(class_probabilities(x, net))
         scores[name] = {
-            "lenet_fd": round(feature_scores(net, real, x)["fd"], 3),
+            f"{spec.name}_fd": round(feature_scores(net, real, x)["fd"], 3),
             "label_entropy": classes["label_entropy"],
             "confidence": classes["confidence"],
             "class_frequencies": classes["frequencies"],
         }
-        print(f"{name:12s} LeNet distance {scores[name]['lenet_fd']}, label entropy {classes['label_entropy']}, confidence {classes['confidence']}", flush=True)
+        print(
+            f"{name:12s} {spec.label} distance {scores[name][f'{spec.name}_fd']}, label entropy {classes['label_entropy']}, confidence {classes['confidence']}",
+            flush=True,
+        )
     return scores
 
 

@@ -8,6 +8,10 @@ training digits), the Langevin path figure, wall seconds and peak memory; JSON +
 
     python benchmarks/retrofit_mnist.py --json benchmarks/results/retrofit_mnist.json \
         --figure benchmarks/results/retrofit_mnist_path.png
+
+``--data builtin:twemoji`` runs it on the colour emoji (pretrain-ae's ``twemoji`` recipe: 3x32x32);
+``--no-inception`` scores with the shipped quick classifier (LeNet or the emoji classifier) instead of FID;
+``--samples-figure`` writes decoder(Z) over the retrofit's samples of the same Z.
 """
 
 from __future__ import annotations
@@ -18,23 +22,27 @@ import json
 from pathlib import Path
 
 import torch
-from common import header, inception_fids, measured, write_json
+from common import classifier_scores, header, inception_fids, measured, write_json
 
 from hatrefine import load_generator
+from hatrefine.data import load_images
 from hatrefine.distributed import resolve_device
-from hatrefine.evaluation.report import path_figure, save_grid
+from hatrefine.evaluation.report import path_figure, save_grid, save_pair_figure
 from hatrefine.settings.autoencoder import AEConfig
-from hatrefine.settings.config import FitConfig
+from hatrefine.settings.config import FitConfig, field_defaults
+from hatrefine.settings.recipes import apply_recipe
 from hatrefine.training.autoencoder import AutoencoderTrainer
 from hatrefine.training.trainer import Trainer
 
-DATA = "builtin:mnist"
 FIT = '{"steps": 400, "langevin_steps": 30, "eps_y": 5e-4, "eps_z": 2e-2, "y_sigma": 0.1, "lr": 1e-4, "joint_update": "alternate", "grad_penalty": 0, "calibrate": false}'
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="builtin:mnist", help="builtin:mnist or builtin:twemoji")
     p.add_argument("--n", type=int, default=2000, help="samples per method")
+    p.add_argument("--no-inception", action="store_true", help="score with the quick classifier instead of FID")
+    p.add_argument("--samples-figure", default=None, help="write decoder(Z) beside the retrofit's samples here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ae-dir", default="runs/benchmark-ae", help="autoencoder directory (reused if it holds a finished one)")
     p.add_argument("--run-dir", default="runs/benchmark-retrofit", help="where to fit the Hat EBM (replaced)")
@@ -53,7 +61,10 @@ def main() -> None:
     ae, ae_dir = {}, Path(args.ae_dir)
     with measured(ae):
         resume = (ae_dir / "config.json").is_file()
-        trainer = AutoencoderTrainer(None if resume else AEConfig(**{"seed": args.seed, "device": args.device, **json.loads(args.ae)}), ae_dir, resume=resume)
+        ae_settings = {"seed": args.seed, "device": args.device, **json.loads(args.ae)}
+        if args.data != "builtin:mnist":
+            ae_settings = {"recipe": "twemoji", **ae_settings} if args.data == "builtin:twemoji" else {"data": args.data, **ae_settings}
+        trainer = AutoencoderTrainer(None if resume else ae_config(ae_settings), ae_dir, resume=resume)
         trainer.run(progress=False)
     result["autoencoder"] = ae | {
         "settings": dataclasses.asdict(trainer.config),
@@ -62,7 +73,9 @@ def main() -> None:
 
     # 2. the retrofit
     fit: dict = {}
-    config = FitConfig(**{"generator": f"ae:{ae_dir}", "mode": "joint", "seed": args.seed, "device": args.device, "eval_samples": 0, **json.loads(args.fit)})
+    config = FitConfig(
+        **{"generator": f"ae:{ae_dir}", "data": args.data, "mode": "joint", "seed": args.seed, "device": args.device, "eval_samples": 0, **json.loads(args.fit)}
+    )
     with measured(fit):
         hat_trainer = Trainer(config, args.run_dir, overwrite=True)
         hat_trainer.run(progress=False)
@@ -97,15 +110,26 @@ def main() -> None:
     save_grid(images["decoder"], Path(args.run_dir) / "decoder_samples.png")
     save_grid(images["retrofit"], Path(args.run_dir) / "retrofit_samples.png")
 
-    # 4. FID against the same reference
-    scores, reference = inception_fids(images, DATA, args.inception, device)
+    if args.samples_figure:
+        save_pair_figure(images["decoder"][:64], images["retrofit"][:64], ("decoder(Z), Z ~ N(0, I)", "Hat EBM retrofit, same Z"), args.samples_figure)
+
+    # 4. FID (or the quick classifier's distance) against the same reference
+    if args.no_inception:
+        scores = {k: v | {"fid": v[next(x for x in v if x.endswith("_fd"))]} for k, v in classifier_scores(images, args.data).items()}
+        reference = {
+            "reference": f"{args.data} train split",
+            "n_reference": len(load_images(args.data, G.image_shape, split="train")),
+            "metric": "quick classifier distance",
+        }
+    else:
+        scores, reference = inception_fids(images, args.data, args.inception, device)
     fids = {name: s["fid"] for name, s in scores.items()}
     result |= reference | {"fid_decoder": fids["decoder"], "fid_retrofit": fids["retrofit"], "improvement": round(fids["decoder"] / fids["retrofit"], 2)}
     for name in images:
         rows[name] |= scores[name]
     result["rows"] = rows
     lines = [
-        f"| sampler | FID ({args.n} samples vs {reference['n_reference']} digits) | Langevin steps | sampling s | fit s |",
+        f"| sampler | {'quick classifier distance' if args.no_inception else 'FID'} ({args.n} samples vs {reference['n_reference']} training images) | Langevin steps | sampling s | fit s |",
         "|---|---|---|---|---|",
         f"| decoder(Z), Z ~ N(0, I) | {fids['decoder']:.2f} | 0 | {rows['decoder']['sample_seconds']} | {ae['seconds']} (autoencoder) |",
         f"| Hat EBM retrofit, joint | {fids['retrofit']:.2f} ({result['improvement']}x better) | {config.test_steps} | {rows['retrofit']['sample_seconds']} | {fit['seconds']} |",
@@ -116,6 +140,15 @@ def main() -> None:
         Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
         Path(args.figure).write_bytes((Path(args.run_dir) / "langevin_path.png").read_bytes())
     write_json(args.json, result)
+
+
+def ae_config(settings: dict) -> AEConfig:
+    """An AEConfig from JSON-style settings, a ``recipe`` among them applied as ``pretrain-ae --recipe`` does."""
+    recipe = settings.pop("recipe", None)
+    if recipe is None:
+        return AEConfig(**settings)
+    full, _ = apply_recipe("pretrain-ae", field_defaults(AEConfig) | settings | {"recipe": recipe}, set(settings))
+    return AEConfig(**full)
 
 
 if __name__ == "__main__":

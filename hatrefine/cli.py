@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional
 import click
 
 from hatrefine.errors import HatrefineError, HatrefineWarning
-from hatrefine.files.names import CONFIG
+from hatrefine.files.names import CONFIG, EVAL_SAMPLES
 from hatrefine.settings.config import (
     HAT_BLOCKS,
     JOINT_UPDATES,
@@ -238,22 +238,30 @@ def fit(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
     from hatrefine.networks.hat import describe_hat
     from hatrefine.training.trainer import Trainer
 
-    trainer = _make_trainer(ctx, Trainer, FitConfig, out, resume, overwrite, settings, settings["mode"])
+    def first_line(trainer: Trainer) -> str:
+        c = trainer.config
+        hat = describe_hat(c.hat, trainer.generator.image_shape, c.hat_width, trainer.hat)
+        return (
+            f"fitting {c.mode} Hat EBM on {c.generator} with {c.data} into {trainer.out} (device {trainer.device}); {hat}; {c.steps} updates of K {c.langevin_steps}"
+            + ("; no divergence guard, as the authors (a non-finite step ends the run)" if c.max_rollbacks == 0 else "")
+        )
+
+    trainer = _make_trainer(ctx, Trainer, FitConfig, out, resume, overwrite, settings, settings["mode"], first_line)
     c = trainer.config
-    hat = describe_hat(c.hat, trainer.generator.image_shape, c.hat_width, trainer.hat)
-    click.echo(
-        f"fitting {c.mode} Hat EBM on {c.generator} with {c.data} into {trainer.out} (device {trainer.device}); {hat}; {c.steps} updates of K {c.langevin_steps}"
-        + ("; no divergence guard, as the authors (a non-finite step ends the run)" if c.max_rollbacks == 0 else "")
-    )
     trainer.run(progress=not quiet)
     _done(str(trainer.out))
+    if (trainer.out / EVAL_SAMPLES).is_file():
+        click.echo(f"FID of its samples: hatrefine eval --samples {trainer.out / EVAL_SAMPLES} --data {c.data}")
 
 
-def _make_trainer(ctx: click.Context, trainer_class, config_class, out: Optional[str], resume: bool, overwrite: bool, settings: dict, suffix: str = ""):
+def _make_trainer(
+    ctx: click.Context, trainer_class, config_class, out: Optional[str], resume: bool, overwrite: bool, settings: dict, suffix: str = "", first_line=None
+):
     """A new run from the command-line settings (``hatrefine.training.resolve``), or --resume with the saved ones.
 
     On --resume, options repeated with their saved values are fine; only --steps may change.
-    Without --out, the run goes to ``runs/RECIPE`` or ``runs/GENERATOR-SUFFIX``."""
+    Without --out, the run goes to ``runs/RECIPE`` or ``runs/GENERATOR-SUFFIX``. ``first_line(trainer)``,
+    if given, is printed first, before the line naming the recipe."""
     from hatrefine.training.resolve import absolute_paths, default_run_dir, resolve
 
     given = {k: v for k, v in settings.items() if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
@@ -268,13 +276,25 @@ def _make_trainer(ctx: click.Context, trainer_class, config_class, out: Optional
         if changed:
             flags = ", ".join(f"--{k.replace('_', '-')} ({saved[k]} -> {given[k]})" for k in changed)
             raise HatrefineError(f"{flags} cannot change on --resume; the run keeps the settings in {Path(out) / CONFIG} (only --steps may extend it)")
-        return trainer_class(None, out, resume=True, steps=given.get("steps"))
-    resolved = resolve(config_class, settings, given)
+        trainer = trainer_class(None, out, resume=True, steps=given.get("steps"))
+        if first_line:
+            click.echo(first_line(trainer))
+        return trainer
+    resolved, recipe = resolve(config_class, settings, given), ""
     if resolved.recipe is not None:
         chosen = "" if "recipe" in given else f" (the recipe of {resolved.config.generator}; --recipe to choose another)"
-        recipe = resolved.recipe
-        click.echo(f"recipe {recipe.name}{chosen}: {recipe.summary}; data {resolved.config.data}; source: {recipe.source}; options given override it")
-    return trainer_class(resolved, out, overwrite=overwrite)
+        r = resolved.recipe
+        recipe = f"recipe {r.name}{chosen}: {r.summary}; data {resolved.config.data}; source: {r.source}; options given override it"
+    try:
+        trainer = trainer_class(resolved, out, overwrite=overwrite)
+    except HatrefineError:
+        if recipe:
+            click.echo(recipe)  # which recipe chose the settings that failed
+        raise
+    for line in (first_line(trainer) if first_line else "", recipe):
+        if line:
+            click.echo(line)
+    return trainer
 
 
 @main.command()
@@ -364,6 +384,13 @@ def _shape(value: str, what: str) -> list[int]:
     default="conv",
     show_default=True,
     help="conv: hatrefine's decoder; resnet: the authors' ResNet gen_decoder (latent side x 2; the cifar10-retrofit recipe's).",
+)
+@click.option(
+    "--batch-norm",
+    type=click.Choice(["fixed", "batch"]),
+    default="fixed",
+    show_default=True,
+    help="The resnet decoder's batch norm while pretraining: fixed, as the authors (inference mode throughout: statistics stay 0 and 1, scale and shift learn), or batch statistics.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
@@ -465,8 +492,14 @@ def sample(run_dir, seed, checkpoint, langevin_steps, temperature, eps_y, eps_z,
 
 @main.command()
 @_run_options
-@click.option("--input", "input_path", required=True, help=".npz with x (images) and/or z (latents).")
+@click.option("--input", "input_path", required=True, help=".npz with x (images) and/or z (latents), or a folder of images (png, jpg, ...).")
 @click.option("--out", required=True, help="Output .npz with x, z, y and g.")
+@click.option(
+    "--resize/--no-resize",
+    default=True,
+    show_default=True,
+    help="Convert images of another size or channel count as fit --data does (centre crop, resize, gray <-> RGB); --no-resize refuses them.",
+)
 @click.option("--pixel-only", is_flag=True, help="Refine the residual Y only; Z stays fixed.")
 @click.option("--invert-steps", type=int, default=200, show_default=True, help="Adam steps of latent inversion (images only).")
 @click.option(
@@ -495,19 +528,32 @@ def refine(
     invert_steps,
     start,
     value_range,
+    resize,
 ) -> None:
     """Improve samples you already have: from their latents, or from images alone (by inversion)."""
-    from hatrefine.data import parse_value_range
+    from hatrefine.data import images_for, load_folder, parse_value_range
     from hatrefine.files.npz import read_npz, save_npz
     from hatrefine.models.runs import load_run
 
     _check_temperature(temperature)
     value_range = parse_value_range(value_range)
     _check_new_files(overwrite, out, png)
-    arrays = read_npz(input_path, optional=("x", "z"))
-    if not arrays:
+    folder = Path(input_path).is_dir()
+    if folder and value_range is not None:
+        raise HatrefineError("--value-range is for .npz inputs; images in a folder are read as 8-bit pictures (leave it out)")
+    arrays = {} if folder else read_npz(input_path, optional=("x", "z"))
+    if not folder and not arrays:
         raise HatrefineError(f"{input_path} holds neither 'x' (images) nor 'z' (latents); write at least one of them")
     refiner = load_run(run_dir, device=device, checkpoint=checkpoint)
+    shape = tuple(refiner.generator.image_shape)
+    if folder:
+        arrays["x"] = load_folder(input_path, shape, convert=resize)
+        click.echo(f"read {len(arrays['x'])} images from {input_path}")
+    elif "x" in arrays:
+        arrays["x"], notes = images_for(arrays["x"], shape, f"the images in {input_path}", value_range, convert=resize)
+        value_range = None  # (mapped onto [-1, 1] now)
+        for note in notes:
+            click.echo(note)
     encoder = {"start": start} if start == "encoder" else {}  # (a latent-prior run's refine inverts only)
     res = refiner.refine(
         z=arrays.get("z"),

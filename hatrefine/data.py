@@ -148,7 +148,7 @@ def to_tensor(images: np.ndarray | torch.Tensor, what: str = "images") -> torch.
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
     if x.dim() == 3:
         x = x.unsqueeze(1)
-    elif x.dim() == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+    elif channels_last(x):
         x = x.permute(0, 3, 1, 2)
     elif x.dim() != 4:
         raise HatrefineError(f"images have shape {tuple(x.shape)}; expected NHW, NHWC or NCHW")
@@ -187,6 +187,52 @@ def fit_to_shape(x: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
         x = center_crop_to_aspect(x, h, w)
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True).clamp_(-1, 1)
     return x.contiguous()
+
+
+def channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4-d image batch is (N, H, W, C): its last size is 1, 3 or 4 channels and its second is not."""
+    return x.dim() == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4)
+
+
+def images_for(
+    x: torch.Tensor, image_shape: Sequence[int], what: str, value_range: Optional[tuple[float, float]] = None, convert: bool = True
+) -> tuple[torch.Tensor, list[str]]:
+    """Images from a file, made ready for a generator of ``image_shape`` (in [-1, 1]): channels-last batches
+    transposed, ``value_range`` mapped onto [-1, 1], and other sizes or channel counts converted as
+    ``fit --data`` converts them (``fit_to_shape``) unless ``convert`` is False (then a one-line error).
+    Returns the images and notes on what was done, for the user."""
+    notes = []
+    if channels_last(x):
+        notes.append(f"{what} are channels-last {tuple(x.shape)}: read as (N, H, W, C)")
+        x = x.permute(0, 3, 1, 2)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.dim() != 4:
+        raise HatrefineError(f"{what} have shape {tuple(x.shape)}; expected images (N, C, H, W), (N, H, W, C) or (N, H, W)")
+    if value_range is not None:
+        x = to_unit_range(x.float(), what, value_range)
+    if tuple(x.shape[1:]) == tuple(image_shape):
+        return x, notes
+    got, want = "x".join(map(str, x.shape[1:])), "x".join(map(str, image_shape))
+    if not convert:
+        raise HatrefineError(f"{what} are {got} (C x H x W) and the generator makes {want}; leave out --no-resize to convert them as fit --data does")
+    x = fit_to_shape(to_unit_range(x.float(), what), image_shape)
+    notes.append(f"{what} converted from {got} to {want} as fit --data does (--no-resize refuses instead)")
+    return x, notes
+
+
+def load_folder(path: str | Path, image_shape: Sequence[int], convert: bool = True) -> torch.Tensor:
+    """Every image in a folder (recursively, sorted by path), each fitted to ``image_shape`` as ``fit --data``
+    reads a folder, or, with ``convert`` False, a one-line error for the first of another size."""
+    out = []
+    for f in _image_files(Path(path)):
+        x = _read_image(f)
+        if not convert and tuple(x.shape[2:]) != tuple(image_shape[1:]):
+            raise HatrefineError(
+                f"{f} is {x.shape[2]}x{x.shape[3]} pixels and the generator makes {image_shape[1]}x{image_shape[2]}; leave out --no-resize to convert it as fit --data does"
+            )
+        out.append(fit_to_shape(x, image_shape))
+    return torch.cat(out)
 
 
 def held_out(x: torch.Tensor, split: str) -> torch.Tensor:

@@ -84,15 +84,15 @@ def test_ae_spec_loads_the_decoder_without_a_prior(tmp_path, digits16):
 
 def test_the_resnet_decoder_is_the_authors_trains_resumes_and_loads_as_ae(tmp_path, digits16):
     """--decoder resnet (the cifar10-retrofit recipe's): the authors' gen_decoder at width << levels,
-    batch norm trained in training mode, its running statistics resumed exactly and used by ae:DIR."""
+    with --batch-norm batch its running statistics learned, resumed exactly and used by ae:DIR."""
     from hatrefine.networks.resblocks import ResNetDecoder
 
-    config = tiny_ae(digits16, steps=20, decoder="resnet")
+    config = tiny_ae(digits16, steps=20, decoder="resnet", batch_norm="batch")
     trainer = AutoencoderTrainer(config, tmp_path / "full")
     assert isinstance(trainer.decoder, ResNetDecoder) and trainer.decoder.b5.num_features == 16  # width 8, one doubling
     trainer.run(progress=False)
-    assert trainer.decoder.training and trainer.decoder.b5.running_var.ne(1).any()  # (figures ran in eval mode, then back)
-    AutoencoderTrainer(tiny_ae(digits16, steps=10, decoder="resnet"), tmp_path / "split").run(progress=False)
+    assert trainer.decoder.training and trainer.decoder.b5.training and trainer.decoder.b5.running_var.ne(1).any()  # (figures ran in eval mode, then back)
+    AutoencoderTrainer(tiny_ae(digits16, steps=10, decoder="resnet", batch_norm="batch"), tmp_path / "split").run(progress=False)
     AutoencoderTrainer(None, tmp_path / "split", resume=True, steps=20).run(progress=False)
     full = read_state_dict(tmp_path / "full" / "checkpoint" / "state.safetensors")
     split = read_state_dict(tmp_path / "split" / "checkpoint" / "state.safetensors")
@@ -103,6 +103,21 @@ def test_the_resnet_decoder_is_the_authors_trains_resumes_and_loads_as_ae(tmp_pa
         torch.testing.assert_close(G(z), trainer.decoder.eval()(z))  # eval-mode batch norm: the running statistics
     with pytest.raises(HatrefineError, match=r"--decoder resnet .* doubles the latent's side once; .* use --latent-shape C,8,8"):
         AEConfig(image_shape=[1, 16, 16], latent_shape=[1, 4, 4], decoder="resnet")
+
+
+def test_the_resnet_decoders_batch_norm_stays_in_inference_mode_by_default_as_the_authors(tmp_path, digits16):
+    """The authors call their decoder with training=False while pretraining: the statistics stay at
+    0 and 1 (each batch norm a learned per-channel scale and shift), and ae:DIR samples with them."""
+    trainer = AutoencoderTrainer(tiny_ae(digits16, steps=12, decoder="resnet"), tmp_path / "ae")
+    trainer.run(progress=False)
+    norms = [m for m in trainer.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 8 and not any(m.training for m in norms) and trainer.decoder.training
+    assert all(torch.equal(m.running_mean, torch.zeros_like(m.running_mean)) and torch.equal(m.running_var, torch.ones_like(m.running_var)) for m in norms)
+    assert any(m.weight.ne(1).any() for m in norms)  # gamma learned
+    resumed = AutoencoderTrainer(None, tmp_path / "ae", resume=True, steps=14)
+    resumed.run(progress=False)
+    norms = [m for m in resumed.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.equal(m.running_var, torch.ones_like(m.running_var)) for m in norms) and not any(m.training for m in norms)
 
 
 def test_ae_spec_refuses_conditional_mode_and_other_directories(tmp_path, digits16):

@@ -8,6 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from hatrefine.cli import main
+from hatrefine.errors import HatrefineError
 
 TINY_FIT = ["--steps", "2", "--langevin-steps", "2", "--batch-size", "8", "--eval-samples", "16", "--calibration-samples", "20", "--hat-width", "4", "--quiet"]
 
@@ -92,9 +93,17 @@ def test_fit_sample_refine_end_to_end(tmp_path, monkeypatch):
     result = run("fit", "--out", run_dir, *TINY_FIT)
     assert result.exit_code == 0, result.output
     assert "quality (Frechet distance in LeNet features" in result.output and "of digits change class" in result.output
+    assert "vs 4500 training digits" in result.output and "vs 500 held-out digits (where calibration chose T and K)" in result.output
     for name in ("before_after.png", "langevin_path.png", "quality.json", "hat.safetensors"):
         assert (run_dir / name).is_file()
+    from hatrefine.files.npz import read_npz
     from hatrefine.files.quality import read_quality
+
+    held = read_quality(run_dir)["held_out"]
+    assert held["n_reference"] == 500 and held["generator"] != read_quality(run_dir)["generator"]  # scored against other digits
+    samples = read_npz(run_dir / "samples.npz", required=("x", "g", "z0"))
+    assert samples["x"].shape[1:] == (1, 32, 32) and len(samples["x"]) == len(samples["g"]) == read_quality(run_dir)["n_samples"]
+    assert f"hatrefine eval --samples {run_dir / 'samples.npz'}" in result.output
 
     grid = read_quality(run_dir)["calibration"]["grid"]
     assert all(0 <= row["class_changed"] <= 1 and "class_changed_if_sure" in row for row in grid)  # the trade calibration does not choose on, recorded
@@ -160,10 +169,69 @@ def test_refine_input_errors(tmp_path):
     np.savez(tmp_path / "labels.npz", labels=np.zeros(3))
     one_line_error(run("refine", "--run", run_dir, "--input", tmp_path / "labels.npz", "--out", tmp_path / "o.npz"), "neither 'x'")
     np.savez(tmp_path / "rgb.npz", x=np.zeros((2, 3, 32, 32), np.float32))
-    one_line_error(run("refine", "--run", run_dir, "--input", tmp_path / "rgb.npz", "--out", tmp_path / "o.npz"), "3 channels", "works on 1")
+    one_line_error(
+        run("refine", "--run", run_dir, "--input", tmp_path / "rgb.npz", "--out", tmp_path / "o.npz", "--no-resize"),
+        "are 3x32x32 (C x H x W) and the generator makes 1x32x32; leave out --no-resize",
+    )
     np.savez(tmp_path / "z.npz", z=np.zeros((2, 10), np.float32))
     one_line_error(run("refine", "--run", run_dir, "--input", tmp_path / "z.npz", "--out", tmp_path / "o.npz"), "latent has shape (2, 10)")
     assert not (tmp_path / "o.npz").exists()
+
+    # refine reads what fit --data reads: a folder of pictures, channels-last arrays, other sizes (converted unless --no-resize)
+    from PIL import Image
+
+    digits = (np.random.default_rng(0).random((3, 28, 28)) * 255).astype(np.uint8)
+    (tmp_path / "pngs").mkdir()
+    for i, d in enumerate(digits):
+        Image.fromarray(d).save(tmp_path / "pngs" / f"{i}.png")
+    common = ("--run", run_dir, "--langevin-steps", 1, "--invert-steps", 2, "--overwrite")
+    result = run("refine", *common, "--input", tmp_path / "pngs", "--out", tmp_path / "folder.npz")
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "folder.npz") as f:
+        assert f["x"].shape == (3, 1, 32, 32) and "read 3 images" in result.output
+    one_line_error(run("refine", *common, "--input", tmp_path / "pngs", "--out", tmp_path / "o.npz", "--no-resize"), "0.png is 28x28 pixels", "--no-resize")
+    np.savez(tmp_path / "nhwc.npz", x=np.zeros((2, 32, 32, 3), np.float32))
+    result = run("refine", *common, "--input", tmp_path / "nhwc.npz", "--out", tmp_path / "nhwc_out.npz")
+    assert result.exit_code == 0, result.output
+    assert "channels-last (2, 32, 32, 3)" in result.output and "converted from 3x32x32 to 1x32x32" in result.output
+    np.savez(tmp_path / "small.npz", x=digits)  # uint8 levels with their range declared, 28x28
+    result = run("refine", *common, "--input", tmp_path / "small.npz", "--out", tmp_path / "small_out.npz", "--value-range", "0,255")
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "small_out.npz") as f:
+        assert f["x"].shape == (3, 1, 32, 32) and "converted from 1x28x28 to 1x32x32" in result.output
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_a_fit_failing_before_its_first_update_leaves_nothing_behind(tmp_path, monkeypatch):
+    from hatrefine.training.trainer import Trainer
+
+    def fail(self):
+        raise HatrefineError("the first update failed")
+
+    monkeypatch.setattr(Trainer, "train_step", fail)
+    for out in ("run", "mine"):
+        (tmp_path / "mine").mkdir(exist_ok=True)  # a folder the user made
+        result = run("fit", "--out", tmp_path / out, *TINY_FIT)
+        assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == "Error: the first update failed", result.output
+    assert not (tmp_path / "run").exists()  # no "unfinished run" to --overwrite next time
+    assert not (tmp_path / "mine").exists() or not any((tmp_path / "mine").iterdir())
+    monkeypatch.undo()
+    result = run("fit", "--out", tmp_path / "run", *TINY_FIT, "--eval-samples", 0, "--no-calibrate")
+    assert result.exit_code == 0, result.output
+
+
+def test_sampling_a_run_that_never_updated_warns(tmp_path):
+    from hatrefine.settings.config import FitConfig
+    from hatrefine.training.trainer import Trainer
+
+    trainer = Trainer(FitConfig(steps=3, batch_size=8, hat_width=4, langevin_steps=2, device="cpu"), tmp_path / "run")
+    trainer.save_checkpoint()  # what a fit killed during its first update leaves
+    result = run("sample", "--run", tmp_path / "run", "--n", 2, "--out", tmp_path / "s.npz", "--langevin-steps", 1)
+    assert result.exit_code == 0, result.output
+    assert "stopped at step 0 of 3 (no update yet: its energy is untrained" in result.output
+    result = run("fit", "--out", tmp_path / "done", *TINY_FIT, "--eval-samples", 0, "--no-calibrate")
+    result = run("sample", "--run", tmp_path / "done", "--n", 2, "--out", tmp_path / "d.npz", "--langevin-steps", 1)
+    assert result.exit_code == 0 and "stopped at step" not in result.output
 
 
 def test_conditional_mode_on_a_priorless_generator(tmp_path):

@@ -235,3 +235,19 @@ def test_the_emoji_classifier_scores_the_real_set_against_itself_at_zero_and_rea
     frequencies = np.array(class_histogram(class_probabilities(real, load_classifier((3, 32, 32))))["frequencies"])
     assert np.abs(frequencies - truth).max() < 0.1  # it reads the held-out emoji's categories
     assert quick_net((3, 32, 32)).name == "emoji" and quick_metric_net((3, 32, 32), torch.device("cpu"), inception_on_cpu=False)[1] == "emoji"
+
+
+def test_the_path_figure_stretches_what_moves_until_it_is_visible(tmp_path, monkeypatch):
+    """A residual of 1e-3 (the fit's typical size) is drawn x1000, not as a flat grey x5 row; the rows are labelled with their factors."""
+    from hatrefine.evaluation import report
+
+    assert report.visible_scale(torch.full((2, 1, 4, 4), 1e-3)) == 1000.0 and report.visible_scale(torch.zeros(3)) == 1.0
+    x = torch.linspace(-1, 1, 3 * 2 * 64).view(3, 2, 1, 8, 8)
+    path = {"x": x, "g": x, "y": 1e-3 * torch.ones_like(x)}
+    labels = []
+    monkeypatch.setattr("matplotlib.axes.Axes.set_yticks", lambda self, ticks, names, **kw: labels.extend(names))
+    report.path_figure(path, tmp_path / "p.png", [0, 1, 2])
+    assert labels[:4] == ["X", "G(Z)", f"X - X_0 x{report.visible_scale(x - x[:1]):g}", "Y x1000"] and (tmp_path / "p.png").is_file()
+    labels.clear()
+    report.path_figure({"x": x}, tmp_path / "prior.png", [0, 1, 2])  # a latent-prior chain: X = G(Z) only
+    assert labels == ["X", f"X - X_0 x{report.visible_scale(x[:, 0] - x[:1, 0]):g}"] * 2

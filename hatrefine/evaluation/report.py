@@ -15,12 +15,12 @@ from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
 from hatrefine.files.jsonfiles import atomic_write
+from hatrefine.files.names import EVAL_SAMPLES
+from hatrefine.files.npz import save_npz
 from hatrefine.files.quality import write_quality
 
 if TYPE_CHECKING:
     from hatrefine.models.refiner import HatRefiner
-
-Y_MAGNIFY = 5.0  # residual images are magnified 5x in the path figure, as in the paper's Figure 3
 
 
 def grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
@@ -38,17 +38,41 @@ def save_figure(fig, path: str | Path, dpi: int) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
 
 
+def save_pair_figure(left: torch.Tensor, right: torch.Tensor, titles: tuple[str, str], out: str | Path) -> None:
+    """Two image grids side by side (the first 64 of each), titled: a before/after figure."""
+    fig = Figure(figsize=(9, 5.2), layout="constrained")
+    for ax, imgs, title in zip(fig.subplots(1, 2), (left[:64], right[:64]), titles):
+        ax.imshow(grid(imgs).permute(1, 2, 0).numpy())
+        ax.set_title(title)
+        ax.axis("off")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, Path(out), 120)
+
+
+def visible_scale(frames: torch.Tensor) -> float:
+    """The factor that stretches the largest absolute value of ``frames`` to 1 (1 when all are 0), rounded to 2 significant digits."""
+    peak = float(frames.abs().max())
+    return float(f"{1.0 / peak:.2g}") if peak > 0 else 1.0
+
+
 def path_figure(path: dict[str, torch.Tensor], out: str | Path, frame_steps: list[int]) -> None:
-    """Rows X, G(Z) and Y (magnified) for each chain (those ``path`` holds: a latent-prior chain
-    has X = G(Z) only), columns along the Langevin path."""
+    """What moves along each chain (those ``path`` holds; a latent-prior chain has X = G(Z) only),
+    columns along the Langevin path: X; G(Z), the latent's path through the generator; the change
+    X - X_0 since the first frame; and Y. The last two are signed (grey is 0) and stretched per chain
+    so that their largest value is visible, with the factor in the row's label."""
     n_frames, n_chains = path["x"].shape[:2]
     rows, labels = [], []
     for i in range(n_chains):
-        for key, label in (("x", "X"), ("g", "G(Z)"), ("y", f"Y x{Y_MAGNIFY:g}")):
-            if key not in path:
+        x = path["x"][:, i]
+        parts = [("X", x), ("G(Z)", path["g"][:, i] if "g" in path and "y" in path else None), ("X - X_0", x - x[:1])]
+        parts.append(("Y", path["y"][:, i] if "y" in path else None))
+        for label, frames in parts:
+            if frames is None:
                 continue
-            frames = path[key][:, i]
-            rows.append((frames * Y_MAGNIFY).clamp(-1, 1) if key == "y" else frames)
+            if label in ("X - X_0", "Y"):
+                factor = visible_scale(frames)
+                frames, label = (frames * factor).clamp(-1, 1), f"{label} x{factor:g}"
+            rows.append(frames)
             labels.append(label)
     img = make_grid(torch.cat(rows), nrow=n_frames, normalize=True, value_range=(-1, 1), pad_value=1.0)
     h = img.shape[1] / len(rows)
@@ -58,7 +82,7 @@ def path_figure(path: dict[str, torch.Tensor], out: str | Path, frame_steps: lis
     ax.set_yticks([h * (r + 0.5) for r in range(len(rows))], labels, fontsize=7)
     ax.set_xticks([img.shape[2] / n_frames * (f + 0.5) for f in range(n_frames)], [str(s) for s in frame_steps], fontsize=7)
     ax.set_xlabel("Langevin step")
-    ax.set_title("Langevin paths from Y = 0" if "y" in path else "prior Langevin paths on Z")
+    ax.set_title("Langevin paths from Y = 0 (signed rows: grey is 0)" if "y" in path else "prior Langevin paths on Z (signed rows: grey is 0)")
     fig.tight_layout()
     save_figure(fig, out, 120)
 
@@ -111,7 +135,7 @@ def training_curve(log_csv: str | Path, out: str | Path, rollbacks: list[dict] |
 
 def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibration: dict | None = None, progress: bool = True) -> dict:
     """Compare the generator alone with the Hat EBM (or a latent-prior run) on the same starting latents; write
-    ``before_after.png``, ``langevin_path.png`` and ``quality.json`` (with ``calibration``, if
+    ``before_after.png``, ``langevin_path.png``, ``samples.npz`` (x refined, g the generator's, z0) and ``quality.json`` (with ``calibration``, if
     given), print the quality line: the quick classifier's distance (LeNet for digits, the emoji
     classifier for 3x32x32 colour) with recall, coverage and class changes."""
     from hatrefine.data import load_images
@@ -141,6 +165,7 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
     with torch.no_grad():
         before = torch.cat([G(z0[s : s + 250]) for s in range(0, n, 250)])
 
+    save_npz(out / EVAL_SAMPLES, x=after, g=before, z0=z0)
     K = refiner.sampling.langevin_steps
     frame_steps = sorted({round(i * K / 7) for i in range(8)})
     path_figure(first.path, out / "langevin_path.png", frame_steps)
@@ -156,6 +181,9 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
         p_before, p_after = class_probabilities(before, net), class_probabilities(after, net)
         changes = class_changes(p_before, p_after)
         changed, sure_changed = changes["class_changed"], changes["class_changed_if_sure"]
+        held = load_images(c.data, G.image_shape, split="test", root=c.data_root)
+        held_real = features(net, held)
+        held_before, held_after = (feature_scores(net, held_real, x)["fd"] for x in (before, after))
         result |= {
             "metric": f"frechet_distance_{spec.name}",
             "n_reference": len(reference),
@@ -163,14 +191,17 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
             "hat": round(fd_after, 3),
             "prdc_generator": pr_before,
             "prdc_hat": pr_after,
+            "held_out": {"n_reference": len(held), "generator": round(held_before, 3), "hat": round(held_after, 3)},
             "classes_generator": class_histogram(p_before),
             "classes_hat": class_histogram(p_after),
             "class_sure": SURE,
             **changes,
         }
+        chosen_there = " (where calibration chose T and K)" if calibration and "chosen" in calibration else ""
         line = (
-            f"quality (Frechet distance in {spec.label} features, {n} samples vs {len(reference)} data images, lower is better): "
-            f"generator {fd_before:.3f} -> {label} {fd_after:.3f} ({100 * (fd_after / fd_before - 1):+.1f}%); "
+            f"quality (Frechet distance in {spec.label} features, {n} samples, lower is better): "
+            f"vs {len(reference)} training {spec.items} generator {fd_before:.3f} -> {label} {fd_after:.3f} ({100 * (fd_after / fd_before - 1):+.1f}%), "
+            f"vs {len(held)} held-out {spec.items}{chosen_there} {held_before:.3f} -> {held_after:.3f} ({100 * (held_after / held_before - 1):+.1f}%); "
             f"recall {pr_before['recall']:.3f} -> {pr_after['recall']:.3f}, coverage {pr_before['coverage']:.3f} -> {pr_after['coverage']:.3f}; "
             f"{100 * changed:.1f}% of {spec.items} change class"
             + (f" ({100 * sure_changed:.1f}% of the {spec.items} {spec.label} labels at p >= {SURE:g})" if sure_changed is not None else "")
@@ -179,13 +210,10 @@ def before_after(refiner: "HatRefiner", out: Path, n: int, seed: int, calibratio
         line = "quality: the quick distance needs a shipped classifier (1x32x32 digits, 3x32x32 colour); run `hatrefine eval` on sampled images for FID"
     result["line"] = line
 
-    fig = Figure(figsize=(9, 5.2), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, imgs, title in ((axes[0], before, "generator G(z)"), (axes[1], after, f"{label} (same starting z)")):
-        ax.imshow(grid(imgs).permute(1, 2, 0).numpy())
-        ax.set_title(title + (f"\nFD {result['generator' if imgs is before else 'hat']:.3f}" if "metric" in result else ""))
-        ax.axis("off")
-    save_figure(fig, out / "before_after.png", 120)
+    titles = ("generator G(z)", f"{label} (same starting z)")
+    if "metric" in result:
+        titles = (f"{titles[0]}\nFD {result['generator']:.3f}", f"{titles[1]}\nFD {result['hat']:.3f}")
+    save_pair_figure(before, after, titles, out / "before_after.png")
     if calibration is not None:
         result["calibration"] = calibration
     write_quality(out, result)

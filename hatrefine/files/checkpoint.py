@@ -5,6 +5,7 @@ Reading never executes code from a file: safetensors, or ``torch.load(weights_on
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import fcntl
@@ -160,6 +161,20 @@ def opening_run_dir(out: Path, resume: bool, overwrite: bool, marker: str = CONF
         raise
 
 
+def discard_unstarted_run(out: Path) -> None:
+    """Remove a run that failed before its first update (it holds only its settings and a step-0
+    checkpoint), so the next attempt needs neither --resume nor --overwrite: its files, its lock,
+    and the folder itself once empty."""
+    for p in run_files(out):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+    fd = _held.pop(out.resolve(), None)
+    if fd is not None:
+        os.close(fd)
+        (out / LOCK).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        out.rmdir()
+
+
 def start_run_dir(out: Path) -> None:
     """An empty ``out`` for a new run (what ``check_run_dir`` allowed to replace is removed now; the lock stays)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -219,7 +234,7 @@ def stopped_at(out: Path, marker: str = CONFIG) -> Optional[tuple[int, int]]:
         settings = json.loads((out / marker).read_text())
     except (OSError, ValueError):
         return None
-    total = (settings.get("hatrefine") or settings.get("autoencoder") or {}).get("steps")
+    total = (settings.get("hatrefine") or settings.get("autoencoder") or settings.get("latent_prior") or {}).get("steps")
     step = 0
     for name in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".old"):
         try:

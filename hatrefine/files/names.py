@@ -12,4 +12,5 @@ GENERATOR_DIR = "generator"  # a run's own generator directory (synthesis, hiera
 CHECKPOINT_DIR = "checkpoint"  # resumable training state
 LOCK = ".lock"  # one writer per run directory
 SAMPLES_GRID = "samples.png"
+EVAL_SAMPLES = "samples.npz"  # a fitted run's before/after samples: x (refined), g (the generator's, same start), z0
 TORCHSCRIPT_META = "hatrefine.json"  # inside a TorchScript archive

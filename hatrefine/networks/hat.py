@@ -31,7 +31,10 @@ from hatrefine.settings.config import HAT_BLOCKS
 
 HATS = ("sngan32", "sngan64", "sngan128", "small")
 
-DEFAULT_WIDTH = {"sngan32": 256, "sngan64": 1024, "sngan128": 1024, "small": 32}
+PAPER_WIDTH = {"sngan32": 256, "sngan64": 1024, "sngan128": 1024, "small": 32}  # width None: the paper's (recipes, runs saved before DEFAULT_WIDTH)
+DEFAULT_WIDTH = PAPER_WIDTH | {
+    "sngan32": 64
+}  # what a new fit without a recipe settles on: sngan32 at 256 costs 27 s an update on 2 CPU cores, at 64 5 s (docs/results.md)
 
 
 class SmallHat(nn.Module):
@@ -134,7 +137,7 @@ def create_hat(name: str, image_shape: Sequence[int], width: Optional[int] = Non
             raise HatrefineError(f"timm has no model {name[5:]!r} ({e}); see timm.list_models()") from None
     if name not in HATS:
         raise HatrefineError(f"unknown hat network {name!r}; use one of {', '.join(HATS)} or timm:MODEL")
-    width = width or DEFAULT_WIDTH[name]
+    width = width or PAPER_WIDTH[name]
     if width <= 0:
         raise HatrefineError(f"hat width must be positive, got {width}")
     if name == "small":
@@ -151,4 +154,4 @@ def describe_hat(name: Optional[str], image_shape: Sequence[int], width: Optiona
     params = sum(p.numel() for p in hat.parameters()) / 1e6
     if name == "discriminator" or name.startswith("timm:"):
         return f"hat {name} ({params:.2f} M parameters)"
-    return f"hat {name}, width {width or DEFAULT_WIDTH[name]} ({params:.2f} M parameters)"
+    return f"hat {name}, width {width or PAPER_WIDTH[name]} ({params:.2f} M parameters)"

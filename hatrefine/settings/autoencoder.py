@@ -7,6 +7,7 @@ from typing import ClassVar, Optional
 
 from hatrefine.errors import HatrefineError
 
+BATCH_NORMS = ("fixed", "batch")  # the authors' (inference mode throughout: statistics fixed at 0 and 1) | batch statistics
 DECODERS = ("conv", "resnet")  # hatrefine's conv decoder; the authors' ResNet gen_decoder (C x 16 x 16 -> 32 x 32)
 
 
@@ -40,6 +41,7 @@ class AEConfig:
     tensorboard: bool = False
     gen_factor: float = 2.0  # the decoder ends in gen_factor * tanh, as the authors' (1.0 before this setting existed)
     decoder: str = "conv"  # DECODERS; "resnet": the authors' gen_decoder, its width the conv decoder's top (width << levels)
+    batch_norm: str = "fixed"  # BATCH_NORMS: how the ResNet decoder's batch norm trains ("batch" before this setting existed)
 
     def __post_init__(self):
         self.image_shape, self.latent_shape = [int(s) for s in self.image_shape], [int(s) for s in self.latent_shape]
@@ -48,6 +50,8 @@ class AEConfig:
         if self.image_shape[1] != self.image_shape[2] or self.latent_shape[1] != self.latent_shape[2]:
             raise HatrefineError(f"the autoencoder needs square images and latents; got {self.image_shape} and {self.latent_shape}")
         latent_levels(self.image_shape[1], self.latent_shape[1])
+        if self.batch_norm not in BATCH_NORMS:
+            raise HatrefineError(f"unknown --batch-norm {self.batch_norm!r}; use {' or '.join(BATCH_NORMS)}")
         if self.decoder not in DECODERS:
             raise HatrefineError(f"unknown decoder {self.decoder!r}; use {' or '.join(DECODERS)}")
         if self.decoder == "resnet" and self.image_shape[1] != 2 * self.latent_shape[1]:

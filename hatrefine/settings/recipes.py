@@ -65,6 +65,8 @@ _SYNTH = _PAPER | {
 }
 _GUARD = "the authors' runs have no divergence guard; a recipe runs without one too (no rollback changes the learning rate or the step sizes), but a non-finite step or a residual past --max-residual-rms ends it with one line instead of writing NaN weights"
 
+EMBEDDED_RECIPES = ("mnist", "twemoji")  # hatrefine's own defaults for its embedded GANs, not experiments of the paper
+
 RECIPES = {
     r.name: r
     for r in (
@@ -73,6 +75,16 @@ RECIPES = {
             "the embedded default: the embedded MNIST GAN refined on the 4,500 embedded training digits (2 CPU cores, under 10 minutes)",
             "hatrefine's own (docs/results.md); not an experiment of the paper",
             {"fit": {}, "synthesize": {}, "pretrain-ae": {}},
+        ),
+        Recipe(
+            "twemoji",
+            "the colour embedded default: the embedded emoji GAN (builtin:twemoji) refined on its 3,385 training emoji (2 CPU cores, under 20 minutes)",
+            "hatrefine's own (docs/results.md, 'Colour'); not an experiment of the paper",
+            {
+                "fit": {"generator": "builtin:twemoji", "steps": 300, "langevin_steps": 10, "lr": 2e-4, "calibration_samples": 400},
+                "pretrain-ae": {"data": "builtin:twemoji", "image_shape": [3, 32, 32]},
+                "synthesize": {"data": "builtin:twemoji", "image_shape": "3,32,32", "generator_arch": "dcgan", "hat": "small"},
+            },
         ),
         Recipe(
             "cifar10-refine",
@@ -253,6 +265,7 @@ RECIPES = {
 }
 
 GENERATOR_RECIPES = {
+    "builtin:twemoji": "twemoji",
     "mimicry:sngan_cifar10": "cifar10-refine",
     "mimicry:sngan_celeba64": "celeba64-refine",
     "hatebm:cifar10_refine": "cifar10-refine",

@@ -79,7 +79,7 @@ class AutoencoderTrainer(TrainingLoop):
                 AEConfig,
                 {**saved["autoencoder"], **({"steps": steps} if steps is not None else {})},
                 str(source),
-                legacy={"tensorboard": False, "gen_factor": 1.0, "recipe": None, "decoder": "conv"},
+                legacy={"tensorboard": False, "gen_factor": 1.0, "recipe": None, "decoder": "conv", "batch_norm": "batch"},
             )
         elif config is None:
             raise HatrefineError("a new autoencoder needs its settings (an AEConfig)")
@@ -93,6 +93,7 @@ class AutoencoderTrainer(TrainingLoop):
         self.data = DataStream(open_dataset(c.data, c.image_shape, split="train", root=c.data_root), c.batch_size, c.seed)
         self.encoder = Encoder(**c.kwargs()).to(self.device)
         self.decoder = create_architecture(c.decoder_architecture(), **c.decoder_kwargs()).to(self.device)
+        self._train_mode()
         self.opt = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=c.lr)
         self.rng = torch.Generator(self.device).manual_seed(c.seed)
         self.log = RunLog(self.out / "log.csv", ["step", "loss", "seconds_per_step"])
@@ -146,11 +147,20 @@ class AutoencoderTrainer(TrainingLoop):
 
     @torch.no_grad()
     def save_figures(self, n: int = 32) -> None:
-        self.decoder.eval()  # (the ResNet decoder's batch norm: its running statistics, left as trained)
+        self.decoder.eval()  # (the ResNet decoder's batch norm: its running statistics, as a Hat EBM will use them)
         try:
             self._save_figures(n)
         finally:
-            self.decoder.train()
+            self._train_mode()
+
+    def _train_mode(self) -> None:
+        """The decoder in training mode, its batch norm in inference mode for ``batch_norm="fixed"``
+        (the authors' ``training=False``: the statistics stay at 0 and 1, gamma and beta learn)."""
+        self.decoder.train()
+        if self.config.batch_norm == "fixed":
+            for m in self.decoder.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def _save_figures(self, n: int) -> None:
         x = self.data.batch(0)[:n].to(self.device)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from hatrefine.errors import HatrefineError
 from hatrefine.files.checkpoint import (
     RunLog,
+    discard_unstarted_run,
     disk_errors,
     has_checkpoint,
     load_optimizer,
@@ -82,13 +83,21 @@ class TrainingLoop:
 
     def run(self, progress: bool = True) -> None:
         """Train, then ``finish``. A full disk or a permission error ends the run with one line,
-        the last checkpoint intact (``checkpoint.disk_errors``)."""
-        with disk_errors(self.out):
-            self._loop(progress)
-            if self.main:
-                self.finish(progress)
-            if self.events:
-                self.events.close()
+        the last checkpoint intact (``checkpoint.disk_errors``). A run that fails before its first
+        update is removed (``discard_unstarted_run``): there is nothing in it to resume."""
+        try:
+            with disk_errors(self.out):
+                self._loop(progress)
+                if self.main:
+                    self.finish(progress)
+                if self.events:
+                    self.events.close()
+        except BaseException:
+            if self.step == 0 and self.main:
+                if self.events:
+                    self.events.close()
+                discard_unstarted_run(self.out)
+            raise
 
     def _loop(self, progress: bool) -> None:
         c = self.config

@@ -19,9 +19,10 @@ import torch
 from hatrefine.errors import HatrefineError
 from hatrefine.files.names import GENERATOR_DIR
 from hatrefine.networks.generator import Generator
+from hatrefine.networks.hat import DEFAULT_WIDTH, default_hat
 from hatrefine.networks.registry import absolute_source, absolute_spec, load_generator
 from hatrefine.settings.config import field_defaults
-from hatrefine.settings.recipes import Recipe, apply_recipe
+from hatrefine.settings.recipes import EMBEDDED_RECIPES, Recipe, apply_recipe
 
 EMBEDDED_DATA = {"builtin:twemoji": "builtin:twemoji"}  # an embedded generator -> the data it was trained on
 
@@ -56,7 +57,15 @@ def resolve(config_class, settings: dict, given: Optional[Iterable[str]] = None,
     G = generator or load_generator(config.generator, config.checkpoint)
     if getattr(config, "data", "") is None:
         config = dataclasses.replace(config, data=default_data(G))
+    if recipe is None and getattr(config, "hat_width", 0) is None:  # a recipe keeps the paper's widths
+        config = dataclasses.replace(config, hat_width=default_hat_width(config.hat, G.image_shape))
     return Resolved(config, recipe, G, seeded=generator is None)
+
+
+def default_hat_width(hat: Optional[str], image_shape) -> Optional[int]:
+    """The width a new fit's hat gets when none is given: ``DEFAULT_WIDTH`` (sized for a CPU) for the SN-GAN and small hats, None for others."""
+    name = hat or default_hat(image_shape)
+    return DEFAULT_WIDTH.get(name)
 
 
 def absolute_paths(settings: dict, spec: bool = True) -> dict:
@@ -94,7 +103,7 @@ def default_data(generator: Generator) -> str:
 def default_run_dir(config_class, settings: dict, given: Iterable[str], suffix: str) -> str:
     """``runs/RECIPE`` for a paper recipe's run, else ``runs/GENERATOR-SUFFIX`` (``runs/mnist-joint`` for the embedded GAN)."""
     full, recipe = apply_recipe(config_class.command, field_defaults(config_class) | settings, set(given))
-    if recipe is not None and recipe.name != "mnist":
+    if recipe is not None and recipe.name not in EMBEDDED_RECIPES:
         return f"runs/{recipe.name}"
     prefix, _, name = full["generator"].partition(":")
     name = name.split("[")[0].rstrip("/")
