@@ -66,3 +66,22 @@ def test_settings_are_checked_as_given_before_defaults_are_settled():
     with pytest.raises(HatrefineError, match="--discriminator only applies to --hat discriminator"):
         resolve(FitConfig, {"discriminator": "builtin:mnist"})  # hat auto would become the discriminator only afterwards
     assert resolve(FitConfig, {}).config.hat == "discriminator"
+
+
+def test_a_colour_fit_without_a_recipe_gets_a_hat_sized_for_a_cpu_and_recipes_keep_the_papers(tmp_path):
+    from hatrefine.models.refiner import build_hat
+
+    t = read_state_dict(DATA / "mimicry_tiny_sngan32.safetensors")
+    torch.save({"model_state_dict": {k[2:]: v for k, v in t.items() if k.startswith("G.")}}, tmp_path / "netG.pth")
+    from hatrefine.adapters import wrap
+
+    spec = {"generator": "mimicry:sngan_cifar10", "checkpoint": str(tmp_path / "netG.pth"), "data": "mine.npz"}
+    decoder = torch.nn.Sequential(torch.nn.Linear(8, 3 * 32 * 32), torch.nn.Unflatten(1, (3, 32, 32)), torch.nn.Tanh())
+    mine = resolve(FitConfig, {"data": "mine.npz"}, generator=wrap(decoder, latent_shape=(8,), image_shape=(3, 32, 32), name="mine"))
+    assert mine.recipe is None and (mine.config.hat, mine.config.hat_width) == (None, 64)  # sngan32 by image size, width 64
+    paper = resolve(FitConfig, spec)
+    assert paper.config.recipe == "cifar10-refine" and paper.config.hat_width is None
+    widths = {name: build_hat(r.config, r.generator) for name, r in (("mine", mine), ("paper", paper))}
+    assert sum(p.numel() for p in widths["paper"].parameters()) > 10 * sum(
+        p.numel() for p in widths["mine"].parameters()
+    )  # 256 wide: a saved run's None still means the paper's
