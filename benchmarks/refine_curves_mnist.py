@@ -37,7 +37,8 @@ from hatrefine.distributed import resolve_device
 from hatrefine.evaluation.calibration import chain_ends, choose
 from hatrefine.evaluation.metrics import feature_scores, features, load_lenet
 from hatrefine.networks.registry import load_discriminator
-from hatrefine.sampling.ddls import DDLS, calibrate
+from hatrefine.sampling.ddls import DDLS
+from hatrefine.sampling.density_ratio import calibrate
 
 DATA = "builtin:mnist"
 STEPS = (5, 10, 20, 50, 100)

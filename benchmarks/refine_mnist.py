@@ -44,7 +44,8 @@ from hatrefine.evaluation.metrics import quick_net
 from hatrefine.files.jsonfiles import read_json
 from hatrefine.models.latent_prior import LatentPriorRefiner
 from hatrefine.networks.registry import load_discriminator, load_generator
-from hatrefine.sampling.ddls import DDLS, calibrate
+from hatrefine.sampling.ddls import DDLS
+from hatrefine.sampling.density_ratio import calibrate
 from hatrefine.settings.config import FitConfig
 from hatrefine.settings.prior import PriorConfig
 from hatrefine.training.prior_trainer import PriorTrainer

@@ -1,4 +1,4 @@
-"""The ``hatrefine`` command line: list, recipes, generate, fit, calibrate, sample, refine, pretrain-ae, synthesize, fit-prior, hierarchical, ood, ddls, eval, push.
+"""The ``hatrefine`` command line: list, recipes, generate, fit, calibrate, sample, refine, pretrain-ae, synthesize, fit-prior, hierarchical, ood, baseline (ddls), eval, push.
 
 Problems a user can fix end in one line on stderr and exit code 1 (``--debug`` shows the
 traceback). No command overwrites an existing file or run without ``--overwrite``.
@@ -651,82 +651,150 @@ def calibrate(run_dir, n, device, metric, overwrite) -> None:
         click.echo(f"before: {old['metric']} features chose T {pick['temperature']:.4g}, K {pick['langevin_steps']}: {verdict}")
 
 
+BASELINE_DEFAULTS = {  # per method: the steps K and the step size its authors use
+    "ddls": {"langevin_steps": 20, "eps": 0.1},
+    "dot": {"langevin_steps": 10, "eps": 0.01},
+    "dgflow": {"langevin_steps": 25, "eps": 0.1},
+}
+
+
+def _baseline_options(f):
+    options = [
+        click.option("--generator", "spec", default="builtin:mnist", show_default=True, help="Generator spec (`hatrefine list`)."),
+        click.option("--checkpoint", default=None, help="Local weights file for the generator."),
+        click.option(
+            "--discriminator", required=True, help="Discriminator spec (builtin:mnist, mimicry:...) or a weights file for the generator's architecture."
+        ),
+        click.option("--n", "n", type=int, default=64, show_default=True, help="Number of samples."),
+        click.option("--out", required=True, help="Output .npz: x = G(z) of the refined latents and z, float32, as `generate` writes."),
+        click.option("--langevin-steps", type=int, default=None, help="K: Langevin steps (ddls, default 20), SGD steps (dot, 10) or flow steps (dgflow, 25)."),
+        click.option(
+            "--eps",
+            type=float,
+            default=None,
+            help="Step size: ddls z <- z - eps^2/2 grad E + noise eps N(0, I) (default 0.1, DDLS's step 0.01); dot's SGD rate (0.01); dgflow's eta (0.1).",
+        ),
+        click.option("--noise", type=float, default=1.0, show_default=True, help="ddls: scale of the injected noise (1 = exact Langevin)."),
+        click.option("--temperature", type=float, default=1.0, show_default=True, help="ddls: T in E(z) = ||z||^2/2 - d(G(z)) / T."),
+        click.option(
+            "--step-schedule",
+            type=click.Choice(["constant", "linear", "cosine", "exponential"]),
+            default="constant",
+            show_default=True,
+            help="ddls: step-size decay along the chain.",
+        ),
+        click.option("--step-schedule-end", type=float, default=1.0, show_default=True, help="ddls: step-size factor at the last step."),
+        click.option("--proposals", type=int, default=640, show_default=True, help="mh: K, generator samples proposed per chain (the authors' 640)."),
+        click.option(
+            "--mh-start",
+            type=click.Choice(["real", "generated"]),
+            default="real",
+            show_default=True,
+            help="mh: start each chain at a real image of --data (the authors'; it is never output) or at its first proposal.",
+        ),
+        click.option(
+            "--gamma-percentile",
+            type=float,
+            default=95.0,
+            show_default=True,
+            help="drs: gamma is this percentile of F per batch (the MH-GAN authors' DRS baseline).",
+        ),
+        click.option("--exact", is_flag=True, help="drs: gamma = 0, exact rejection sampling of p_g * exp(l) (low acceptance)."),
+        click.option(
+            "--burn-in", type=int, default=10000, show_default=True, help="drs: generator samples whose largest log ratio starts the running maximum."
+        ),
+        click.option("--entropy", type=float, default=0.01, show_default=True, help="dgflow: gamma, the entropy regulariser (noise sqrt(2 eta gamma))."),
+        click.option("--divergence", type=click.Choice(["kl", "logd", "js"]), default="kl", show_default=True, help="dgflow: the f-divergence of the flow."),
+        click.option(
+            "--calibrate/--no-calibrate",
+            default=None,
+            help="Fit a logistic head on the logit (real vs generated images of --data) and use l = a d + b (default: on for drs and mh, off for ddls, dot and dgflow, as their authors).",
+        ),
+        click.option("--data", default="builtin:mnist", show_default=True, help="Real images for the calibration and for mh's chain starts (data spec)."),
+        click.option("--data-root", default=None, help="Where torchvision datasets are."),
+        click.option("--calibrate-n", type=int, default=1000, show_default=True, help="Real images (and as many generated) for --calibrate."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--batch-size", type=int, default=256, show_default=True, help="Chains or proposals per chunk (bounds memory)."),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--png", default=None, help="Also save a grid of the first 64 samples."),
+        click.option("--overwrite", is_flag=True, help="Replace --out if it exists."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @main.command()
-@click.option("--generator", "spec", default="builtin:mnist", show_default=True, help="Generator spec (`hatrefine list`).")
-@click.option("--checkpoint", default=None, help="Local weights file for the generator.")
-@click.option("--discriminator", required=True, help="Discriminator spec (builtin:mnist, mimicry:...) or a weights file for the generator's architecture.")
-@click.option("--n", "n", type=int, default=64, show_default=True, help="Number of samples.")
-@click.option("--out", required=True, help="Output .npz: x = G(z) at the last step and z, float32, as `generate` writes.")
-@click.option("--langevin-steps", type=int, default=20, show_default=True, help="Langevin steps per chain.")
-@click.option("--eps", type=float, default=0.1, show_default=True, help="Step size: z <- z - eps^2/2 grad E + noise * eps * N(0, I) (0.1 is DDLS's step 0.01).")
-@click.option("--noise", type=float, default=1.0, show_default=True, help="Scale of the injected noise (1 = exact Langevin).")
-@click.option("--temperature", type=float, default=1.0, show_default=True, help="T in E(z) = ||z||^2/2 - d(G(z)) / T.")
-@click.option(
-    "--step-schedule",
-    type=click.Choice(["constant", "linear", "cosine", "exponential"]),
-    default="constant",
-    show_default=True,
-    help="Step-size decay along the chain.",
-)
-@click.option("--step-schedule-end", type=float, default=1.0, show_default=True, help="Step-size factor at the last step.")
-@click.option("--calibrate", is_flag=True, help="First fit a logistic head on the logit (real vs generated images) and use its scale.")
-@click.option("--data", default="builtin:mnist", show_default=True, help="Real images for --calibrate (data spec).")
-@click.option("--data-root", default=None, help="Where torchvision datasets are.")
-@click.option("--calibrate-n", type=int, default=1000, show_default=True, help="Real images (and as many generated) for --calibrate.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Chains per chunk (bounds memory).")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--png", default=None, help="Also save a grid of the first 64 samples.")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-def ddls(
-    spec,
-    checkpoint,
-    discriminator,
-    n,
-    out,
-    langevin_steps,
-    eps,
-    noise,
-    temperature,
-    step_schedule,
-    step_schedule_end,
-    calibrate,
-    data,
-    data_root,
-    calibrate_n,
-    seed,
-    batch_size,
-    device,
-    png,
-    overwrite,
-) -> None:
-    """DDLS baseline: Langevin in latent space on E(z) = ||z||^2/2 - d(G(z)) / T."""
+@click.option("--method", type=click.Choice(["ddls", "drs", "mh", "dot", "dgflow"]), default="ddls", show_default=True, help="Which refiner (docs/method.md).")
+@_baseline_options
+def baseline(method, **options) -> None:
+    """A post-hoc GAN refiner that needs only the discriminator: ddls (Langevin on ||z||^2/2 - d(G(z))/T),
+    drs (rejection sampling), mh (Metropolis-Hastings GAN), dot (latent optimal transport), dgflow (gradient flow)."""
+    _baseline(method, **options)
+
+
+@main.command()
+@_baseline_options
+def ddls(**options) -> None:
+    """DDLS baseline: Langevin in latent space on E(z) = ||z||^2/2 - d(G(z)) / T (= baseline --method ddls)."""
+    _baseline("ddls", **options)
+
+
+def _baseline(
+    method, spec, checkpoint, discriminator, n, out, langevin_steps, eps, noise, temperature, step_schedule, step_schedule_end, proposals, mh_start,
+    gamma_percentile, exact, burn_in, entropy, divergence, calibrate, data, data_root, calibrate_n, seed, batch_size, device, png, overwrite,
+) -> None:  # fmt: skip
     from hatrefine.data import load_images
     from hatrefine.distributed import resolve_device
-    from hatrefine.files.npz import NpzWriter
+    from hatrefine.files.npz import NpzWriter, save_npz
     from hatrefine.networks.registry import load_generator, resolve_discriminator
-    from hatrefine.sampling import ddls as ddls_lib
+    from hatrefine.sampling.density_ratio import calibrate as fit_calibration
+    from hatrefine.sampling.ratio_refiners import baseline as make_baseline
     from hatrefine.settings.config import Schedule
 
-    if temperature <= 0 or eps <= 0:
-        raise HatrefineError(f"--temperature and --eps must be positive, got {temperature} and {eps}")
+    defaults = BASELINE_DEFAULTS.get(method, {})
+    langevin_steps = defaults.get("langevin_steps") if langevin_steps is None else langevin_steps
+    eps = defaults.get("eps") if eps is None else eps
+    if temperature <= 0 or (eps is not None and eps <= 0) or n <= 0 or batch_size <= 0:
+        raise HatrefineError(f"--temperature, --eps, --n and --batch-size must be positive, got {temperature}, {eps}, {n} and {batch_size}")
     _check_new_files(overwrite, out, png)
     dev = resolve_device(device)
     G = load_generator(spec, checkpoint).to(dev)
     D = resolve_discriminator(discriminator, spec).to(dev)
-    calibration = None
-    if calibrate:
+    calibration, real = None, None
+    if calibrate if calibrate is not None else method in ("drs", "mh"):
         real = load_images(data, G.image_shape, split="train", root=data_root, limit=calibrate_n)
-        calibration = ddls_lib.calibrate(G, D, real, seed=seed, batch_size=batch_size)
+        calibration = fit_calibration(G, D, real, seed=seed, batch_size=batch_size)
         click.echo(f"calibrated logit: sigmoid({calibration.scale:.4g} * d + {calibration.bias:.4g}); discriminator temperature {calibration.temperature:.4g}")
-    sampler = ddls_lib.DDLS(G, D, langevin_steps, eps, temperature, noise, Schedule(step_schedule, step_schedule_end), calibration)
-    first = None
-    with NpzWriter(out, n, {"x": G.image_shape, "z": G.latent_shape}) as w:
-        for res in sampler.iter_samples(n, seed=seed, batch_size=batch_size):
-            w.write(x=res.x, z=res.z)
-            first = res.x if first is None else first
-    click.echo(f"wrote {n} DDLS samples ({langevin_steps} steps) to {out}")
-    _write_png(first, png)
+    if method == "mh" and mh_start == "real" and real is None:
+        real = load_images(data, G.image_shape, split="train", root=data_root, limit=calibrate_n)
+    options = {
+        "ddls": {
+            "n_steps": langevin_steps,
+            "eps": eps,
+            "temperature": temperature,
+            "noise": noise,
+            "step_schedule": Schedule(step_schedule, step_schedule_end),
+        },
+        "drs": {"burn_in": burn_in, "gamma_percentile": None if exact else gamma_percentile},
+        "mh": {"n_proposals": proposals},
+        "dot": {"n_steps": langevin_steps, "lr": eps, "seed": seed},
+        "dgflow": {"n_steps": langevin_steps, "eta": eps, "gamma": entropy, "divergence": divergence},
+    }[method]
+    sampler = make_baseline(method, G, D, calibration, real=real if mh_start == "real" else None, **options)
+    if method == "ddls":  # chains streamed to disk chunk by chunk
+        first = None
+        with NpzWriter(out, n, {"x": G.image_shape, "z": G.latent_shape}) as w:
+            for res in sampler.iter_samples(n, seed=seed, batch_size=batch_size):
+                w.write(x=res.x, z=res.z)
+                first = res.x if first is None else first
+        click.echo(f"wrote {n} DDLS samples ({langevin_steps} steps) to {out}")
+        return _write_png(first, png)
+    res = sampler.sample(n, seed=seed, batch_size=batch_size)
+    save_npz(out, x=res.x, z=res.z)
+    counts = ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in res.stats.items())
+    click.echo(f"wrote {n} {method} samples ({counts}) to {out}")
+    _write_png(res.x, png)
 
 
 @main.command()

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from hatrefine.errors import HatrefineError
-from hatrefine.sampling.ddls import DDLS, calibrate, fit_logistic
+from hatrefine.sampling.ddls import DDLS
+from hatrefine.sampling.density_ratio import calibrate, fit_logistic
 
 
 class BrightnessCritic(nn.Module):

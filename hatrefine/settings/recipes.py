@@ -81,7 +81,7 @@ RECIPES = {
             "the colour embedded default: the embedded emoji GAN (builtin:twemoji) refined on its 3,385 training emoji (2 CPU cores, under 20 minutes)",
             "hatrefine's own (docs/results.md, 'Colour'); not an experiment of the paper",
             {
-                "fit": {"generator": "builtin:twemoji", "steps": 300, "langevin_steps": 10, "lr": 2e-4, "calibration_samples": 400},
+                "fit": {"generator": "builtin:twemoji", "steps": 300, "langevin_steps": 10, "calibration_samples": 400},
                 "pretrain-ae": {"data": "builtin:twemoji", "image_shape": [3, 32, 32]},
                 "synthesize": {"data": "builtin:twemoji", "image_shape": "3,32,32", "generator_arch": "dcgan", "hat": "small"},
             },
