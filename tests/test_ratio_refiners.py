@@ -104,7 +104,9 @@ def test_dot_lowers_its_objective_and_moves_each_latent_within_its_budget(gaussi
 
 def test_dots_tangent_correction_keeps_a_latent_on_its_shell_where_the_authors_pushes_it_off():
     torch.manual_seed(0)
-    G = wrap(torch.nn.Sequential(torch.nn.Linear(16, 4), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 2, 2))), latent_shape=(16,), image_shape=(1, 2, 2), name="lin")
+    G = wrap(
+        torch.nn.Sequential(torch.nn.Linear(16, 4), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 2, 2))), latent_shape=(16,), image_shape=(1, 2, 2), name="lin"
+    )
     ratio = LogRatio(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 1)))
     z0 = G.sample_latent(200, generator=torch.Generator().manual_seed(7))
     change = {}
