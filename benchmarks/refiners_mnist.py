@@ -1,0 +1,146 @@
+"""Every post-hoc refiner of a GAN on one protocol: the generator, DRS, MH-GAN, DOT, DGflow, DDLS,
+a latent EBM prior and the Hat EBM, on the embedded GAN (or ``--generator builtin:twemoji``).
+
+Each method draws ``--n`` samples at each value of its compute knob (K Langevin, SGD or flow
+steps; MH-GAN's proposals per chain; DRS's gamma percentile, which sets how many proposals
+an accepted sample costs), from the same seed, and is scored against the same reference (the
+data's training split): the quick classifier's Frechet distance with precision, recall, density
+and coverage in its features at every knob value, and Inception FID with the same four at each
+method's default knob (``--inception-at default``; ``all`` for every point, ``none`` to skip).
+Sampling seconds are wall seconds per ``--n`` images on this machine. DRS, MH-GAN and DDLS's
+calibrated row use the logistic head fitted on ``--calibrate-n`` real training images (the
+authors' DOT and DGflow use the raw logit). The Hat EBM and the latent prior are fitted runs
+(``--hat-run``, ``--prior-run``), sampled at their calibrated or saved settings and at other K.
+
+    python benchmarks/refiners_mnist.py --hat-run runs/mnist-joint --prior-run runs/mnist-prior \\
+        --json benchmarks/results/refiners_mnist.json --figure benchmarks/results/refiners_mnist.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from common import header, inception_fids, write_json  # noqa: E402
+
+from hatrefine.data import load_images  # noqa: E402
+from hatrefine.distributed import resolve_device  # noqa: E402
+from hatrefine.evaluation.metrics import feature_scores, features, load_classifier, quick_net  # noqa: E402
+from hatrefine.models.runs import load_run  # noqa: E402
+from hatrefine.networks.registry import load_discriminator, load_generator  # noqa: E402
+from hatrefine.sampling.density_ratio import calibrate  # noqa: E402
+from hatrefine.sampling.ratio_refiners import baseline  # noqa: E402
+
+KNOBS = {  # method -> (knob name, values, default value, options for a value)
+    "ddls": ("K", [5, 10, 20, 40], 20, lambda v: {"n_steps": v, "eps": 0.1}),
+    "ddls_calibrated": ("K", [5, 10, 20, 40], 20, lambda v: {"n_steps": v, "eps": 0.1}),
+    "drs": ("gamma percentile", [50, 80, 95, 99], 95, lambda v: {"gamma_percentile": v}),
+    "mh": ("proposals", [10, 40, 160, 640], 640, lambda v: {"n_proposals": v}),
+    "dot": ("SGD steps", [5, 10, 20, 40], 10, lambda v: {"n_steps": v, "lr": 0.01}),
+    "dgflow": ("flow steps", [5, 10, 25, 50], 25, lambda v: {"n_steps": v, "eta": 0.1, "gamma": 0.01}),
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--generator", default="builtin:mnist", help="an embedded GAN: builtin:mnist or builtin:twemoji (its data is the reference)")
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hat-run", default=None, help="a fitted Hat EBM run on this generator (its calibrated T and K; then K x 0.5, 2)")
+    p.add_argument("--prior-run", default=None, help="a fitted latent-prior run on this generator (its prior steps; then x 0.5, 2)")
+    p.add_argument("--methods", default="generator,drs,mh,dot,dgflow,ddls,ddls_calibrated,prior,hat", help="comma-separated subset")
+    p.add_argument("--calibrate-n", type=int, default=1000)
+    p.add_argument("--inception-at", choices=("default", "all", "none"), default="default")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", default=None)
+    p.add_argument("--figure", default=None)
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    result = header(args, device) | {"generator": args.generator, "points": []}
+    G, D = load_generator(args.generator).to(device), load_discriminator(args.generator).to(device)
+    reference = load_images(args.generator, G.image_shape, split="train")
+    calibration = calibrate(G, D, reference[: args.calibrate_n], seed=args.seed)
+    result["calibration"] = {"scale": calibration.scale, "bias": calibration.bias, "n_real": args.calibrate_n}
+    net, spec = load_classifier(G.image_shape).to(device), quick_net(G.image_shape)
+    real = features(net, reference)
+    z0 = G.sample_latent(args.n, generator=torch.Generator(device).manual_seed(args.seed))
+    methods = args.methods.split(",")
+
+    def timed(draw) -> tuple[torch.Tensor, float, dict]:
+        t0 = time.perf_counter()
+        x, stats = draw()
+        return x.cpu(), round(time.perf_counter() - t0, 1), stats
+
+    def chains(sampler) -> tuple[torch.Tensor, dict]:
+        parts = [
+            sampler.sample(z0[s : s + args.batch_size], generator=torch.Generator(device).manual_seed(args.seed + s)) for s in range(0, args.n, args.batch_size)
+        ]
+        return torch.cat([r.x for r in parts]), {}
+
+    runs = []  # (method, knob name, value, is default, draw)
+    if "generator" in methods:
+        runs.append(("generator", "-", 0, True, lambda: (torch.cat([G(z).detach() for z in z0.split(args.batch_size)]), {})))
+    for method, (knob, values, default, options) in KNOBS.items():
+        if method not in methods:
+            continue
+        for v in values:
+            kind = "ddls" if method.startswith("ddls") else method
+            cal = calibration if method in ("ddls_calibrated", "drs", "mh") else None
+            real_starts = reference[: args.calibrate_n] if method == "mh" else None
+
+            def draw(kind=kind, cal=cal, real_starts=real_starts, v=v, options=options):
+                res = baseline(kind, G, D, cal, real=real_starts, **options(v)).sample(args.n, seed=args.seed, batch_size=args.batch_size)
+                return res.x, getattr(res, "stats", {})
+
+            runs.append((method, knob, v, v == default, draw))
+    for name, path in (("hat", args.hat_run), ("prior", args.prior_run)):
+        if name in methods and path:
+            model = load_run(path, device=str(device))
+            k = model.sampling.langevin_steps
+            for v in sorted({max(1, k // 2), k, 2 * k}):
+                runs.append((name, "K", v, v == k, lambda model=model, v=v: chains(model.sampler(n_steps=v))))
+
+    images = {}
+    for method, knob, value, is_default, draw in runs:
+        x, seconds, stats = timed(draw)
+        point = {"method": method, "knob": knob, "value": value, "default": is_default, "sample_seconds": seconds, **stats}
+        point |= {f"{spec.name}_{k}": v for k, v in feature_scores(net, real, x).items()}
+        result["points"].append(point)
+        if args.inception_at == "all" or (args.inception_at == "default" and is_default):
+            images[f"{method}@{value}"] = x
+        print({k: point[k] for k in ("method", "value", "sample_seconds", f"{spec.name}_fd", f"{spec.name}_recall")}, flush=True)
+        write_json(args.json, result)  # after every point: a killed run keeps what it measured
+    if images:
+        scores, info = inception_fids(images, args.generator, "auto", device)
+        result |= info
+        for point in result["points"]:
+            point |= scores.get(f"{point['method']}@{point['value']}", {})
+    write_json(args.json, result)
+    if args.figure:
+        figure(result, spec, args.figure)
+
+
+def figure(result: dict, spec, path: str) -> None:
+    """Quality against sampling seconds, one line per method along its knob."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for method in dict.fromkeys(p["method"] for p in result["points"]):
+        pts = sorted((p for p in result["points"] if p["method"] == method), key=lambda p: p["sample_seconds"])
+        for ax, key in zip(axes, (f"{spec.name}_fd", f"{spec.name}_recall")):
+            ax.plot([p["sample_seconds"] for p in pts], [p[key] for p in pts], "o-" if len(pts) > 1 else "s", label=method)
+    for ax, label in zip(axes, (f"{spec.label} Frechet distance (lower is better)", f"recall in {spec.label} features")):
+        ax.set_xscale("log")
+        ax.set_xlabel(f"sampling seconds per {result['n_samples']} images")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
