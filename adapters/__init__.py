@@ -2,7 +2,8 @@
 
 Importing this package registers every spec scheme: ``builtin:``, ``mimicry:``, ``hf:``,
 ``dir:``, ``torchscript:``, ``ae:``, ``hatebm:`` (the authors' released models), ``diffusers:``
-(a diffusers VAE), ``biggan:`` (BigGAN-deep), ``py:`` (your own factory); the libraries behind
+(a diffusers VAE), ``biggan:`` (BigGAN-deep), ``py:`` (your own factory), and the architecture of a
+distilled generator directory (``dir:``); the libraries behind
 ``diffusers:`` and ``biggan:`` are imported only when such a spec is loaded. ``wrap`` / ``vae_decoder`` / ``autoencoder_decoder`` wrap your own module.
 """
 
@@ -11,6 +12,7 @@ from . import (  # noqa: F401  (registration side effects)
     biggan,
     builtin,
     diffusers,
+    distilled,
     hatebm,
     hub,
     mimicry,

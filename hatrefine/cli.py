@@ -25,13 +25,15 @@ from hatrefine.settings.config import (
     FitConfig,
     SynthesisConfig,
 )
+from hatrefine.settings.distill import METHODS as DISTILL_METHODS
+from hatrefine.settings.distill import DistillConfig
 from hatrefine.settings.prior import POSTERIOR_INITS, HierarchicalConfig, PriorConfig
 
 if TYPE_CHECKING:
     import torch
 
 
-CHOICES = {"mode": MODES, "joint_update": JOINT_UPDATES, "hat_block": HAT_BLOCKS, "posterior_init": POSTERIOR_INITS}
+CHOICES = {"mode": MODES, "joint_update": JOINT_UPDATES, "hat_block": HAT_BLOCKS, "posterior_init": POSTERIOR_INITS, "method": DISTILL_METHODS}
 
 
 def _config_options(config_class, exclude: tuple[str, ...] = ()):
@@ -314,6 +316,31 @@ def synthesize(ctx: click.Context, out, resume, overwrite, quiet, **settings) ->
     click.echo(f"tandem synthesis on {trainer.config.data} into {out} (device {trainer.device})")
     trainer.run(progress=not quiet)
     _done(out)
+
+
+@main.command()
+@_config_options(DistillConfig, exclude=("device", "log_every"))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", required=True, help="The distilled generator's directory (load it as dir:OUT).")
+@click.option("--resume", is_flag=True, help="Continue the distillation in --out exactly (only --steps may change).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing directory in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def distill(ctx: click.Context, out, resume, overwrite, quiet, **settings) -> None:
+    """Learn a latent map T so that G(T(z)) samples like a fitted run's refined chains, at one generator pass.
+
+    The output is a generator directory: every command takes it as --generator dir:OUT."""
+    from hatrefine.training.distill import DistillTrainer
+
+    trainer = _make_trainer(ctx, DistillTrainer, DistillConfig, out, resume, overwrite, settings)
+    c = trainer.config
+    click.echo(
+        f"distilling {c.run} ({trainer.generator.name}, sampling at T {trainer.refiner.sampling.temperature:g}, K {trainer.refiner.sampling.langevin_steps}) into {out} "
+        f"by {c.method}; T has {100 * trainer.parameters_share:.1f}% of the generator's parameters; {c.steps} updates at batch {c.batch_size}"
+    )
+    trainer.run(progress=not quiet)
+    _done(out)
+    click.echo(f"use it as --generator dir:{out}")
 
 
 @main.command("fit-prior")
