@@ -151,6 +151,6 @@ register_scheme(
     Scheme(
         lambda path, ckpt: load_generator_dir(_local_dir(path), name=f"dir:{path}"),
         lambda path, ckpt: load_discriminator_dir(_local_dir(path)),
-        help="PATH (a generator directory, e.g. a synthesize run)",
+        help="PATH (a generator directory: a synthesize run, a distilled generator)",
     ),
 )

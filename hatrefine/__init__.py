@@ -16,6 +16,7 @@ _PUBLIC = {
     "load_run": "hatrefine.models.runs",
     "fit": "hatrefine.training.trainer",
     "fit_prior": "hatrefine.training.prior_trainer",
+    "distill": "hatrefine.training.distill",
     "load_generator": "hatrefine.networks.registry",
     "load_discriminator": "hatrefine.networks.registry",
     "known_specs": "hatrefine.networks.registry",

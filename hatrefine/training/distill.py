@@ -235,10 +235,14 @@ class DistillTrainer(TrainingLoop):
 
 
 def distill(refiner, out: str | Path, resume: bool = False, overwrite: bool = False, progress: bool = True, **settings):
-    """Distil a fitted model (``HatRefiner`` or ``LatentPriorRefiner``; ``settings``: ``DistillConfig``'s)
-    into the generator directory ``out``; returns the distilled generator (what ``dir:OUT`` loads)."""
+    """Distil a fitted model (a run directory, or a loaded ``HatRefiner`` or ``LatentPriorRefiner``;
+    ``settings``: ``DistillConfig``'s) into the generator directory ``out``; returns the distilled
+    generator (what ``dir:OUT`` loads). ``hatrefine.distill``: a function beside ``fit``, since
+    fitted models sit below training in the layering."""
     from hatrefine.networks.registry import load_generator
 
+    if isinstance(refiner, (str, Path)):
+        settings, refiner = {"run": str(refiner), **settings}, None
     trainer = DistillTrainer(None if resume else DistillConfig(**settings), out, resume=resume, overwrite=overwrite, refiner=refiner)
     trainer.run(progress=progress)
     return load_generator(f"dir:{out}")
