@@ -8,7 +8,7 @@ precision, recall, density, coverage, the emoji classifier's Frechet distance an
 histogram, sampling and fit seconds. ``--noise-sets`` scores the generator on other latents too,
 for the noise of each score.
 
-    python benchmarks/refine_twemoji.py --run runs/twemoji --prior-steps 300 --noise-sets 2 \\
+    python benchmarks/refine_twemoji.py --run runs/twemoji-joint --prior-steps 100 --noise-sets 2 \\
         --json benchmarks/results/refine_twemoji.json
 
 ``--run`` reuses a fit (the colour main job, ``hatrefine fit --generator builtin:twemoji``); without
@@ -18,4 +18,4 @@ it the script fits with the colour main job's settings (the ``twemoji`` recipe).
 from refine_mnist import main
 
 if __name__ == "__main__":
-    main(generator="builtin:twemoji", fit='{"recipe": "twemoji"}', prior_steps=300, doc=__doc__)
+    main(generator="builtin:twemoji", fit='{"recipe": "twemoji"}', prior_steps=100, doc=__doc__)
