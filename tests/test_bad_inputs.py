@@ -51,8 +51,14 @@ def snapshot(d):
 
 
 CATALOGUE = {
-    "wrong channel count": (["refine", "--run", "{d}/run", "--input", "{d}/rgb.npz", "--out", "{d}/o.npz"], ["3 channels", "works on 1"]),
-    "wrong image size": (["refine", "--run", "{d}/run", "--input", "{d}/small.npz", "--out", "{d}/o.npz"], ["16x16", "32x32", "resize"]),
+    "wrong channel count (refine converts unless --no-resize)": (
+        ["refine", "--run", "{d}/run", "--input", "{d}/rgb.npz", "--out", "{d}/o.npz", "--no-resize"],
+        ["are 3x32x32 (C x H x W)", "makes 1x32x32", "leave out --no-resize"],
+    ),
+    "wrong image size (refine converts unless --no-resize)": (
+        ["refine", "--run", "{d}/run", "--input", "{d}/small.npz", "--out", "{d}/o.npz", "--no-resize"],
+        ["are 1x16x16", "makes 1x32x32", "as fit --data does"],
+    ),
     "values outside the declared range": (
         ["refine", "--run", "{d}/run", "--input", "{d}/bright.npz", "--out", "{d}/o.npz"],
         ["[3, 3]", "expects [-1, 1]", "x / 127.5 - 1", "--value-range 0,255"],

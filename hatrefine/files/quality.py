@@ -12,6 +12,7 @@ QUALITY_FIELDS = {
     "n_samples": int, "langevin_steps": int, "temperature": NUMBER, "sample_seconds": NUMBER, "seed": int, "metric": str,
     "n_reference": int, "generator": NUMBER, "hat": NUMBER, "prdc_generator": dict, "prdc_hat": dict, "classes_generator": dict, "classes_hat": dict, "class_changed": NUMBER,
     "class_sure": NUMBER, "class_changed_if_sure": NUMBER, "class_changed_if_unsure": NUMBER, "changes_from_unsure": NUMBER, "line": str, "calibration": dict,
+    "held_out": dict,
 }  # fmt: skip
 NULLABLE = ("class_changed_if_sure", "class_changed_if_unsure", "changes_from_unsure")  # None where no digit falls in the group
 
