@@ -155,16 +155,16 @@ class DistillTrainer(TrainingLoop):
         c, G = self.config, self.generator
         z0 = G.sample_latent(c.batch_size, generator=self.rng)
         end = self.sampler.sample(z0, generator=self.rng)
+        mapped = self.map(z0)
         if c.method == "regression":
-            loss = F.mse_loss(self.map(z0), end.z.detach())
+            loss = F.mse_loss(mapped, end.z.detach())
         else:
             loss = mmd(G(self.map(G.sample_latent(c.batch_size, generator=self.rng))), end.x.detach())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.step += 1
-        with torch.no_grad():
-            move = (self.map(z0) - z0).flatten(1).norm(dim=1).mean().item()
+        move = (mapped.detach() - z0).flatten(1).norm(dim=1).mean().item()  # before this update: no second pass of T
         return {"step": self.step, "loss": loss.item(), "latent_move": move, "seconds_per_step": time.perf_counter() - t0}
 
     def postfix(self, row: dict) -> dict:
