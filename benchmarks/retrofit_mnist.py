@@ -115,16 +115,17 @@ def main() -> None:
 
     # 4. FID (or the quick classifier's distance) against the same reference
     if args.no_inception:
-        scores = {k: v | {"fid": v[next(x for x in v if x.endswith("_fd"))]} for k, v in classifier_scores(images, args.data).items()}
+        scores = classifier_scores(images, args.data)
+        key = next(k for k in scores["decoder"] if k.endswith("_fd"))
         reference = {
             "reference": f"{args.data} train split",
             "n_reference": len(load_images(args.data, G.image_shape, split="train")),
-            "metric": "quick classifier distance",
+            "metric": key,
         }
     else:
-        scores, reference = inception_fids(images, args.data, args.inception, device)
-    fids = {name: s["fid"] for name, s in scores.items()}
-    result |= reference | {"fid_decoder": fids["decoder"], "fid_retrofit": fids["retrofit"], "improvement": round(fids["decoder"] / fids["retrofit"], 2)}
+        (scores, reference), key = inception_fids(images, args.data, args.inception, device), "fid"
+    fids = {name: s[key] for name, s in scores.items()}
+    result |= reference | {f"{key}_decoder": fids["decoder"], f"{key}_retrofit": fids["retrofit"], "improvement": round(fids["decoder"] / fids["retrofit"], 2)}
     for name in images:
         rows[name] |= scores[name]
     result["rows"] = rows

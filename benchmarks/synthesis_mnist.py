@@ -113,13 +113,17 @@ def main() -> None:
     if args.samples_figure:
         save_pair_figure(g, x, ("generator G(Z), learned in tandem", f"Hat EBM G(Z) + Y, K {config.test_steps}"), args.samples_figure)
     if args.no_inception:
-        quick_scores = classifier_scores({"generator": g, "hat": x}, args.data)
-        scores = {k: v | {"fid": v[f"{quick.name}_fd"]} for k, v in quick_scores.items()}
-        reference_info = {"reference": f"{args.data} train split", "n_reference": len(reference), "metric": f"{quick.label} distance"}
+        scores, key = classifier_scores({"generator": g, "hat": x}, args.data), f"{quick.name}_fd"
+        reference_info = {"reference": f"{args.data} train split", "n_reference": len(reference), "metric": key}
     else:
-        scores, reference_info = inception_fids({"generator": g, "hat": x}, args.data, args.inception, device)
-    fids = {name: s["fid"] for name, s in scores.items()}
-    result |= reference_info | {"fid_generator": fids["generator"], "fid_hat": fids["hat"], "prdc_generator": scores["generator"], "prdc_hat": scores["hat"]}
+        (scores, reference_info), key = inception_fids({"generator": g, "hat": x}, args.data, args.inception, device), "fid"
+    fids = {name: s[key] for name, s in scores.items()}
+    result |= reference_info | {
+        f"{key}_generator": fids["generator"],
+        f"{key}_hat": fids["hat"],
+        "prdc_generator": scores["generator"],
+        "prdc_hat": scores["hat"],
+    }
 
     def along(key: str) -> str:
         return ", ".join(f"{c['step']}: {c[key]:.1f}" for c in curve)
