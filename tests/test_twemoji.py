@@ -29,3 +29,26 @@ def test_builtin_twemoji_generates_fits_samples_and_calibrates(tmp_path):
     run("sample", "--run", out, "--n", 3, "--out", tmp_path / "s.npz")
     with np.load(tmp_path / "s.npz") as f:
         assert f["x"].shape == (3, 3, 32, 32)
+
+
+def test_the_shipped_colour_gan_loads_as_mimicry_at_its_width_and_a_wrong_width_is_one_line():
+    from pathlib import Path
+
+    import pytest
+    import torch
+
+    import hatrefine
+    from hatrefine import HatrefineError, load_discriminator, load_generator
+
+    assets = Path(hatrefine.__file__).parent / "assets" / "twemoji_sngan"
+    G, D = load_generator("builtin:twemoji"), load_discriminator("builtin:twemoji")
+    G64 = load_generator("mimicry:sngan_cifar10[ngf=64]", str(assets / "netG.pth"))
+    D32 = load_discriminator("mimicry:sngan_cifar10[ndf=32]", str(assets / "netD.pth"))
+    z = G.sample_latent(4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        x = G(z)
+        assert x.shape == (4, 3, 32, 32) and x.std() > 0.1
+        torch.testing.assert_close(G64(z), x, rtol=0, atol=0)
+        torch.testing.assert_close(D32(x), D(x), rtol=0, atol=0)
+    with pytest.raises(HatrefineError, match=r"has ngf 64, not 256; pass \[ngf=64\]"):
+        load_generator("mimicry:sngan_cifar10[ngf=256]", str(assets / "netG.pth"))
