@@ -63,7 +63,7 @@ def moments(G, T, n=4000):
     return x.mean().item(), x.std().item()
 
 
-@pytest.mark.parametrize("method", ["regression", "mmd"])
+@pytest.mark.parametrize("method", ["regression", "mmd", "energy"])
 def test_distillation_moves_the_generator_toward_the_known_refined_distribution(tmp_path, method):
     refiner = toy_refiner()
     trainer = DistillTrainer(
@@ -77,7 +77,7 @@ def test_distillation_moves_the_generator_toward_the_known_refined_distribution(
     trainer.run(progress=False)
     trained = moments(G, trainer.map)
     assert abs(untrained[0] - target[0]) > 0.05  # the untouched generator is far from it
-    assert abs(trained[0] - target[0]) < 0.015, (trained, target)  # both learn the move of the mean
+    assert abs(trained[0] - target[0]) < 0.015, (trained, target)  # each learns the move of the mean
     if method == "mmd":  # distribution matching also keeps the spread (regression onto end points shrinks it)
         assert abs(trained[1] - target[1]) < 0.02, (trained, target)
 
@@ -106,6 +106,10 @@ def test_distill_refuses_a_run_without_calibration_and_a_full_disk_in_one_line(t
     result = CliRunner().invoke(main, ["distill", "--run", str(run), "--out", str(tmp_path / "d"), "--steps", "2", "--quiet"])
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "has no calibration" in result.output and "hatrefine calibrate --run" in result.output
     assert not (tmp_path / "d").exists()
+    conditional = tmp_path / "conditional"
+    assert CliRunner().invoke(main, ["fit", "--out", str(conditional), *TINY_FIT, "--mode", "conditional"]).exit_code == 0
+    result = CliRunner().invoke(main, ["distill", "--run", str(conditional), "--out", str(tmp_path / "d"), "--method", "energy", "--steps", "2", "--quiet"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "needs a run whose chains move Z" in result.output
     assert CliRunner().invoke(main, ["calibrate", "--run", str(run), "--n", "20"]).exit_code == 0
     import hatrefine.files.checkpoint as ckpt
 

@@ -8,7 +8,11 @@ from typing import ClassVar
 
 from hatrefine.errors import HatrefineError
 
-METHODS = ("regression", "mmd")  # onto each chain's end point z0 -> z_K (cooperative learning) | distribution matching in pixels
+METHODS = (
+    "regression",
+    "mmd",
+    "energy",
+)  # onto each chain's end point (cooperative learning) | distribution matching in pixels | an amortised proximal step on the energy
 
 
 @dataclass
@@ -31,7 +35,7 @@ class DistillConfig:
 
     HELP: ClassVar[dict] = {
         "run": "The fitted run to distil (fit, synthesize or fit-prior; its calibrated T and K).",
-        "method": "How T learns: regression (onto each chain's end latent from the same start, as cooperative learning's generator step) or mmd (distribution matching of G(T(z)) against the chains' images, RBF kernels at several bandwidths).",
+        "method": "How T learns: regression (onto each chain's end latent from the same start, as cooperative learning's generator step), mmd (distribution matching of G(T(z)) against the chains' images, RBF kernels at several bandwidths) or energy (no chains: T(z) lowers the run's energy plus ||T(z) - z||^2 / (K eps_z^2), the chains' gradient steps amortised).",
         "steps": "Updates of T.",
         "batch_size": "Chains (and latents) per update.",
         "lr": "Adam learning rate of T.",

@@ -10,6 +10,10 @@ the run samples with), and moves T toward its end points:
 - ``mmd``: the squared maximum mean discrepancy between G(T(z0')) for other latents and the
   chains' images, RBF kernels at the median pixel distance times 0.5, 1 and 2 (a
   distribution match that does not pair starts with ends).
+- ``energy``: no chains; T(z0) lowers the run's energy U(G(T(z0))) plus ||T(z0) - z0||^2 / (K eps_z^2),
+  the point that K gradient steps of size eps_z^2 / 2 reach from z0 (a proximal step), amortised
+  over z0: an amortised sampler whose spread comes from z0's while the proximal term is strong
+  (short-run chains); where the chains mix, it collapses toward the energy's modes (the Gaussian test).
 
 The residual Y is not distilled (the output is G(T(z))): on the embedded GAN it carries only
 its noise at the fit's eps_y (docs/experiments.md). G stays frozen; T starts as the identity.
@@ -51,6 +55,7 @@ from hatrefine.files.checkpoint import (
 from hatrefine.files.jsonfiles import read_json, save_json
 from hatrefine.files.names import CONFIG, MODEL_WEIGHTS
 from hatrefine.files.schema import FORMAT_VERSION, check_version, settings_from_dict, versions
+from hatrefine.sampling.langevin import LangevinSampler
 from hatrefine.settings.distill import DistillConfig
 from hatrefine.training.loop import TrainingLoop
 from hatrefine.training.resolve import Resolved
@@ -113,6 +118,8 @@ class DistillTrainer(TrainingLoop):
         self.map = LatentMap(G.latent_shape, c.width, c.depth).to(self.device)
         self.opt = torch.optim.Adam(self.map.parameters(), lr=c.lr)
         self.sampler = self.refiner.sampler()
+        if c.method == "energy" and not (isinstance(self.sampler, LangevinSampler) and self.sampler.eps_z > 0):
+            raise HatrefineError(f"--method energy needs a run whose chains move Z (a joint Hat EBM); {c.run}'s do not: use --method regression or mmd")
         self.rng = torch.Generator(self.device).manual_seed(c.seed)
         self.log = RunLog(self.out / "log.csv", ["step", "loss", "latent_move", "seconds_per_step"])
         self.step, self.events = 0, None
@@ -154,18 +161,28 @@ class DistillTrainer(TrainingLoop):
         t0 = time.perf_counter()
         c, G = self.config, self.generator
         z0 = G.sample_latent(c.batch_size, generator=self.rng)
-        end = self.sampler.sample(z0, generator=self.rng)
         mapped = self.map(z0)
-        if c.method == "regression":
-            loss = F.mse_loss(mapped, end.z.detach())
+        if c.method == "energy":
+            loss = self.proximal_energy(z0, mapped)
         else:
-            loss = mmd(G(self.map(G.sample_latent(c.batch_size, generator=self.rng))), end.x.detach())
+            end = self.sampler.sample(z0, generator=self.rng)
+            if c.method == "regression":
+                loss = F.mse_loss(mapped, end.z.detach())
+            else:
+                loss = mmd(G(self.map(G.sample_latent(c.batch_size, generator=self.rng))), end.x.detach())
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(inputs=list(self.map.parameters()))  # G and H stay frozen, their gradients untouched
         self.opt.step()
         self.step += 1
         move = (mapped.detach() - z0).flatten(1).norm(dim=1).mean().item()  # before this update: no second pass of T
         return {"step": self.step, "loss": loss.item(), "latent_move": move, "seconds_per_step": time.perf_counter() - t0}
+
+    def proximal_energy(self, z0: torch.Tensor, mapped: torch.Tensor) -> torch.Tensor:
+        """Mean of U(0, G(T(z0)), T(z0)) + ||T(z0) - z0||^2 / (K eps_z^2) (``energy``'s loss)."""
+        s = self.sampler
+        g = self.generator(mapped)
+        u = s.energy(torch.zeros_like(g), g, mapped).float()
+        return (u + (mapped - z0).flatten(1).square().sum(1) / (s.n_steps * s.eps_z**2)).mean()
 
     def postfix(self, row: dict) -> dict:
         return {"loss": f"{row['loss']:.4g}", "move": f"{row['latent_move']:.3f}"}
