@@ -52,7 +52,7 @@ def inception_fids(images: dict[str, torch.Tensor], data: str, inception: str, d
     net = load_inception(inception, device)
     scores, info = {}, {}
     for name, x in images.items():
-        key = hashlib.sha256(x.detach().float().cpu().contiguous().numpy().tobytes() + f"{data}|{inception}".encode()).hexdigest()[:32]
+        key = hashlib.sha256(x.detach().float().cpu().contiguous().numpy().tobytes() + f"{data}|{net.source}".encode()).hexdigest()[:32]
         cached = SCORE_CACHE / f"{key}.json"
         if cached.is_file():  # the same images scored by an earlier benchmark: Inception is minutes a set here
             r = json.loads(cached.read_text())

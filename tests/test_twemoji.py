@@ -1,10 +1,15 @@
 """The colour embedded default, builtin:twemoji, end to end at tiny size: generate, fit, sample, calibrate."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from click.testing import CliRunner
 
+import hatrefine
+from hatrefine import HatrefineError, load_discriminator, load_generator
 from hatrefine.cli import main
 
 
@@ -32,14 +37,6 @@ def test_builtin_twemoji_generates_fits_samples_and_calibrates(tmp_path):
 
 
 def test_the_shipped_colour_gan_loads_as_mimicry_at_its_width_and_a_wrong_width_is_one_line():
-    from pathlib import Path
-
-    import pytest
-    import torch
-
-    import hatrefine
-    from hatrefine import HatrefineError, load_discriminator, load_generator
-
     assets = Path(hatrefine.__file__).parent / "assets" / "twemoji_sngan"
     G, D = load_generator("builtin:twemoji"), load_discriminator("builtin:twemoji")
     G64 = load_generator("mimicry:sngan_cifar10[ngf=64]", str(assets / "netG.pth"))

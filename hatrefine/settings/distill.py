@@ -8,11 +8,8 @@ from typing import ClassVar
 
 from hatrefine.errors import HatrefineError
 
-METHODS = (
-    "regression",
-    "mmd",
-    "energy",
-)  # onto each chain's end point (cooperative learning) | distribution matching in pixels | an amortised proximal step on the energy
+# onto each chain's end point (cooperative learning) | distribution matching in pixels | an amortised proximal step on the energy
+METHODS = ("regression", "mmd", "energy")
 
 
 @dataclass

@@ -161,15 +161,16 @@ class DistillTrainer(TrainingLoop):
         t0 = time.perf_counter()
         c, G = self.config, self.generator
         z0 = G.sample_latent(c.batch_size, generator=self.rng)
+        end = None if c.method == "energy" else self.sampler.sample(z0, generator=self.rng)
+        if c.method == "mmd":  # matched on other latents: starts are not paired with ends
+            z0 = G.sample_latent(c.batch_size, generator=self.rng)
         mapped = self.map(z0)
         if c.method == "energy":
             loss = self.proximal_energy(z0, mapped)
+        elif c.method == "regression":
+            loss = F.mse_loss(mapped, end.z.detach())
         else:
-            end = self.sampler.sample(z0, generator=self.rng)
-            if c.method == "regression":
-                loss = F.mse_loss(mapped, end.z.detach())
-            else:
-                loss = mmd(G(self.map(G.sample_latent(c.batch_size, generator=self.rng))), end.x.detach())
+            loss = mmd(G(mapped), end.x.detach())
         self.opt.zero_grad(set_to_none=True)
         loss.backward(inputs=list(self.map.parameters()))  # G and H stay frozen, their gradients untouched
         self.opt.step()
