@@ -8,6 +8,8 @@ T and K; one distilled generator per ``--methods`` entry (``hatrefine distill``'
 seconds per ``--n`` images. ``--rounds N`` then refines in rounds with the first method: fit a new
 Hat EBM on the distilled generator (``fit --generator dir:DIR``, the run's fit settings), distil it,
 and repeat, reporting FID, recall and the cumulative fit and distillation seconds after each round.
+``--base JSON`` takes the rows from an earlier run of this script on the same ``--run``, ``--n`` and
+``--seed`` instead of measuring them again (round 1 is its first method's row: the same images).
 
     python benchmarks/distill_mnist.py --run runs/mnist-joint --rounds 3 \\
         --json benchmarks/results/distill_mnist.json --figure benchmarks/results/distill_mnist_rounds.png
@@ -67,6 +69,7 @@ def main() -> None:
     p.add_argument("--round-fit", default="{}", help="FitConfig overrides for the rounds' fits as JSON (default: the run's settings)")
     p.add_argument("--work", default="runs/benchmark-distill", help="where distilled generators and round fits go (reused)")
     p.add_argument("--no-inception", action="store_true", help="only the quick classifier's columns")
+    p.add_argument("--base", default=None, help="rows from an earlier run of this script (same --run, --n, --seed), for --rounds")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None)
@@ -75,15 +78,33 @@ def main() -> None:
     device = resolve_device(args.device)
     run, work = Path(args.run), Path(args.work)
     refiner = HatRefiner.from_pretrained(run, device=args.device)
-    G, spec = refiner.generator, refiner.config.generator
-    data = refiner.config.data
+    G, data = refiner.generator, refiner.config.data
     result = header(args, device) | {
         "run": str(run),
-        "generator": spec,
+        "generator": refiner.config.generator,
         "sampling": {"temperature": refiner.sampling.temperature, "langevin_steps": refiner.sampling.langevin_steps},
     }
     z0 = G.sample_latent(args.n, generator=torch.Generator(device).manual_seed(args.seed))
     parts = lambda f: torch.cat([f(z0[s : s + args.batch_size], s) for s in range(0, args.n, args.batch_size)])  # noqa: E731
+    if args.base:
+        base = read_json(args.base)
+        if (base["run"], base["n_samples"], base["seed"]) != (str(run), args.n, args.seed):
+            raise SystemExit(f"{args.base} measured {base['run']} on {base['n_samples']} latents of seed {base['seed']}; pass the same --run, --n and --seed")
+        result |= {k: v for k, v in base.items() if k not in result and k != "command"}
+        result["rows"] = base["rows"]
+    else:
+        result["rows"] = base_rows(args, refiner, run, work, z0, parts, result, device)
+    write_json(args.json, result)
+    if args.rounds:
+        result["rounds"] = rounds(args, refiner, result["rows"], data, device, parts)
+        write_json(args.json, result)
+        if args.figure:
+            figure(result, args.figure)
+
+
+def base_rows(args, refiner, run: Path, work: Path, z0, parts, result: dict, device) -> dict:
+    """The generator, the chains, each distilled generator and DDLS, each scored."""
+    G, spec, data = refiner.generator, refiner.config.generator, refiner.config.data
     images, rows = {}, {}
     with torch.no_grad():
         images["generator"], seconds = timed(lambda: parts(lambda z, s: G(z)))
@@ -110,14 +131,7 @@ def main() -> None:
         result |= reference
         for name in images:
             rows[name] |= scores[name]
-    result["rows"] = rows
-    write_json(args.json, result)
-
-    if args.rounds:
-        result["rounds"] = rounds(args, refiner, rows, data, device, parts)
-        write_json(args.json, result)
-        if args.figure:
-            figure(result, args.figure)
+    return rows
 
 
 def rounds(args, refiner, rows: dict, data: str, device, parts) -> list[dict]:
@@ -138,12 +152,16 @@ def rounds(args, refiner, rows: dict, data: str, device, parts) -> list[dict]:
             gen_dir = work / f"round{r}" / "distilled"
             _, seconds = distilled(work / f"round{r}" / "run", gen_dir, method, args.distill_steps, args.seed)
             cumulative += record["seconds"] + seconds
-        Dr = load_generator(f"dir:{gen_dir}")
-        with torch.no_grad():
-            x = parts(lambda z, s: Dr(z)).cpu()
-        point = {"round": r, "cumulative_seconds": round(cumulative, 1)} | classifier_scores({"x": x}, data)["x"]
-        if not args.no_inception:
-            point |= inception_fids({f"round{r}": x}, data, "auto", device)[0][f"round{r}"]
+        point = {"round": r, "cumulative_seconds": round(cumulative, 1)}
+        if r == 1 and args.base:  # the first method's row: the same generator on the same latents
+            point |= {k: v for k, v in rows[f"distilled_{method}"].items() if not k.endswith("_seconds")}
+        else:
+            Dr = load_generator(f"dir:{gen_dir}")
+            with torch.no_grad():
+                x = parts(lambda z, s: Dr(z)).cpu()
+            point |= classifier_scores({"x": x}, data)["x"]
+            if not args.no_inception:
+                point |= inception_fids({f"round{r}": x}, data, "auto", device)[0][f"round{r}"]
         points.append(point)
         print(point, flush=True)
     return points

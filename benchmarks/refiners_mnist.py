@@ -127,13 +127,18 @@ def main() -> None:
 
 
 def figure(result: dict, spec, path: str) -> None:
-    """Quality against sampling seconds, one line per method along its knob."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    """Quality against sampling seconds: the quick distance and recall along each method's knob, and
+    Inception FID where it was measured."""
+    panels = [(f"{spec.name}_fd", f"{spec.label} Frechet distance (lower is better)"), (f"{spec.name}_recall", f"recall in {spec.label} features")]
+    if any("fid" in p for p in result["points"]):
+        panels.append(("fid", "Inception FID (lower is better)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
     for method in dict.fromkeys(p["method"] for p in result["points"]):
-        pts = sorted((p for p in result["points"] if p["method"] == method), key=lambda p: p["sample_seconds"])
-        for ax, key in zip(axes, (f"{spec.name}_fd", f"{spec.name}_recall")):
-            ax.plot([p["sample_seconds"] for p in pts], [p[key] for p in pts], "o-" if len(pts) > 1 else "s", label=method)
-    for ax, label in zip(axes, (f"{spec.label} Frechet distance (lower is better)", f"recall in {spec.label} features")):
+        for ax, (key, _) in zip(axes, panels):
+            pts = sorted((p for p in result["points"] if p["method"] == method and key in p), key=lambda p: p["sample_seconds"])
+            if pts:
+                ax.plot([max(p["sample_seconds"], 0.1) for p in pts], [p[key] for p in pts], "o-" if len(pts) > 1 else "s", label=method)
+    for ax, (_, label) in zip(axes, panels):
         ax.set_xscale("log")
         ax.set_xlabel(f"sampling seconds per {result['n_samples']} images")
         ax.set_ylabel(label)
