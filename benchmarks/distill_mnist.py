@@ -174,9 +174,13 @@ def figure(result: dict, path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, k in zip(axes, (key, "recall")):
         if k in pts[0]:
-            ax.plot([0] + [p["round"] for p in pts], [result["rows"]["generator"].get(k)] + [p[k] for p in pts], "o-")
+            ax.plot([0] + [p["round"] for p in pts], [result["rows"]["generator"].get(k)] + [p[k] for p in pts], "o-", label="generator, then distilled")
+            if k in result["rows"].get("chains", {}):
+                ax.axhline(result["rows"]["chains"][k], ls="--", c="grey", label="the first run's chains")
+            ax.set_xticks(range(len(pts) + 1))
             ax.set_xlabel("round")
             ax.set_ylabel(k)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -53,7 +53,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hat-run", default=None, help="a fitted Hat EBM run on this generator (its calibrated T and K; then K x 0.5, 2)")
     p.add_argument("--prior-run", default=None, help="a fitted latent-prior run on this generator (its prior steps; then x 0.5, 2)")
-    p.add_argument("--methods", default="generator,drs,mh,dot,dgflow,ddls,ddls_calibrated,prior,hat", help="comma-separated subset")
+    p.add_argument("--methods", default="generator,drs,mh,dot,dgflow,ddls,ddls_calibrated,prior,hat", help="comma-separated subset, run in this order")
     p.add_argument("--calibrate-n", type=int, default=1000)
     p.add_argument("--inception-at", choices=("default", "all", "none"), default="default")
     p.add_argument("--batch-size", type=int, default=250)
@@ -106,6 +106,7 @@ def main() -> None:
             for v in sorted({max(1, k // 2), k, 2 * k}):
                 runs.append((name, "K", v, v == k, lambda model=model, v=v: chains(model.sampler(n_steps=v))))
 
+    runs.sort(key=lambda run: methods.index(run[0]))  # in --methods order (a killed run keeps the first ones)
     images = {}
     for method, knob, value, is_default, draw in runs:
         x, seconds, stats = timed(draw)
