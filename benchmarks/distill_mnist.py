@@ -9,7 +9,7 @@ seconds per ``--n`` images. ``--rounds N`` then refines in rounds with the first
 Hat EBM on the distilled generator (``fit --generator dir:DIR``, the run's fit settings), distil it,
 and repeat, reporting FID, recall and the cumulative fit and distillation seconds after each round.
 ``--base JSON`` takes the rows from an earlier run of this script on the same ``--run``, ``--n`` and
-``--seed`` instead of measuring them again (round 1 is its first method's row: the same images).
+``--seed`` instead of measuring them again. Round 1 is the first method's row (the same images).
 
     python benchmarks/distill_mnist.py --run runs/mnist-joint --rounds 3 \\
         --json benchmarks/results/distill_mnist.json --figure benchmarks/results/distill_mnist_rounds.png
@@ -153,7 +153,7 @@ def rounds(args, refiner, rows: dict, data: str, device, parts) -> list[dict]:
             _, seconds = distilled(work / f"round{r}" / "run", gen_dir, method, args.distill_steps, args.seed)
             cumulative += record["seconds"] + seconds
         point = {"round": r, "cumulative_seconds": round(cumulative, 1)}
-        if r == 1 and args.base:  # the first method's row: the same generator on the same latents
+        if r == 1:  # the first method's row: the same generator on the same latents, already scored
             point |= {k: v for k, v in rows[f"distilled_{method}"].items() if not k.endswith("_seconds")}
         else:
             Dr = load_generator(f"dir:{gen_dir}")

@@ -46,6 +46,20 @@ KNOBS = {  # method -> (knob name, values, default value, options for a value)
 }
 
 
+def discriminator_refiner(method: str, value, G, D, calibration, real: torch.Tensor):
+    """The ``KNOBS`` method at knob ``value``: DDLS, DRS, MH-GAN (chains started at ``real``), DOT or
+    DGflow, with the logistic ``calibration`` where its authors use one."""
+    kind = "ddls" if method.startswith("ddls") else method
+    cal = calibration if method in ("ddls_calibrated", "drs", "mh") else None
+    return baseline(kind, G, D, cal, real=real if method == "mh" else None, **KNOBS[method][3](value))
+
+
+def chains(sampler, z0: torch.Tensor, seed: int, batch_size: int) -> torch.Tensor:
+    """A fitted run's chains from the latents ``z0``, in batches, each batch seeded by its offset."""
+    parts = [sampler.sample(z0[s : s + batch_size], generator=torch.Generator(z0.device).manual_seed(seed + s)).x for s in range(0, len(z0), batch_size)]
+    return torch.cat(parts)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--generator", default="builtin:mnist", help="an embedded GAN: builtin:mnist or builtin:twemoji (its data is the reference)")
@@ -77,25 +91,17 @@ def main() -> None:
         x, stats = draw()
         return x.cpu(), round(time.perf_counter() - t0, 1), stats
 
-    def chains(sampler) -> tuple[torch.Tensor, dict]:
-        parts = [
-            sampler.sample(z0[s : s + args.batch_size], generator=torch.Generator(device).manual_seed(args.seed + s)) for s in range(0, args.n, args.batch_size)
-        ]
-        return torch.cat([r.x for r in parts]), {}
-
     runs = []  # (method, knob name, value, is default, draw)
     if "generator" in methods:
         runs.append(("generator", "-", 0, True, lambda: (torch.cat([G(z).detach() for z in z0.split(args.batch_size)]), {})))
-    for method, (knob, values, default, options) in KNOBS.items():
+    for method, (knob, values, default, _) in KNOBS.items():
         if method not in methods:
             continue
         for v in values:
-            kind = "ddls" if method.startswith("ddls") else method
-            cal = calibration if method in ("ddls_calibrated", "drs", "mh") else None
-            real_starts = reference[: args.calibrate_n] if method == "mh" else None
 
-            def draw(kind=kind, cal=cal, real_starts=real_starts, v=v, options=options):
-                res = baseline(kind, G, D, cal, real=real_starts, **options(v)).sample(args.n, seed=args.seed, batch_size=args.batch_size)
+            def draw(method=method, v=v):
+                refiner = discriminator_refiner(method, v, G, D, calibration, reference[: args.calibrate_n])
+                res = refiner.sample(args.n, seed=args.seed, batch_size=args.batch_size)
                 return res.x, getattr(res, "stats", {})
 
             runs.append((method, knob, v, v == default, draw))
@@ -104,7 +110,7 @@ def main() -> None:
             model = load_run(path, device=str(device))
             k = model.sampling.langevin_steps
             for v in sorted({max(1, k // 2), k, 2 * k}):
-                runs.append((name, "K", v, v == k, lambda model=model, v=v: chains(model.sampler(n_steps=v))))
+                runs.append((name, "K", v, v == k, lambda model=model, v=v: (chains(model.sampler(n_steps=v), z0, args.seed, args.batch_size), {})))
 
     runs.sort(key=lambda run: methods.index(run[0]))  # in --methods order (a killed run keeps the first ones)
     images = {}

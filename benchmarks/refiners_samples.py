@@ -17,14 +17,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from common import header, write_json  # noqa: E402
-from refiners_mnist import KNOBS  # noqa: E402
+from refiners_mnist import KNOBS, chains, discriminator_refiner  # noqa: E402
 
 from hatrefine.data import load_images  # noqa: E402
 from hatrefine.evaluation.metrics import class_histogram, class_probabilities, load_classifier  # noqa: E402
 from hatrefine.models.runs import load_run  # noqa: E402
 from hatrefine.networks.registry import load_discriminator, load_generator  # noqa: E402
 from hatrefine.sampling.density_ratio import calibrate  # noqa: E402
-from hatrefine.sampling.ratio_refiners import baseline  # noqa: E402
 
 
 def main() -> None:
@@ -45,15 +44,12 @@ def main() -> None:
     with torch.no_grad():
         samples["generator"] = G(z0)
     for method in ("drs", "mh", "dot", "dgflow", "ddls_calibrated"):
-        _, _, default, options = KNOBS[method]
-        kind, cal = ("ddls", calibration) if method == "ddls_calibrated" else (method, calibration if method in ("drs", "mh") else None)
-        real = reference[:1000] if method == "mh" else None
-        samples[f"{method} @ {default}"] = baseline(kind, G, D, cal, real=real, **options(default)).sample(args.n, seed=args.seed, batch_size=250).x
+        default = KNOBS[method][2]
+        refiner = discriminator_refiner(method, default, G, D, calibration, reference[:1000])
+        samples[f"{method} @ {default}"] = refiner.sample(args.n, seed=args.seed, batch_size=250).x
     for name, path in (("prior", args.prior_run), ("hat", args.hat_run)):
         model = load_run(path)
-        sampler = model.sampler()
-        parts = [sampler.sample(z0[s : s + 250], generator=torch.Generator().manual_seed(args.seed + s)).x for s in range(0, args.n, 250)]
-        samples[f"{name} @ {model.sampling.langevin_steps}"] = torch.cat(parts)
+        samples[f"{name} @ {model.sampling.langevin_steps}"] = chains(model.sampler(), z0, args.seed, 250)
     net = load_classifier(G.image_shape)
     result = header(args, torch.device("cpu")) | {"data": class_histogram(class_probabilities(reference, net))["frequencies"]}
     result["methods"] = {name: class_histogram(class_probabilities(x.detach(), net))["frequencies"] for name, x in samples.items()}
