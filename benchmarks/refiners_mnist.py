@@ -6,7 +6,9 @@ steps; MH-GAN's proposals per chain; DRS's gamma percentile, which sets how many
 an accepted sample costs), from the same seed, and is scored against the same reference (the
 data's training split): the quick classifier's Frechet distance with precision, recall, density
 and coverage in its features at every knob value, and Inception FID with the same four at each
-method's default knob (``--inception-at default``; ``all`` for every point, ``none`` to skip).
+method's default knob (``--inception-at default``; ``all`` for every point, ``none`` to skip),
+each point scored as soon as it is drawn. ``--knobs default`` draws only the default points, and
+``--at METHOD=VALUE`` moves a method's default (for a budget: say so where the numbers are reported).
 Sampling seconds are wall seconds per ``--n`` images on this machine. DRS, MH-GAN and DDLS's
 calibrated row use the logistic head fitted on ``--calibrate-n`` real training images (the
 authors' DOT and DGflow use the raw logit). The Hat EBM and the latent prior are fitted runs
@@ -70,11 +72,16 @@ def main() -> None:
     p.add_argument("--methods", default="generator,drs,mh,dot,dgflow,ddls,ddls_calibrated,prior,hat", help="comma-separated subset, run in this order")
     p.add_argument("--calibrate-n", type=int, default=1000)
     p.add_argument("--inception-at", choices=("default", "all", "none"), default="default")
+    p.add_argument("--knobs", choices=("all", "default"), default="all", help="every knob value, or only each method's default")
+    p.add_argument("--at", action="append", default=[], metavar="METHOD=VALUE", help="another default knob value for a method (repeatable)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None)
     p.add_argument("--figure", default=None)
     args = p.parse_args()
+    for a in args.at:
+        if a.partition("=")[0] not in KNOBS or not a.partition("=")[2].isdigit():
+            p.error(f"--at {a}: expected METHOD=VALUE with METHOD one of {', '.join(KNOBS)} and an integer VALUE, e.g. --at mh=160")
     device = resolve_device(args.device)
     result = header(args, device) | {"generator": args.generator, "points": []}
     G, D = load_generator(args.generator).to(device), load_discriminator(args.generator).to(device)
@@ -85,6 +92,7 @@ def main() -> None:
     real = features(net, reference)
     z0 = G.sample_latent(args.n, generator=torch.Generator(device).manual_seed(args.seed))
     methods = args.methods.split(",")
+    defaults = {m: d for m, (_, _, d, _) in KNOBS.items()} | {m: int(v) for m, v in (a.split("=", 1) for a in args.at)}
 
     def timed(draw) -> tuple[torch.Tensor, float, dict]:
         t0 = time.perf_counter()
@@ -94,10 +102,11 @@ def main() -> None:
     runs = []  # (method, knob name, value, is default, draw)
     if "generator" in methods:
         runs.append(("generator", "-", 0, True, lambda: (torch.cat([G(z).detach() for z in z0.split(args.batch_size)]), {})))
-    for method, (knob, values, default, _) in KNOBS.items():
+    for method, (knob, values, _, _) in KNOBS.items():
         if method not in methods:
             continue
-        for v in values:
+        default = defaults[method]
+        for v in sorted({*values, default}) if args.knobs == "all" else [default]:
 
             def draw(method=method, v=v):
                 refiner = discriminator_refiner(method, v, G, D, calibration, reference[: args.calibrate_n])
@@ -109,26 +118,21 @@ def main() -> None:
         if name in methods and path:
             model = load_run(path, device=str(device))
             k = model.sampling.langevin_steps
-            for v in sorted({max(1, k // 2), k, 2 * k}):
+            for v in sorted({max(1, k // 2), k, 2 * k}) if args.knobs == "all" else [k]:
                 runs.append((name, "K", v, v == k, lambda model=model, v=v: (chains(model.sampler(n_steps=v), z0, args.seed, args.batch_size), {})))
 
     runs.sort(key=lambda run: methods.index(run[0]))  # in --methods order (a killed run keeps the first ones)
-    images = {}
     for method, knob, value, is_default, draw in runs:
         x, seconds, stats = timed(draw)
         point = {"method": method, "knob": knob, "value": value, "default": is_default, "sample_seconds": seconds, **stats}
         point |= {f"{spec.name}_{k}": v for k, v in feature_scores(net, real, x).items()}
-        result["points"].append(point)
         if args.inception_at == "all" or (args.inception_at == "default" and is_default):
-            images[f"{method}@{value}"] = x
+            scores, info = inception_fids({f"{method}@{value}": x}, args.generator, "auto", device)
+            result |= info
+            point |= scores[f"{method}@{value}"]
+        result["points"].append(point)
         print({k: point[k] for k in ("method", "value", "sample_seconds", f"{spec.name}_fd", f"{spec.name}_recall")}, flush=True)
         write_json(args.json, result)  # after every point: a killed run keeps what it measured
-    if images:
-        scores, info = inception_fids(images, args.generator, "auto", device)
-        result |= info
-        for point in result["points"]:
-            point |= scores.get(f"{point['method']}@{point['value']}", {})
-    write_json(args.json, result)
     if args.figure:
         figure(result, spec, args.figure)
 
