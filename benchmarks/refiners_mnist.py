@@ -79,9 +79,12 @@ def main() -> None:
     p.add_argument("--json", default=None)
     p.add_argument("--figure", default=None)
     args = p.parse_args()
+    defaults = {m: d for m, (_, _, d, _) in KNOBS.items()}
     for a in args.at:
-        if a.partition("=")[0] not in KNOBS or not a.partition("=")[2].isdigit():
+        method, _, value = a.partition("=")
+        if method not in KNOBS or not value.isdigit():
             p.error(f"--at {a}: expected METHOD=VALUE with METHOD one of {', '.join(KNOBS)} and an integer VALUE, e.g. --at mh=160")
+        defaults[method] = int(value)
     device = resolve_device(args.device)
     result = header(args, device) | {"generator": args.generator, "points": []}
     G, D = load_generator(args.generator).to(device), load_discriminator(args.generator).to(device)
@@ -92,7 +95,6 @@ def main() -> None:
     real = features(net, reference)
     z0 = G.sample_latent(args.n, generator=torch.Generator(device).manual_seed(args.seed))
     methods = args.methods.split(",")
-    defaults = {m: d for m, (_, _, d, _) in KNOBS.items()} | {m: int(v) for m, v in (a.split("=", 1) for a in args.at)}
 
     def timed(draw) -> tuple[torch.Tensor, float, dict]:
         t0 = time.perf_counter()
